@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark JSON files into docs/benchmarks.md: a table per component, every
+implementation side by side with its ratio to the component's named baseline, and a PNG plot.
+
+Benchmark names follow "<component>/<implementation>/<config...>". Only the median aggregate of the
+repetitions is used. Prints the tables to stdout as well.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import OrderedDict
+
+# The baseline each component is compared against (the first implementation seen otherwise).
+BASELINES = {
+    "counter": "std_atomic",
+}
+# One line per component saying what is measured.
+DESCRIPTIONS = {
+    "counter": "Increments/s summed over all threads (64 increments per iteration). "
+    "`std_atomic` is one shared `std::atomic<int64_t>::fetch_add` (baseline); "
+    "`thread_local_plain` is a non-atomic thread-local increment, the floor.",
+}
+
+
+def human(v):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= scale:
+            return f"{v / scale:.2f} {unit}"
+    return f"{v:.0f}"
+
+
+def load(paths):
+    context = {}
+    # component -> config -> impl -> items/s (median)
+    data = OrderedDict()
+    for path in paths:
+        with open(path) as f:
+            doc = json.load(f)
+        context = context or doc.get("context", {})
+        for b in doc.get("benchmarks", []):
+            if b.get("run_type") != "aggregate" or b.get("aggregate_name") != "median":
+                continue
+            rate = b.get("items_per_second")
+            if rate is None:
+                continue
+            parts = b["run_name"].split("/")
+            if len(parts) < 2:
+                continue
+            component, impl = parts[0], parts[1]
+            config = "/".join(p for p in parts[2:] if p not in ("real_time", "process_time")) or "-"
+            data.setdefault(component, OrderedDict()).setdefault(config, OrderedDict())[impl] = rate
+    return context, data
+
+
+def machine(context):
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "unknown CPU")
+    except OSError:
+        model = platform.processor() or "unknown CPU"
+    return (
+        f"{context.get('num_cpus', os.cpu_count())} cores ({model}), {platform.system()} {platform.release()}, "
+        f"compiler {context.get('compiler', 'unknown')}, Google Benchmark build {context.get('library_build_type', '?')}, "
+        f"run {context.get('date', '?')}"
+    )
+
+
+def table(component, configs):
+    impls = []
+    for per_impl in configs.values():
+        for impl in per_impl:
+            if impl not in impls:
+                impls.append(impl)
+    baseline = BASELINES.get(component, impls[0])
+    lines = [
+        "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
+        "|---|" + "---:|" * len(impls),
+    ]
+    for config, per_impl in configs.items():
+        base = per_impl.get(baseline)
+        cells = []
+        for impl in impls:
+            v = per_impl.get(impl)
+            if v is None:
+                cells.append("n/a")
+            elif base and impl != baseline:
+                cells.append(f"{human(v)}/s ({v / base:.2f}x)")
+            else:
+                cells.append(f"{human(v)}/s")
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return baseline, "\n".join(lines)
+
+
+def plot(component, configs, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench_report: matplotlib not available (Debian: python3-matplotlib), plot skipped", file=sys.stderr)
+        return False
+    impls = []
+    for per_impl in configs.values():
+        for impl in per_impl:
+            if impl not in impls:
+                impls.append(impl)
+    names = list(configs)
+    width = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names) + 2), 4))
+    for k, impl in enumerate(impls):
+        xs = [i + k * width for i in range(len(names))]
+        ys = [configs[n].get(impl, 0) for n in names]
+        ax.bar(xs, ys, width, label=impl)
+    ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(names))])
+    ax.set_xticklabels(names)
+    ax.set_yscale("log")
+    ax.set_ylabel("items/s (median, log scale)")
+    ax.set_title(component)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", nargs="+")
+    ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--img-dir", default="docs/img")
+    args = ap.parse_args()
+
+    context, data = load(args.json)
+    if not data:
+        sys.exit("bench_report: no median aggregates found (run with --benchmark_repetitions >= 2)")
+    os.makedirs(args.img_dir, exist_ok=True)
+    reps = sorted({b.get("repetitions") for p in args.json for b in json.load(open(p)).get("benchmarks", [])} - {None})
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `scripts/bench.sh` (do not edit by hand). Every implementation of a component runs in the",
+        "same binary; repetitions are interleaved in random order and the table shows the **median** items/s,",
+        "with the ratio to the component's baseline in parentheses.",
+        "",
+        f"- Machine: {machine(context)}",
+        f"- Repetitions per benchmark: {', '.join(map(str, reps)) or '?'}",
+        "- With 2 cores, runs at 4 and 8 threads are oversubscribed: they show what happens when threads are",
+        "  preempted mid-operation.",
+        "",
+    ]
+    for component, configs in data.items():
+        baseline, tab = table(component, configs)
+        img = os.path.join(args.img_dir, f"{component}.png")
+        out += [f"## {component}", "", DESCRIPTIONS.get(component, ""), "", f"Baseline: `{baseline}`.", "", tab, ""]
+        if plot(component, configs, img):
+            out += [f"![{component}]({os.path.relpath(img, os.path.dirname(args.out) or '.')})", ""]
+        print(f"\n{component} (median items/s, ratio to {baseline})\n{tab}")
+    with open(args.out, "w") as f:
+        f.write("\n".join(out))
+    print(f"\nbench_report: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs, and only those that are missing.
+# Usage: scripts/deps.sh test|bench|all
+#   test   what the test command needs (compilers, sanitizer runtimes, Catch2, clang-format, ...)
+#   bench  what the benchmark comparison needs, plus the optional peers when they can be installed
+# As root, missing packages are installed with apt-get (after one 'apt-get update'). Otherwise the
+# script stops and prints the exact command to run. Optional benchmark peers never stop it.
+set -euo pipefail
+
+mode=${1:-all}
+common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev)
+test_only=(clang libclang-rt-14-dev clang-format)
+bench_only=(python3-matplotlib)
+optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev)
+
+case "$mode" in
+  test) required=("${common[@]}" "${test_only[@]}"); want_optional=0 ;;
+  bench) required=("${common[@]}" "${bench_only[@]}"); want_optional=1 ;;
+  all) required=("${common[@]}" "${test_only[@]}" "${bench_only[@]}"); want_optional=1 ;;
+  *) echo "usage: $0 test|bench|all" >&2; exit 2 ;;
+esac
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+missing_of() { local p; for p in "$@"; do installed "$p" || echo "$p"; done; }
+
+mapfile -t missing < <(missing_of "${required[@]}")
+optional_missing=()
+if ((want_optional)); then mapfile -t optional_missing < <(missing_of "${optional[@]}"); fi
+
+if ((${#missing[@]} == 0 && ${#optional_missing[@]} == 0)); then
+  echo "deps: all packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  if ((${#missing[@]} > 0)); then
+    echo "deps: missing Debian packages: ${missing[*]}" >&2
+    echo "deps: run this, then try again:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]} ${optional_missing[*]}" >&2
+    exit 1
+  fi
+  echo "deps: note: optional benchmark peers not installed, their benchmarks are skipped: ${optional_missing[*]}"
+  echo "deps: to include them: sudo apt-get install -y ${optional_missing[*]}"
+  exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "deps: installing: ${missing[*]} ${optional_missing[*]}"
+apt-get update -qq
+if ((${#missing[@]} > 0)); then
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for p in "${optional_missing[@]}"; do
+  if ! apt-get install -y -qq --no-install-recommends "$p" >/dev/null; then
+    echo "deps: note: optional benchmark peer $p could not be installed; its benchmarks are skipped"
+  fi
+done
+mapfile -t still < <(missing_of "${required[@]}")
+if ((${#still[@]} > 0)); then
+  echo "deps: still missing after apt-get: ${still[*]}" >&2
+  exit 1
+fi
+echo "deps: ok"

@@ -1,0 +1,32 @@
+// Shared helpers for the stress tests.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+namespace otlpconc::stress {
+
+// OTLPCONC_STRESS_SCALE multiplies every stress test's iteration counts (default 1, the CI size;
+// for example 20 for a long soak). Malformed or non-positive values are rejected loudly.
+inline double scale() {
+  static const double value = [] {
+    const char* env = std::getenv("OTLPCONC_STRESS_SCALE");
+    if (env == nullptr || *env == '\0')
+      return 1.0;
+    char* end = nullptr;
+    double v = std::strtod(env, &end);
+    if (end == env || *end != '\0' || !(v > 0.0))
+      throw std::invalid_argument("OTLPCONC_STRESS_SCALE must be a positive number, got '" + std::string(env) + "'");
+    return v;
+  }();
+  return value;
+}
+
+inline std::int64_t scaled(std::int64_t base) {
+  auto v = static_cast<std::int64_t>(static_cast<double>(base) * scale());
+  return v < 1 ? 1 : v;
+}
+
+} // namespace otlpconc::stress

@@ -1,0 +1,49 @@
+# cmake -P script: builds and runs one consumer project of the installed or the in-tree library.
+#   MODE=install       install PROJECT_BUILD_DIR into a fresh prefix, build CONSUMER_DIR against it with
+#                      find_package, then compile the same source with only pkg-config's flags.
+#   MODE=subdirectory  build CONSUMER_DIR, which add_subdirectory()s OTLPCONC_SOURCE_DIR.
+cmake_minimum_required(VERSION 3.25)
+
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGV}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(build ${WORK_DIR}/build)
+set(configure_args -S ${CONSUMER_DIR} -B ${build} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX}
+                   -DCMAKE_BUILD_TYPE=Release)
+
+if(MODE STREQUAL "install")
+  set(prefix ${WORK_DIR}/prefix)
+  run(${CMAKE_COMMAND} --install ${PROJECT_BUILD_DIR} --prefix ${prefix})
+  foreach(f include/otlpconc/counter.hpp share/cmake/otlpconc/otlpconcConfig.cmake
+            share/cmake/otlpconc/otlpconcConfigVersion.cmake share/pkgconfig/otlpconc.pc)
+    if(NOT EXISTS ${prefix}/${f})
+      message(FATAL_ERROR "install is missing ${f}")
+    endif()
+  endforeach()
+  run(${CMAKE_COMMAND} ${configure_args} -DCMAKE_PREFIX_PATH=${prefix})
+  run(${CMAKE_COMMAND} --build ${build})
+  run(${build}/consumer)
+
+  # pkg-config path: the .pc file alone must be enough to compile and link.
+  find_program(PKG_CONFIG pkg-config REQUIRED)
+  set(ENV{PKG_CONFIG_PATH} ${prefix}/share/pkgconfig)
+  run(${PKG_CONFIG} --cflags --libs otlpconc)
+  string(STRIP "${last_output}" flags)
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  run(${CXX} ${flags} ${CONSUMER_DIR}/consumer.cpp -o ${WORK_DIR}/pkgconfig_consumer ${flags})
+  run(${WORK_DIR}/pkgconfig_consumer)
+elseif(MODE STREQUAL "subdirectory")
+  run(${CMAKE_COMMAND} ${configure_args} -DOTLPCONC_SOURCE_DIR=${OTLPCONC_SOURCE_DIR})
+  run(${CMAKE_COMMAND} --build ${build})
+  run(${build}/consumer)
+else()
+  message(FATAL_ERROR "MODE must be install or subdirectory")
+endif()
+message(STATUS "consumer (${MODE}) built and ran")

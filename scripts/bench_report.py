@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
+import re
 import sys
 from collections import OrderedDict
 
@@ -52,7 +52,14 @@ def load(paths):
             component, impl = parts[0], parts[1]
             config = "/".join(p for p in parts[2:] if p not in ("real_time", "process_time")) or "-"
             data.setdefault(component, OrderedDict()).setdefault(config, OrderedDict())[impl] = rate
+    # Configs in natural order (threads:2 before threads:10), whatever order the interleaved run used.
+    for component, configs in data.items():
+        data[component] = OrderedDict(sorted(configs.items(), key=lambda kv: natural_key(kv[0])))
     return context, data
+
+
+def natural_key(text):
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", text)]
 
 
 def machine(context):

@@ -27,7 +27,7 @@ TEST_CASE("sharded_counter: 8 writers with churn, a reader that must never see a
   const std::int64_t final_total = writers * rounds * per_round;
 
   // The reader checks the bounds on every read: never below what is known complete (a lost add,
-  // e.g. during a cell array growth or a thread-exit fold), never above the final total (a double
+  // e.g. during registration or a thread-exit fold), never above the final total (a double
   // count, e.g. a folded cell still summed).
   std::thread reader([&] {
     while (!stop.load(std::memory_order_acquire)) {
@@ -56,7 +56,7 @@ TEST_CASE("sharded_counter: 8 writers with churn, a reader that must never see a
   });
 
   for (std::int64_t r = 0; r < rounds; ++r) {
-    std::vector<std::thread> pool; // fresh threads every round: each one registers, grows, folds
+    std::vector<std::thread> pool; // fresh threads every round: each one registers, adds, folds at exit
     for (int w = 0; w < writers; ++w)
       pool.emplace_back([&, w] {
         for (std::int64_t i = 0; i < per_round; ++i) {

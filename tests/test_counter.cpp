@@ -173,16 +173,16 @@ TEST_CASE("sharded_counter: adds from thread_local destructors after the thread'
 }
 
 TEST_CASE("sharded_counter: a read never misses an add that happened before it", "[counter]") {
-  // The writer grows its cell array while the reader reads: every counter gets a new, larger id,
-  // so each first add reallocates and copies this thread's cells.
+  // The writer spreads its adds over many ids (and so over fresh, untouched pages of its cell
+  // array) while the reader reads.
   std::vector<std::unique_ptr<sharded_counter>> counters;
-  for (int i = 0; i < 256; ++i)
+  for (int i = 0; i < 2048; ++i)
     counters.push_back(std::make_unique<sharded_counter>());
   std::atomic<std::int64_t> published{0};
   std::atomic<bool> done{false};
   std::thread writer([&] {
     std::int64_t total = 0;
-    for (int round = 0; round < 200; ++round)
+    for (int round = 0; round < 40; ++round)
       for (auto& c : counters) {
         c->increment();
         if (c == counters.front()) {
@@ -201,5 +201,21 @@ TEST_CASE("sharded_counter: a read never misses an add that happened before it",
   writer.join();
   REQUIRE(violations == 0);
   for (auto& c : counters)
-    REQUIRE(c->load() == 200);
+    REQUIRE(c->load() == 40);
+}
+
+TEST_CASE("sharded_counter: counters past the per-thread cell range still count exactly", "[counter]") {
+  // Fill every id that has cells, so the next counters fall back to atomic adds on their base.
+  std::vector<std::unique_ptr<sharded_counter>> filler;
+  filler.reserve(otlpconc::detail::max_counter_cells);
+  for (std::uint32_t i = 0; i < otlpconc::detail::max_counter_cells; ++i)
+    filler.push_back(std::make_unique<sharded_counter>());
+  sharded_counter beyond;
+  filler.back()->add(5); // the last id with cells still works, and page-in of a far id too
+  hammer(beyond, 3, 1000, 2);
+  beyond.add(-1);
+  REQUIRE(beyond.load() == 5999);
+  REQUIRE(filler.back()->load() == 5);
+  beyond.reset();
+  REQUIRE(beyond.load() == 0);
 }

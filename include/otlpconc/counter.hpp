@@ -17,16 +17,18 @@
 //   request.
 // Guarantees:
 //   padded_counter: lock-free (wait-free where the platform's fetch_add is), linearizable.
-//   sharded_counter::add is wait-free and lock-free on its fast path; a thread's first add to a
-//   counter whose id lies past the thread's cell array takes the registry lock once to grow it.
+//   sharded_counter::add is wait-free once the calling thread is registered; a thread's first add
+//   to any sharded_counter registers it (the registry lock and one mmap, once per thread).
 //   add never allocates a cell it cannot get: on allocation failure, or while the thread is being
 //   torn down, it falls back to an atomic add on the counter's own base. load() returns the exact
 //   sum once writers are quiescent, and otherwise never misses an add that happens-before the call.
 //   Threads may come and go freely: an exiting thread folds its cells into its counters.
 //   Arithmetic wraps modulo 2^64 (never undefined behaviour).
-// Memory: sharded_counter costs 16 bytes per counter plus, in each thread that touched counters,
-//   8 bytes per counter id up to the largest id it touched (ids of destroyed counters are reused,
-//   lowest first), rounded up to whole cache lines.
+// Memory: sharded_counter costs 16 bytes per counter. Each thread that adds reserves 8 MiB of
+//   address space for cells (one 8-byte cell per counter id, 2^20 ids); only the 4 KiB pages holding
+//   ids it actually touched become resident, and ids are reused lowest first, so a program with a
+//   few hundred counters uses one or two pages per thread. The reservation is returned when the
+//   thread exits. Counters beyond 2^20 alive at once still work but add with an atomic RMW.
 // Ordering: neither counter orders other memory (relaxed); they count, they do not synchronize.
 #pragma once
 
@@ -80,12 +82,12 @@ class sharded_counter {
   sharded_counter& operator=(const sharded_counter&) = delete;
 
   void add(std::int64_t n) noexcept {
-    const detail::counter_thread_view& view = detail::counter_tls;
-    if (OTLPCONC_LIKELY(id_ < view.size)) {
-      detail::counter_cell& cell = view.cells[id_];
-      // (S1) relaxed load + store, not an RMW: this thread is the cell's only writer (the registry
-      // writes it only under its mutex while no add to this counter can run: C1, C3), so the load
-      // returns our own last store. Readers see the store through coherence (C6).
+    std::uint64_t* const cells = detail::counter_tls.cells;
+    if (OTLPCONC_LIKELY(cells != nullptr && id_ < detail::max_counter_cells)) {
+      detail::counter_cell cell(cells[id_]);
+      // (S1) relaxed load + store, not an RMW: this thread is the cell's only writer while the
+      // counter lives (the registry zeroes it in C1 only once no add can run), so the load returns
+      // our own last store. Readers see the store through coherence (C6).
       cell.store(cell.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n), std::memory_order_relaxed);
       return;
     }
@@ -106,12 +108,13 @@ class sharded_counter {
   static detail::counter_registry& registry() { return detail::counter_registry::instance(); }
 
   OTLPCONC_NOINLINE void add_slow(std::int64_t n) noexcept {
-    if (registry().ensure_cell(id_)) {
+    if (id_ < detail::max_counter_cells && registry().register_thread()) {
       add(n);
       return;
     }
-    // (S2) relaxed RMW on the base: no cell for this thread (allocation failed, or the thread is
-    // past its exit fold); readers see it through C6 like any folded value.
+    // (S2) relaxed RMW on the base: no cell for this thread (the counter is past the first
+    // max_counter_cells ids, the reservation failed, or the thread is past its exit fold); readers
+    // see it through C6 like any folded value.
     base_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
   }
 

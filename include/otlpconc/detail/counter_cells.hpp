@@ -1,60 +1,76 @@
 // otlpconc/detail/counter_cells.hpp: per-thread cells behind otlpconc::sharded_counter.
 //
 // Every live sharded_counter owns a small integer id. Every thread that has added to a counter owns
-// an array of cells indexed by id; the thread is the only writer of its cells (except for the
-// zeroing described below), so an add is a relaxed load and store on a line no other thread
-// writes. A reader sums the counter's base and the cell at its id in every live thread.
+// a cell array indexed by id; the thread is the only writer of its cells while their counters live
+// (the zeroing below happens when no add can run), so an add is a relaxed load and store on memory
+// no other thread writes. A reader sums the counter's base and the cell at its id in every live
+// thread.
+//
+// Each thread's array is reserved once, at its first add, for max_counter_cells ids: address space
+// only (an anonymous private mapping, zero-filled on first touch), so a thread pays physical memory
+// only for the pages of the ids it touches, and the array never moves or grows. That keeps the
+// hot path to one thread-local load (the array pointer, null until registered) with no size check;
+// see counter.hpp. Counters beyond max_counter_cells live at once get no cells and add to their
+// base atomically (correct, slower).
 //
 // One process-wide registry (leaked on purpose, so threads that exit after static destruction still
 // find it) holds the list of live threads and the id -> counter table under a mutex. The mutex is
-// taken only on slow paths: a thread's first add to a counter whose id is past its array, a read,
-// a reset, counter construction and destruction, and thread exit. The hot path takes no lock.
+// taken only on slow paths: a thread's first add, a read, a reset, counter construction and
+// destruction, and thread exit. No add takes it once its thread is registered.
 //
 // Invariants, all maintained under the registry mutex:
-//  - a thread record's cell array is replaced only by its owner and only under the mutex, so readers
-//    (who hold the mutex) never see an array being freed;
 //  - on thread exit the cells are folded into their counters' bases and the record is unlinked in
-//    one critical section: a reader sees each increment either in a cell or in a base, never in
-//    both and never in neither;
-//  - when a counter is destroyed its cells are zeroed in every live thread, so an id reused by a new
+//    one critical section: a reader sees each add either in a cell or in a base, never in both and
+//    never in neither;
+//  - when a counter is destroyed its cell is zeroed in every live thread, so an id reused by a new
 //    counter starts from zero.
 #pragma once
 
-#include "otlpconc/cache_padded.hpp"
-
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
 #include <queue>
 #include <stdexcept>
-#include <type_traits>
 #include <vector>
+
+#if __has_include(<sys/mman.h>)
+#include <sys/mman.h>
+#define OTLPCONC_HAVE_MMAP 1
+#else
+#define OTLPCONC_HAVE_MMAP 0
+#endif
 
 namespace otlpconc::detail {
 
-using counter_cell = std::atomic<std::uint64_t>;
+// Ids that get per-thread cells: 2^20 live counters, 8 MiB of address space per registered thread
+// (of which only touched pages become resident).
+inline constexpr std::uint32_t max_counter_cells = 1u << 20;
+
+// A cell is a plain uint64_t accessed only through std::atomic_ref, so the reserved zero pages need
+// no constructor to run over them (uint64_t is an implicit-lifetime type).
+using counter_cell = std::atomic_ref<std::uint64_t>;
+static_assert(counter_cell::required_alignment <= alignof(std::uint64_t) && counter_cell::is_always_lock_free,
+              "sharded_counter needs lock-free 64-bit atomics");
 
 struct counter_thread_record {
-  counter_cell* cells = nullptr; // guarded by the registry mutex for every thread but the owner's reads
-  std::size_t size = 0;
+  std::uint64_t* cells = nullptr;
   counter_thread_record* prev = nullptr;
   counter_thread_record* next = nullptr;
 };
 
-// The hot path reads only this: trivially constructible and destructible, constant-initialized,
+// The hot path reads only `cells`: trivially constructible and destructible, constant-initialized,
 // so accessing it is a plain TLS access with no guard or wrapper call.
 struct counter_thread_view {
-  counter_cell* cells;
-  std::size_t size;
-  counter_thread_record* record;
-  bool exited; // set once this thread's cells have been folded at thread exit
+  std::uint64_t* cells;          // null until this thread registers, and again after it exits
+  counter_thread_record* record; // this thread's entry in the registry
+  bool exited;                   // set once this thread's cells have been folded at thread exit
 };
-inline constinit thread_local counter_thread_view counter_tls{nullptr, 0, nullptr, false};
+inline constinit thread_local counter_thread_view counter_tls{nullptr, nullptr, false};
 
 class counter_registry {
  public:
@@ -80,16 +96,20 @@ class counter_registry {
 
   void release_id(std::uint32_t id) noexcept {
     std::lock_guard lock(mutex_);
-    for (counter_thread_record* t = threads_; t != nullptr; t = t->next)
-      if (id < t->size)
+    if (id < max_counter_cells)
+      for (counter_thread_record* t = threads_; t != nullptr; t = t->next) {
+        counter_cell cell(t->cells[id]);
         // (C1) relaxed: the counter is being destroyed, so by the caller's contract no thread adds
-        // to it concurrently; the registry mutex orders this store before any later reader.
-        t->cells[id].store(0, std::memory_order_relaxed);
+        // to it concurrently; the registry mutex orders this store before any later reader (C6).
+        // Only non-zero cells are written, so untouched pages stay unbacked.
+        if (cell.load(std::memory_order_relaxed) != 0)
+          cell.store(0, std::memory_order_relaxed);
+      }
     bases_[id] = nullptr;
     try {
       free_ids_.push(id);
     } catch (...) {
-      // Could not record the id for reuse: it is simply never reused (a few bytes per thread).
+      // Could not record the id for reuse: it is simply never reused.
     }
   }
 
@@ -103,44 +123,36 @@ class counter_registry {
   // quiescent. Adds that race with the reset are either cleared or kept, never half-applied.
   void reset(std::uint32_t id, std::atomic<std::uint64_t>& base) {
     std::lock_guard lock(mutex_);
-    // (C2) relaxed RMW: concurrent fallback adds to the base (C5) are not lost; the mutex orders
+    // (C2) relaxed RMW: concurrent fallback adds to the base (S2) are not lost; the mutex orders
     // this with every other reader and with thread-exit folding (C4).
     base.fetch_sub(sum_locked(id, base), std::memory_order_relaxed);
   }
 
-  // Makes the calling thread's cell array cover `id`. Returns false when it cannot (allocation
-  // failed, or the thread is exiting); the caller then adds to the counter's base instead.
-  bool ensure_cell(std::uint32_t id) noexcept {
+  // Registers the calling thread (reserves its cell array). Returns false when it cannot: the
+  // reservation failed, or the thread is past its exit fold; the caller then adds to the counter's
+  // base instead.
+  bool register_thread() noexcept {
     counter_thread_view& view = counter_tls;
     if (view.exited)
       return false;
+    if (view.cells != nullptr)
+      return true;
+    std::uint64_t* cells = reserve_cells();
+    if (cells == nullptr)
+      return false;
     try {
       std::lock_guard lock(mutex_);
-      if (view.record == nullptr) {
-        auto* rec = new counter_thread_record;
-        rec->next = threads_;
-        if (threads_ != nullptr)
-          threads_->prev = rec;
-        threads_ = rec;
-        view.record = rec;
-        static thread_local exit_guard guard; // destroyed at thread exit: folds this thread's cells
-        guard.armed = true;
-      }
-      counter_thread_record* rec = view.record;
-      std::size_t want = std::max<std::size_t>({std::size_t{id} + 1, rec->size * 2, cells_per_line});
-      want = (want + cells_per_line - 1) / cells_per_line * cells_per_line; // whole lines only
-      counter_cell* fresh = allocate_cells(want);
-      for (std::size_t i = 0; i < rec->size; ++i)
-        // (C3) relaxed: only the owner (this thread) writes its cells, and other threads read them
-        // only under the mutex we hold, so the copy sees every value and nobody sees it half done.
-        fresh[i].store(rec->cells[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
-      free_cells(rec->cells, rec->size);
-      rec->cells = fresh;
-      rec->size = want;
-      view.cells = fresh;
-      view.size = want;
+      auto* rec = new counter_thread_record{cells, nullptr, threads_};
+      if (threads_ != nullptr)
+        threads_->prev = rec;
+      threads_ = rec;
+      view.record = rec;
+      view.cells = cells;
+      static thread_local exit_guard guard; // destroyed at thread exit: folds this thread's cells
+      guard.armed = true;
       return true;
     } catch (...) {
+      release_cells(cells);
       return false;
     }
   }
@@ -154,7 +166,7 @@ class counter_registry {
   }
 
  private:
-  static constexpr std::size_t cells_per_line = cache_line_size / sizeof(counter_cell);
+  static constexpr std::size_t reservation_bytes = std::size_t{max_counter_cells} * sizeof(std::uint64_t);
 
   struct exit_guard {
     bool armed = false;
@@ -168,12 +180,12 @@ class counter_registry {
 
   std::uint64_t sum_locked(std::uint32_t id, const std::atomic<std::uint64_t>& base) const {
     // (C6) relaxed loads: each cell has one writer and the value is a statistic; read-write
-    // coherence guarantees that an add which happens-before this read is seen. Thread records,
-    // arrays and folded bases only change under the mutex we hold.
+    // coherence guarantees that an add which happens-before this read is seen. Thread records and
+    // folded bases only change under the mutex we hold.
     std::uint64_t total = base.load(std::memory_order_relaxed);
-    for (counter_thread_record* t = threads_; t != nullptr; t = t->next)
-      if (id < t->size)
-        total += t->cells[id].load(std::memory_order_relaxed);
+    if (id < max_counter_cells)
+      for (counter_thread_record* t = threads_; t != nullptr; t = t->next)
+        total += counter_cell(t->cells[id]).load(std::memory_order_relaxed);
     return total;
   }
 
@@ -181,12 +193,14 @@ class counter_registry {
     counter_thread_view& view = counter_tls;
     std::lock_guard lock(mutex_);
     counter_thread_record* rec = view.record;
-    view = counter_thread_view{nullptr, 0, nullptr, true};
+    view = counter_thread_view{nullptr, nullptr, true};
     if (rec == nullptr)
       return;
-    for (std::size_t i = 0; i < rec->size; ++i) {
-      std::uint64_t v = rec->cells[i].load(std::memory_order_relaxed); // own cell, see (C3)
-      if (v != 0 && i < bases_.size() && bases_[i] != nullptr)
+    const std::size_t ids = std::min<std::size_t>(bases_.size(), max_counter_cells);
+    for (std::size_t i = 0; i < ids; ++i) {
+      // Own cell: this thread is its only writer (S1).
+      std::uint64_t v = counter_cell(rec->cells[i]).load(std::memory_order_relaxed);
+      if (v != 0 && bases_[i] != nullptr)
         // (C4) relaxed RMW under the mutex: the fold and the unlink below are one critical
         // section, so readers (C6) count this value exactly once.
         bases_[i]->fetch_add(v, std::memory_order_relaxed);
@@ -197,24 +211,30 @@ class counter_registry {
       threads_ = rec->next;
     if (rec->next != nullptr)
       rec->next->prev = rec->prev;
-    free_cells(rec->cells, rec->size);
+    release_cells(rec->cells);
     delete rec;
   }
 
-  static counter_cell* allocate_cells(std::size_t n) {
-    void* raw = ::operator new (n * sizeof(counter_cell), std::align_val_t{cache_line_size});
-    auto* cells = static_cast<counter_cell*>(raw);
-    for (std::size_t i = 0; i < n; ++i)
-      new (&cells[i]) counter_cell(0);
-    return cells;
+  static std::uint64_t* reserve_cells() noexcept {
+#if OTLPCONC_HAVE_MMAP
+#ifdef MAP_NORESERVE
+    constexpr int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+#else
+    constexpr int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#endif
+    void* p = ::mmap(nullptr, reservation_bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<std::uint64_t*>(p);
+#else
+    return static_cast<std::uint64_t*>(std::calloc(max_counter_cells, sizeof(std::uint64_t)));
+#endif
   }
 
-  static void free_cells(counter_cell* cells, std::size_t n) noexcept {
-    if (cells == nullptr)
-      return;
-    static_assert(std::is_trivially_destructible_v<counter_cell>);
-    (void)n; // clang 14 does not declare sized deallocation without -fsized-deallocation
-    ::operator delete (static_cast<void*>(cells), std::align_val_t{cache_line_size});
+  static void release_cells(std::uint64_t* cells) noexcept {
+#if OTLPCONC_HAVE_MMAP
+    ::munmap(cells, reservation_bytes);
+#else
+    std::free(cells);
+#endif
   }
 
   mutable std::mutex mutex_;

@@ -16,12 +16,23 @@ from collections import OrderedDict
 # The baseline each component is compared against (the first implementation seen otherwise).
 BASELINES = {
     "counter": "std_atomic",
+    "queue_u64": "boost_lockfree",
+    "queue_string": "mutex_deque",
+    "hazard_protect": "symmetric_seq_cst_fence",
 }
 # One line per component saying what is measured.
 DESCRIPTIONS = {
     "counter": "Increments/s summed over all threads (64 increments per iteration). "
     "`std_atomic` is one shared `std::atomic<int64_t>::fetch_add` (baseline); "
-    "`thread_local_plain` is a non-atomic thread-local increment, the floor.",
+    "`thread_local_plain` is a non-atomic thread-local increment, the floor. "
+    "Targets: `sharded_counter` >= 5x `std_atomic` at 2+ threads, within 1.5x of `thread_local_plain` at 1.",
+    "queue_u64": "MPMC transfers/s of `std::uint64_t` (P producers x C consumers, 256 items per producer per "
+    "iteration, consumers yield when the queue is empty). Baseline: Boost.Lockfree `queue`. "
+    "Targets: `ms_queue` >= 1.5x it in every configuration, and >= 1.0x `xenium_ms_hp`.",
+    "queue_string": "MPMC transfers/s of 32-character `std::string` (Boost.Lockfree cannot hold it). "
+    "Baseline: `std::mutex` + `std::deque`.",
+    "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
+    "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }
 
 
@@ -39,7 +50,11 @@ def load(paths):
     for path in paths:
         with open(path) as f:
             doc = json.load(f)
-        context = context or doc.get("context", {})
+        ctx = doc.get("context", {})
+        context = context or dict(ctx)
+        for key in ("peers_missing", "hazard_fence_mode"):
+            if key in ctx:
+                context[key] = ctx[key]
         for b in doc.get("benchmarks", []):
             if b.get("run_type") != "aggregate" or b.get("aggregate_name") != "median":
                 continue
@@ -155,6 +170,8 @@ def main():
         "",
         f"- Machine: {machine(context)}",
         f"- Repetitions per benchmark: {', '.join(map(str, reps)) or '?'}",
+        f"- Optional peers not installed (skipped): {context.get('peers_missing', 'none')}",
+        f"- Hazard pointer fence mode of this run: {context.get('hazard_fence_mode', '?')}",
         "- With 2 cores, runs at 4 and 8 threads are oversubscribed: they show what happens when threads are",
         "  preempted mid-operation.",
         "",

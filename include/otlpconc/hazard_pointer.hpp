@@ -1,0 +1,479 @@
+// otlpconc/hazard_pointer.hpp: hazard pointers with the C++26 interface (P2530, <hazard_pointer>).
+//
+// What: safe memory reclamation for lock-free structures. A reader protects a pointer it loaded
+//   from an atomic before dereferencing it; a writer that unlinks an object retires it instead of
+//   deleting it; a retired object is deleted only once no hazard pointer protects it.
+// When to use: node-based lock-free containers (ms_queue), arrays replaced while readers may still
+//   read the old one (chase_lev_deque), read-mostly pointers swapped by writers.
+// When not to: when a lock is uncontended (it is simpler), or when readers hold many objects at
+//   once for long (each needs its own hazard pointer; epoch schemes batch better there), or for
+//   objects whose destructor must run at a precise time: reclamation is deferred.
+// Guarantees:
+//   - protect / try_protect / reset_protection and retire are lock-free; make_hazard_pointer is
+//     lock-free after a thread's first few calls (it may allocate a new hazard record).
+//   - Nothing is freed while protected: a retired object is reclaimed only by a scan that found no
+//     hazard pointer holding its address after a store-load barrier (see asymmetric_fence.hpp).
+//   - Bounded garbage: in a domain, retired-but-unreclaimed objects stay below
+//     R + H + 64 * T, where H is the number of hazard records (about the peak number of hazard
+//     pointers alive at once), R = max(1000, 2 * H) is the scan threshold and T the number of threads
+//     that retired since the last scan (their last < 64 retires are counted in batches). After
+//     hazard_pointer_clean_up() with no protection held, it is zero.
+//   - No registration: any thread may use hazard pointers at any time; thread-local state is created
+//     lazily. Hazard records are allocated on demand and reused after their thread exits. A thread
+//     that exits leaves nothing behind: retired objects are always on the domain's shared lists.
+// Ordering: an object reclaimed by a scan happens-after every use made through a hazard pointer
+//   that protected it (the slot's release store on reset pairs with the scan's acquire load).
+// Requirements on T: derives publicly from hazard_pointer_obj_base<T, D>; D is nothrow move
+//   constructible and callable as d(T*), and must not throw from that call (reclamation runs in
+//   noexcept contexts: a throwing deleter terminates).
+//
+// Differences from P2530 (documented extensions, in namespace otlpconc):
+//   - hazard_pointer_domain: independent domains; hazard_pointer_default_domain(), and
+//     make_hazard_pointer(domain) / retire(d, domain) overloads.
+//   - hazard_pointer_clean_up(domain): synchronously reclaims every retired object not protected.
+//   - domain.stats(): retired, reclaimed, hazard records, scan threshold.
+//   - protect()'s store-load barrier is asymmetric (membarrier) where available.
+#pragma once
+
+#include "otlpconc/cache_padded.hpp"
+#include "otlpconc/counter.hpp"
+#include "otlpconc/detail/asymmetric_fence.hpp"
+#include "otlpconc/detail/config.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace otlpconc {
+
+class hazard_pointer_domain;
+class hazard_pointer;
+
+namespace detail {
+
+// The part of every retirable object the domain sees.
+struct retired_header {
+  retired_header* next_retired = nullptr;
+  const void* address = nullptr;                       // the T* that hazard pointers hold
+  void (*reclaim)(retired_header*) noexcept = nullptr; // destroys the object with its deleter
+};
+
+// One hazard pointer slot. Padded: its owner writes it on every protect.
+struct alignas(cache_line_size) hazard_record {
+  std::atomic<const void*> slot{nullptr};
+  std::atomic<bool> active{false};
+  hazard_record* next = nullptr; // immutable once published in the domain's list
+  hazard_pointer_domain* domain = nullptr;
+};
+
+// Per-thread state for the default domain, constant-initialized (plain TLS access, no guard).
+struct hazard_thread_cache {
+  static constexpr int capacity = 8;
+  hazard_record* records[capacity];
+  int size;
+  int retire_tally; // retires not yet added to the default domain's count
+  bool registered;  // the exit guard exists
+  bool exited;      // the exit guard has run: no more caching
+};
+inline constinit thread_local hazard_thread_cache hazard_tls{{}, 0, 0, false, false};
+
+void register_hazard_thread_exit() noexcept;
+struct hazard_thread_exit_guard;
+
+} // namespace detail
+
+class hazard_pointer_domain {
+ public:
+  struct statistics {
+    std::int64_t retired;        // objects ever retired into this domain
+    std::int64_t reclaimed;      // objects ever reclaimed
+    std::int64_t hazard_records; // hazard records allocated (never shrinks)
+    std::int64_t scan_threshold; // R: a scan starts when this many retired objects are pending
+    std::int64_t unreclaimed() const noexcept { return retired - reclaimed; }
+  };
+
+  hazard_pointer_domain() = default;
+  hazard_pointer_domain(const hazard_pointer_domain&) = delete;
+  hazard_pointer_domain& operator=(const hazard_pointer_domain&) = delete;
+
+  // Precondition: no hazard pointer of this domain is alive and no thread is retiring into it.
+  // Reclaims every retired object and frees the hazard records.
+  ~hazard_pointer_domain() {
+    reclaim_all_unprotected();
+    detail::hazard_record* r = records_.load(std::memory_order_acquire); // (D1) acquire: pairs with (D0)
+    while (r != nullptr) {
+      detail::hazard_record* next = r->next;
+      delete r;
+      r = next;
+    }
+  }
+
+  statistics stats() const {
+    return {retired_.load(), reclaimed_.load(), record_count_.load(std::memory_order_relaxed), scan_threshold()};
+  }
+
+  std::int64_t scan_threshold() const noexcept {
+    // (D2) relaxed: a heuristic; a stale value only shifts when the next scan starts.
+    return std::max<std::int64_t>(1000, 2 * record_count_.load(std::memory_order_relaxed));
+  }
+
+  // Reclaims every retired object that no hazard pointer protects, repeating while deleters retire
+  // further objects.
+  void reclaim_all_unprotected() noexcept {
+    while (scan() > 0) {
+    }
+  }
+
+ private:
+  friend class hazard_pointer;
+  template <class T, class D>
+  friend class hazard_pointer_obj_base;
+  friend hazard_pointer make_hazard_pointer(hazard_pointer_domain&);
+  friend void detail::register_hazard_thread_exit() noexcept;
+  friend struct detail::hazard_thread_exit_guard;
+  friend hazard_pointer_domain& hazard_pointer_default_domain() noexcept;
+
+  static constexpr std::size_t shard_count = 8;
+  static constexpr int tally_batch = 64;
+
+  bool is_default() const noexcept;
+
+  detail::hazard_record* acquire_record() {
+    // Reuse an inactive record (released by an exited thread or a full cache) before allocating.
+    for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+      bool expected = false;
+      // (D3) acquire on success: pairs with the release in release_record (D4), so the previous
+      // owner's last slot store is ordered before ours.
+      if (!r->active.load(std::memory_order_relaxed) &&
+          r->active.compare_exchange_strong(expected, true, std::memory_order_acquire, std::memory_order_relaxed))
+        return r;
+    }
+    auto* r = new detail::hazard_record;
+    r->active.store(true, std::memory_order_relaxed); // not yet shared
+    r->domain = this;
+    r->next = records_.load(std::memory_order_relaxed);
+    // (D0) release: publishes the record's initialized fields to list walkers (D1, D3, scan's S3).
+    while (!records_.compare_exchange_weak(r->next, r, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    // (D5) relaxed: a statistic and the threshold heuristic.
+    record_count_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
+
+  static void release_record(detail::hazard_record* r) noexcept {
+    // (D4) release: the slot was already cleared with release; this orders it before the next
+    // owner's acquire (D3).
+    r->active.store(false, std::memory_order_release);
+  }
+
+  void push_retired(detail::retired_header* h) noexcept {
+    auto& shard = *shards_[shard_index()];
+    h->next_retired = shard.load(std::memory_order_relaxed);
+    // (R1) release: publishes the header (address, reclaim, deleter) and everything the retiring
+    // thread did before retire (it unlinked the object) to the scan that takes the list (R2).
+    while (!shard.compare_exchange_weak(h->next_retired, h, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    retired_.increment();
+    count_retire();
+  }
+
+  void count_retire() noexcept {
+    int add = 1;
+    if (is_default()) {
+      detail::hazard_thread_cache& tls = detail::hazard_tls;
+      if (!tls.exited) {
+        if (!tls.registered)
+          detail::register_hazard_thread_exit();
+        if (tls.registered && ++tls.retire_tally < tally_batch)
+          return;
+        add = tls.registered ? tls.retire_tally : 1;
+        tls.retire_tally = 0;
+      }
+    }
+    // (R4) relaxed: the pending count only decides when to scan.
+    if (pending_->fetch_add(add, std::memory_order_relaxed) + add >= scan_threshold())
+      scan();
+  }
+
+  void add_pending(int n) noexcept {
+    if (n != 0)
+      pending_->fetch_add(n, std::memory_order_relaxed); // (R4)
+  }
+
+  // Takes every retired object, reclaims those no hazard pointer holds, puts the others back.
+  // Returns how many were reclaimed.
+  std::int64_t scan() noexcept {
+    detail::retired_header* taken = nullptr;
+    std::int64_t taken_count = 0;
+    for (auto& shard : shards_) {
+      // (R2) acquire: pairs with the release pushes (R1): the headers and the unlinks that
+      // preceded each retire are visible.
+      detail::retired_header* h = shard->exchange(nullptr, std::memory_order_acquire);
+      while (h != nullptr) {
+        detail::retired_header* next = h->next_retired;
+        h->next_retired = taken;
+        taken = h;
+        ++taken_count;
+        h = next;
+      }
+    }
+    if (taken == nullptr)
+      return 0;
+    pending_->fetch_sub(taken_count, std::memory_order_relaxed); // (R4)
+
+    // (S2) store-load barrier: every unlink above is ordered before the hazard reads below, against
+    // each reader's light_fence (see asymmetric_fence.hpp).
+    detail::heavy_fence();
+
+    std::vector<const void*> hazards;
+    bool have_snapshot = true;
+    try {
+      hazards.reserve(static_cast<std::size_t>(record_count_.load(std::memory_order_relaxed)) + 8);
+      // (S3) acquire: pairs with the release stores to slots (H1, H4): a slot that no longer holds
+      // an address orders all the uses made under it before our reclaim.
+      for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next)
+        if (const void* p = r->slot.load(std::memory_order_acquire))
+          hazards.push_back(p);
+      std::sort(hazards.begin(), hazards.end());
+    } catch (...) {
+      have_snapshot = false; // no memory for the snapshot: reclaim nothing this time
+    }
+
+    detail::retired_header* kept = nullptr;
+    int kept_count = 0;
+    std::int64_t reclaimed = 0;
+    while (taken != nullptr) {
+      detail::retired_header* next = taken->next_retired;
+      if (!have_snapshot || std::binary_search(hazards.begin(), hazards.end(), taken->address)) {
+        taken->next_retired = kept;
+        kept = taken;
+        ++kept_count;
+      } else {
+        taken->reclaim(taken); // may retire further objects: they go to the shards, not to `taken`
+        ++reclaimed;
+      }
+      taken = next;
+    }
+    if (kept != nullptr) {
+      detail::retired_header* last = kept;
+      while (last->next_retired != nullptr)
+        last = last->next_retired;
+      auto& shard = *shards_[shard_index()];
+      last->next_retired = shard.load(std::memory_order_relaxed);
+      // (R1') release: as R1, for the objects put back.
+      while (!shard.compare_exchange_weak(last->next_retired, kept, std::memory_order_release,
+                                          std::memory_order_relaxed)) {
+      }
+      add_pending(kept_count);
+    }
+    reclaimed_.add(reclaimed);
+    return reclaimed;
+  }
+
+  static std::size_t shard_index() noexcept {
+    static std::atomic<std::size_t> next_index{0};
+    static constinit thread_local std::size_t index = 0; // 0: not assigned yet
+    if (index == 0)
+      // (R5) relaxed: only spreads threads over shards.
+      index = next_index.fetch_add(1, std::memory_order_relaxed) % shard_count + 1;
+    return index - 1;
+  }
+
+  std::atomic<detail::hazard_record*> records_{nullptr};
+  std::atomic<std::int64_t> record_count_{0};
+  cache_padded<std::atomic<detail::retired_header*>> shards_[shard_count]{};
+  cache_padded<std::atomic<std::int64_t>> pending_{std::in_place, 0}; // retired and not yet scanned
+  sharded_counter retired_;
+  sharded_counter reclaimed_;
+};
+
+// The default domain. Never destroyed (threads may retire after static destruction); objects still
+// retired at process exit are reclaimed by an exit handler when unprotected.
+inline hazard_pointer_domain& hazard_pointer_default_domain() noexcept {
+  static hazard_pointer_domain* const domain = [] {
+    auto* d = new hazard_pointer_domain;
+    std::atexit([] { hazard_pointer_default_domain().reclaim_all_unprotected(); });
+    return d;
+  }();
+  return *domain;
+}
+
+inline bool hazard_pointer_domain::is_default() const noexcept {
+  return this == &hazard_pointer_default_domain();
+}
+
+// Synchronously reclaims every retired object of `domain` that no hazard pointer protects.
+inline void hazard_pointer_clean_up(hazard_pointer_domain& domain = hazard_pointer_default_domain()) noexcept {
+  domain.reclaim_all_unprotected();
+}
+
+template <class T, class D = std::default_delete<T>>
+class hazard_pointer_obj_base : private detail::retired_header {
+  static_assert(std::is_nothrow_move_constructible_v<D>,
+                "hazard_pointer_obj_base<T, D>: the deleter D must be nothrow move constructible");
+
+ public:
+  // Retires *this: it is destroyed with d (d(static_cast<T*>(this))) once no hazard pointer
+  // protects it. Precondition: *this is no longer reachable by new readers; retired at most once.
+  void retire(D d = D(), hazard_pointer_domain& domain = hazard_pointer_default_domain()) noexcept {
+    static_assert(std::is_base_of_v<hazard_pointer_obj_base, T>,
+                  "hazard_pointer_obj_base<T, D>: T must derive from hazard_pointer_obj_base<T, D>");
+    static_assert(std::is_invocable_v<D&, T*>, "hazard_pointer_obj_base<T, D>: D must be callable as d(T*)");
+    ::new (static_cast<void*>(deleter_storage_)) D(std::move(d));
+    address = static_cast<const T*>(this);
+    reclaim = &reclaim_object;
+    domain.push_retired(this);
+  }
+
+ protected:
+  hazard_pointer_obj_base() = default;
+  // Copies and moves of the derived object are new objects: retirement state is not copied.
+  hazard_pointer_obj_base(const hazard_pointer_obj_base&) noexcept : retired_header() {}
+  hazard_pointer_obj_base(hazard_pointer_obj_base&&) noexcept : retired_header() {}
+  hazard_pointer_obj_base& operator=(const hazard_pointer_obj_base&) noexcept { return *this; }
+  hazard_pointer_obj_base& operator=(hazard_pointer_obj_base&&) noexcept { return *this; }
+  ~hazard_pointer_obj_base() = default;
+
+ private:
+  static void reclaim_object(detail::retired_header* h) noexcept {
+    auto* self = static_cast<hazard_pointer_obj_base*>(h);
+    D* stored = std::launder(reinterpret_cast<D*>(self->deleter_storage_));
+    D d(std::move(*stored));
+    stored->~D();
+    d(static_cast<T*>(self));
+  }
+
+  // The deleter is constructed only at retire (D need not be default constructible).
+  alignas(D) unsigned char deleter_storage_[std::is_empty_v<D> ? 1 : sizeof(D)];
+};
+
+class hazard_pointer {
+ public:
+  hazard_pointer() noexcept = default; // empty
+  hazard_pointer(hazard_pointer&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
+  hazard_pointer& operator=(hazard_pointer&& other) noexcept {
+    if (this != &other) {
+      release();
+      record_ = std::exchange(other.record_, nullptr);
+    }
+    return *this;
+  }
+  ~hazard_pointer() { release(); }
+
+  [[nodiscard]] bool empty() const noexcept { return record_ == nullptr; }
+
+  // Loads src until the value is protected; returns it. Precondition: !empty().
+  template <class T>
+  T* protect(const std::atomic<T*>& src) noexcept {
+    // (H0) relaxed: only a candidate; try_protect validates it with an acquire load (H3).
+    T* ptr = src.load(std::memory_order_relaxed);
+    while (!try_protect(ptr, src)) {
+    }
+    return ptr;
+  }
+
+  // Protects ptr if src still holds it after the protection is published (returns true); otherwise
+  // stores src's current value in ptr, clears the protection and returns false.
+  template <class T>
+  bool try_protect(T*& ptr, const std::atomic<T*>& src) noexcept {
+    if (detail::current_fence_mode() == detail::fence_mode::asymmetric)
+      return try_protect_impl<detail::fence_mode::asymmetric>(ptr, src);
+    return try_protect_impl<detail::fence_mode::symmetric>(ptr, src);
+  }
+
+  // Protects ptr without validation. Precondition: ptr is already safe to use (protected by another
+  // hazard pointer, or not yet retired and owned by the caller).
+  template <class T>
+  void reset_protection(const T* ptr) noexcept {
+    assert(record_ != nullptr && "hazard_pointer::reset_protection on an empty hazard_pointer");
+    // (H4) release: pairs with the scan's acquire (S3).
+    record_->slot.store(ptr, std::memory_order_release);
+  }
+  void reset_protection(std::nullptr_t = nullptr) noexcept {
+    assert(record_ != nullptr && "hazard_pointer::reset_protection on an empty hazard_pointer");
+    // (H4) release: every use made under the previous protection happens-before a scan that reads
+    // this value (S3).
+    record_->slot.store(nullptr, std::memory_order_release);
+  }
+
+  void swap(hazard_pointer& other) noexcept { std::swap(record_, other.record_); }
+  friend void swap(hazard_pointer& a, hazard_pointer& b) noexcept { a.swap(b); }
+
+  // The protect loop with a fixed fence mode (the benchmark measures both).
+  template <detail::fence_mode Mode, class T>
+  bool try_protect_impl(T*& ptr, const std::atomic<T*>& src) noexcept {
+    assert(record_ != nullptr && "hazard_pointer::try_protect on an empty hazard_pointer");
+    T* old = ptr;
+    // (H1) release: as H4; the store-load order with H3 comes from the fence below.
+    record_->slot.store(old, std::memory_order_release);
+    detail::light_fence<Mode>(); // (H2) pairs with heavy_fence in the scan (S2)
+    // (H3) acquire: pairs with the release store that published *ptr in the data structure.
+    ptr = src.load(std::memory_order_acquire);
+    if (old == ptr)
+      return true;
+    reset_protection();
+    return false;
+  }
+
+ private:
+  friend hazard_pointer make_hazard_pointer(hazard_pointer_domain&);
+  explicit hazard_pointer(detail::hazard_record* r) noexcept : record_(r) {}
+
+  void release() noexcept {
+    if (record_ == nullptr)
+      return;
+    reset_protection();
+    detail::hazard_thread_cache& tls = detail::hazard_tls;
+    if (tls.registered && !tls.exited && tls.size < detail::hazard_thread_cache::capacity &&
+        record_->domain->is_default())
+      tls.records[tls.size++] = record_; // stays active: cached for this thread's next use
+    else
+      hazard_pointer_domain::release_record(record_);
+    record_ = nullptr;
+  }
+
+  detail::hazard_record* record_ = nullptr;
+};
+
+// Returns a non-empty hazard pointer of `domain`. Throws std::bad_alloc if a new hazard record is
+// needed and cannot be allocated.
+inline hazard_pointer make_hazard_pointer(hazard_pointer_domain& domain = hazard_pointer_default_domain()) {
+  detail::hazard_thread_cache& tls = detail::hazard_tls;
+  if (OTLPCONC_LIKELY(tls.size > 0) && domain.is_default())
+    return hazard_pointer(tls.records[--tls.size]);
+  if (!tls.registered && !tls.exited)
+    detail::register_hazard_thread_exit();
+  return hazard_pointer(domain.acquire_record());
+}
+
+namespace detail {
+
+struct hazard_thread_exit_guard {
+  ~hazard_thread_exit_guard() {
+    hazard_thread_cache& tls = hazard_tls;
+    hazard_pointer_domain& domain = hazard_pointer_default_domain();
+    for (int i = 0; i < tls.size; ++i)
+      hazard_pointer_domain::release_record(tls.records[i]);
+    tls.size = 0;
+    domain.add_pending(std::exchange(tls.retire_tally, 0));
+    tls.exited = true;
+  }
+};
+
+inline void register_hazard_thread_exit() noexcept {
+  // Constructing a thread_local with a destructor registers it with the C++ runtime for this thread.
+  static thread_local hazard_thread_exit_guard guard;
+  (void)guard;
+  hazard_tls.registered = true;
+}
+
+} // namespace detail
+
+} // namespace otlpconc

@@ -1,0 +1,223 @@
+// otlpconc/ms_queue.hpp: unbounded lock-free MPMC FIFO queue (Michael & Scott, 1996) with hazard
+// pointer reclamation.
+//
+// What: a linked list with a dummy head node; push links a node after the tail with one CAS (and
+//   swings the tail with a second, which any thread may do); pop swings the head with one CAS. Nodes
+//   are retired through otlpconc's hazard pointers and really freed.
+// When to use: many producers and many consumers that need one linearizable FIFO order, unbounded
+//   capacity, and arbitrary element types (std::string, std::unique_ptr, move-only types).
+// When not to: single producer / single consumer (a ring buffer is several times faster); when
+//   per-producer order is enough and throughput matters most (moodycamel::ConcurrentQueue batches
+//   per producer and wins by far); when blocking is acceptable and contention is low (a mutex around
+//   std::deque is simpler and, on few cores, often faster: see docs/ms_queue.md). One allocation per
+//   element.
+// Guarantees:
+//   - Lock-free push and pop; linearizable FIFO (checked by tests/lin_check.hpp).
+//   - A popped value is moved out by the only thread whose head CAS succeeded, and the node's copy is
+//     destroyed right there, before pop returns: destructors run promptly, on the popping thread.
+//   - An exception thrown while constructing a pushed value leaves the queue unchanged (nothing
+//     allocated remains).
+//   - The destructor destroys every remaining element exactly once.
+//   - Memory: one node per element plus a dummy, plus retired nodes awaiting reclamation, bounded by
+//     the hazard pointer domain's bound (see hazard_pointer.hpp); hazard_pointer_clean_up() frees all
+//     of them once no thread is inside an operation.
+// Ordering: push of v happens-before the pop that returns v (release link CAS, acquire load of next).
+// Requirements on T: nothrow move constructible (the popping thread moves the value out after it has
+//   committed) and nothrow destructible; try_pop(T&) also needs nothrow move assignment.
+#pragma once
+
+#include "otlpconc/cache_padded.hpp"
+#include "otlpconc/hazard_pointer.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace otlpconc {
+
+template <class T, class Allocator = std::allocator<T>>
+class ms_queue {
+  static_assert(std::is_object_v<T> && !std::is_array_v<T>, "ms_queue<T>: T must be a non-array object type");
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "ms_queue<T>: T must be nothrow move constructible (pop moves the value out after committing)");
+  static_assert(std::is_nothrow_destructible_v<T>, "ms_queue<T>: T must be nothrow destructible");
+
+  struct node;
+  using node_allocator = typename std::allocator_traits<Allocator>::template rebind_alloc<node>;
+  using node_traits = std::allocator_traits<node_allocator>;
+  using value_allocator = typename std::allocator_traits<Allocator>::template rebind_alloc<T>;
+  using value_traits = std::allocator_traits<value_allocator>;
+
+  // Frees a node's memory (its value, if any, was destroyed by whoever popped it). Carries a copy
+  // of the allocator because reclamation may happen after the queue is gone.
+  struct node_deleter {
+    [[no_unique_address]] node_allocator alloc;
+    void operator()(node* n) noexcept {
+      n->~node();
+      node_traits::deallocate(alloc, n, 1);
+    }
+  };
+
+  struct node : hazard_pointer_obj_base<node, node_deleter> {
+    std::atomic<node*> next{nullptr};
+    alignas(T) unsigned char storage[sizeof(T)];
+    T* raw() noexcept { return reinterpret_cast<T*>(storage); } // before the value is constructed
+    T* value() noexcept { return std::launder(raw()); }         // while it lives
+  };
+
+ public:
+  using value_type = T;
+  using allocator_type = Allocator;
+
+  ms_queue() : ms_queue(Allocator()) {}
+  explicit ms_queue(const Allocator& alloc) : alloc_(alloc) {
+    node* dummy = new_node();
+    // (Q0) relaxed: the queue is not shared yet; publishing the queue publishes these.
+    head_->store(dummy, std::memory_order_relaxed);
+    tail_->store(dummy, std::memory_order_relaxed);
+  }
+  ms_queue(const ms_queue&) = delete;
+  ms_queue& operator=(const ms_queue&) = delete;
+
+  // Precondition: no other thread is using the queue. Destroys the remaining elements and frees
+  // every node not already retired.
+  ~ms_queue() {
+    node* n = head_->load(std::memory_order_relaxed); // (Q0) single-threaded now
+    node* next = n->next.load(std::memory_order_relaxed);
+    free_node(n); // the dummy holds no value
+    while (next != nullptr) {
+      n = next;
+      next = n->next.load(std::memory_order_relaxed);
+      n->value()->~T();
+      free_node(n);
+    }
+  }
+
+  void push(const T& value) requires std::is_copy_constructible_v<T> { emplace(value); }
+  void push(T&& value) { emplace(std::move(value)); }
+
+  template <class... Args>
+    requires std::is_constructible_v<T, Args...>
+  void emplace(Args&&... args) {
+    node* n = new_node();
+    value_allocator va(alloc_);
+    try {
+      value_traits::construct(va, n->raw(), std::forward<Args>(args)...);
+    } catch (...) {
+      free_node(n); // never linked: the queue is unchanged
+      throw;
+    }
+    link(n);
+  }
+
+  std::optional<T> try_pop() {
+    std::optional<T> out;
+    pop_with([&](T& v) noexcept { out.emplace(std::move(v)); });
+    return out;
+  }
+
+  bool try_pop(T& out) requires std::is_nothrow_move_assignable_v<T> {
+    return pop_with([&](T& v) noexcept { out = std::move(v); });
+  }
+
+  // A snapshot: true if the queue was empty at some instant during the call.
+  [[nodiscard]] bool empty() const noexcept {
+    try {
+      hazard_pointer hp = make_hazard_pointer();
+      for (;;) {
+        node* h = hp.protect(*head_);
+        // (Q8) acquire: as Q4. If head is still h afterwards, h->next was h's successor while h was
+        // head, so nullptr means empty at that instant.
+        node* next = h->next.load(std::memory_order_acquire);
+        if (head_->load(std::memory_order_acquire) == h) // (Q8)
+          return next == nullptr;
+      }
+    } catch (...) {
+      // No hazard record could be allocated: answer from the two ends without dereferencing.
+      return head_->load(std::memory_order_acquire) == tail_->load(std::memory_order_acquire); // (Q8)
+    }
+  }
+
+  allocator_type get_allocator() const noexcept { return alloc_; }
+
+ private:
+  node* new_node() {
+    node_allocator na(alloc_);
+    node* n = node_traits::allocate(na, 1);
+    ::new (static_cast<void*>(n)) node();
+    return n;
+  }
+
+  void free_node(node* n) noexcept { node_deleter{node_allocator(alloc_)}(n); }
+
+  void link(node* n) {
+    hazard_pointer hp = make_hazard_pointer();
+    for (;;) {
+      node* t = hp.protect(*tail_); // t cannot be freed while we look at it
+      // (Q1) acquire: pairs with the release link CAS (Q2) that set t->next.
+      node* next = t->next.load(std::memory_order_acquire);
+      if (next != nullptr) {
+        // Tail is lagging: help swing it, then retry. (Q3) release: pairs with protect's acquire
+        // load of the tail (H3), publishing next's initialization to the next pusher.
+        tail_->compare_exchange_weak(t, next, std::memory_order_release, std::memory_order_relaxed);
+        continue;
+      }
+      // (Q2) release on success: publishes n's value and next == nullptr; pairs with the acquire
+      // loads of next in pop (Q4) and in link (Q1).
+      if (t->next.compare_exchange_weak(next, n, std::memory_order_release, std::memory_order_relaxed)) {
+        // (Q3) release; failure means another thread already swung the tail past t.
+        tail_->compare_exchange_strong(t, n, std::memory_order_release, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+
+  // Pops the front value into `sink` (which moves it out) if there is one.
+  template <class Sink>
+  bool pop_with(Sink&& sink) {
+    hazard_pointer hp_head = make_hazard_pointer();
+    hazard_pointer hp_next = make_hazard_pointer();
+    for (;;) {
+      node* h = hp_head.protect(*head_);
+      // (Q4) acquire (inside protect, H3): pairs with the release link CAS (Q2): next's value and
+      // fields are visible. Protected and validated against h->next.
+      node* next = hp_next.protect(h->next);
+      // Head still h (read after next was protected, past protect's fence) means h is not retired,
+      // so next is not retired either: it can only be retired after becoming head and being popped.
+      // (Q5) acquire: pairs with the release head CAS (Q6).
+      if (head_->load(std::memory_order_acquire) != h)
+        continue;
+      if (next == nullptr)
+        return false;                                   // empty when h->next was read (h was head then)
+      node* t = tail_->load(std::memory_order_acquire); // (Q5') acquire: pairs with Q3
+      if (h == t) {
+        // Tail lags behind a linked node: swing it first so head never passes tail.
+        tail_->compare_exchange_strong(t, next, std::memory_order_release, std::memory_order_relaxed); // (Q3)
+        continue;
+      }
+      // (Q6) release on success: pairs with Q5 / protect's acquire of head by later poppers, which
+      // will retire `next`; acquire is not needed (next's value is ordered by Q4).
+      if (head_->compare_exchange_strong(h, next, std::memory_order_release, std::memory_order_relaxed)) {
+        // We won: next is the new dummy and its value is ours alone. Move it out and destroy the
+        // node's copy now, while hp_next still protects next from reclamation.
+        T* v = next->value();
+        sink(*v);
+        v->~T();
+        hp_next.reset_protection(); // (H4) release: our use of next precedes its reclamation
+        hp_head.reset_protection();
+        h->retire(node_deleter{node_allocator(alloc_)});
+        return true;
+      }
+    }
+  }
+
+  cache_padded<std::atomic<node*>> head_;
+  cache_padded<std::atomic<node*>> tail_;
+  [[no_unique_address]] Allocator alloc_;
+};
+
+} // namespace otlpconc

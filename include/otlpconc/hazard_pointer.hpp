@@ -69,6 +69,8 @@ struct retired_header {
 struct alignas(cache_line_size) hazard_record {
   std::atomic<const void*> slot{nullptr};
   std::atomic<bool> active{false};
+  bool asymmetric = false;       // the process's fence mode, cached here: protect reads no global
+  bool cacheable = false;        // belongs to the default domain: may sit in a thread's cache
   hazard_record* next = nullptr; // immutable once published in the domain's list
   hazard_pointer_domain* domain = nullptr;
 };
@@ -81,6 +83,7 @@ struct hazard_thread_cache {
   int retire_tally; // retires not yet added to the default domain's count
   bool registered;  // the exit guard exists
   bool exited;      // the exit guard has run: no more caching
+  bool caching() const noexcept { return registered && !exited; }
 };
 inline constinit thread_local hazard_thread_cache hazard_tls{{}, 0, 0, false, false};
 
@@ -143,7 +146,7 @@ class hazard_pointer_domain {
   static constexpr std::size_t shard_count = 8;
   static constexpr int tally_batch = 64;
 
-  bool is_default() const noexcept;
+  bool is_default() const noexcept { return is_default_; }
 
   detail::hazard_record* acquire_record() {
     // Reuse an inactive record (released by an exited thread or a full cache) before allocating.
@@ -157,6 +160,8 @@ class hazard_pointer_domain {
     }
     auto* r = new detail::hazard_record;
     r->active.store(true, std::memory_order_relaxed); // not yet shared
+    r->asymmetric = detail::current_fence_mode() == detail::fence_mode::asymmetric;
+    r->cacheable = is_default_;
     r->domain = this;
     r->next = records_.load(std::memory_order_relaxed);
     // (D0) release: publishes the record's initialized fields to list walkers (D1, D3, scan's S3).
@@ -286,6 +291,7 @@ class hazard_pointer_domain {
     return index - 1;
   }
 
+  bool is_default_ = false; // set once, before the default domain is shared
   std::atomic<detail::hazard_record*> records_{nullptr};
   std::atomic<std::int64_t> record_count_{0};
   cache_padded<std::atomic<detail::retired_header*>> shards_[shard_count]{};
@@ -299,14 +305,11 @@ class hazard_pointer_domain {
 inline hazard_pointer_domain& hazard_pointer_default_domain() noexcept {
   static hazard_pointer_domain* const domain = [] {
     auto* d = new hazard_pointer_domain;
+    d->is_default_ = true;
     std::atexit([] { hazard_pointer_default_domain().reclaim_all_unprotected(); });
     return d;
   }();
   return *domain;
-}
-
-inline bool hazard_pointer_domain::is_default() const noexcept {
-  return this == &hazard_pointer_default_domain();
 }
 
 // Synchronously reclaims every retired object of `domain` that no hazard pointer protects.
@@ -383,7 +386,7 @@ class hazard_pointer {
   // stores src's current value in ptr, clears the protection and returns false.
   template <class T>
   bool try_protect(T*& ptr, const std::atomic<T*>& src) noexcept {
-    if (detail::current_fence_mode() == detail::fence_mode::asymmetric)
+    if (record_->asymmetric)
       return try_protect_impl<detail::fence_mode::asymmetric>(ptr, src);
     return try_protect_impl<detail::fence_mode::symmetric>(ptr, src);
   }
@@ -431,8 +434,7 @@ class hazard_pointer {
       return;
     reset_protection();
     detail::hazard_thread_cache& tls = detail::hazard_tls;
-    if (tls.registered && !tls.exited && tls.size < detail::hazard_thread_cache::capacity &&
-        record_->domain->is_default())
+    if (record_->cacheable && tls.caching() && tls.size < detail::hazard_thread_cache::capacity)
       tls.records[tls.size++] = record_; // stays active: cached for this thread's next use
     else
       hazard_pointer_domain::release_record(record_);

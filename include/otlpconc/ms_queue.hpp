@@ -74,7 +74,11 @@ class ms_queue {
   using allocator_type = Allocator;
 
   ms_queue() : ms_queue(Allocator()) {}
-  explicit ms_queue(const Allocator& alloc) : alloc_(alloc) {
+  explicit ms_queue(const Allocator& alloc) : ms_queue(hazard_pointer_default_domain(), alloc) {}
+  // Extension: reclaim nodes through `domain` (which must outlive every node retired into it, i.e.
+  // be cleaned up or destroyed after the queue).
+  explicit ms_queue(hazard_pointer_domain& domain, const Allocator& alloc = Allocator())
+      : domain_(&domain), alloc_(alloc) {
     node* dummy = new_node();
     // (Q0) relaxed: the queue is not shared yet; publishing the queue publishes these.
     head_->store(dummy, std::memory_order_relaxed);
@@ -127,7 +131,7 @@ class ms_queue {
   // A snapshot: true if the queue was empty at some instant during the call.
   [[nodiscard]] bool empty() const noexcept {
     try {
-      hazard_pointer hp = make_hazard_pointer();
+      hazard_pointer hp = make_hazard_pointer(*domain_);
       for (;;) {
         node* h = hp.protect(*head_);
         // (Q8) acquire: as Q4. If head is still h afterwards, h->next was h's successor while h was
@@ -155,7 +159,7 @@ class ms_queue {
   void free_node(node* n) noexcept { node_deleter{node_allocator(alloc_)}(n); }
 
   void link(node* n) {
-    hazard_pointer hp = make_hazard_pointer();
+    hazard_pointer hp = make_hazard_pointer(*domain_);
     for (;;) {
       node* t = hp.protect(*tail_); // t cannot be freed while we look at it
       // (Q1) acquire: pairs with the release link CAS (Q2) that set t->next.
@@ -179,8 +183,8 @@ class ms_queue {
   // Pops the front value into `sink` (which moves it out) if there is one.
   template <class Sink>
   bool pop_with(Sink&& sink) {
-    hazard_pointer hp_head = make_hazard_pointer();
-    hazard_pointer hp_next = make_hazard_pointer();
+    hazard_pointer hp_head = make_hazard_pointer(*domain_);
+    hazard_pointer hp_next = make_hazard_pointer(*domain_);
     for (;;) {
       node* h = hp_head.protect(*head_);
       // (Q4) acquire (inside protect, H3): pairs with the release link CAS (Q2): next's value and
@@ -209,7 +213,7 @@ class ms_queue {
         v->~T();
         hp_next.reset_protection(); // (H4) release: our use of next precedes its reclamation
         hp_head.reset_protection();
-        h->retire(node_deleter{node_allocator(alloc_)});
+        h->retire(node_deleter{node_allocator(alloc_)}, *domain_);
         return true;
       }
     }
@@ -217,6 +221,7 @@ class ms_queue {
 
   cache_padded<std::atomic<node*>> head_;
   cache_padded<std::atomic<node*>> tail_;
+  hazard_pointer_domain* domain_;
   [[no_unique_address]] Allocator alloc_;
 };
 

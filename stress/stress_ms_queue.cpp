@@ -1,5 +1,6 @@
 // Stress: ms_queue with P producers x C consumers, thread churn, memory returned, and random
 // concurrent histories checked for linearizability.
+#include "../tests/counting_allocator.hpp"
 #include "../tests/lin_check.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "stress_common.hpp"
@@ -17,6 +18,8 @@
 
 using otlpconc::ms_queue;
 using otlpconc::stress::scaled;
+using otlpconc::testing::counting_allocator;
+using otlpconc::testing::live_allocations;
 
 namespace {
 
@@ -76,28 +79,6 @@ void producers_consumers(int producers, int consumers, std::int64_t per_producer
   REQUIRE(q.empty());
 }
 
-std::atomic<std::int64_t> live_nodes{0};
-
-template <class T>
-struct counting_allocator {
-  using value_type = T;
-  counting_allocator() = default;
-  template <class U>
-  counting_allocator(const counting_allocator<U>&) noexcept {}
-  T* allocate(std::size_t n) {
-    live_nodes.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) noexcept {
-    live_nodes.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-    std::allocator<T>().deallocate(p, n);
-  }
-  template <class U>
-  bool operator==(const counting_allocator<U>&) const noexcept {
-    return true;
-  }
-};
-
 struct tracked {
   static inline std::atomic<std::int64_t> alive{0};
   std::string payload;
@@ -130,7 +111,7 @@ TEST_CASE("ms_queue: producers x consumers, nothing lost, duplicated or reordere
 TEST_CASE("ms_queue: thread churn hands retired nodes over and destroys each value once", "[stress][ms_queue]") {
   using queue = ms_queue<tracked, counting_allocator<tracked>>;
   auto& domain = otlpconc::hazard_pointer_default_domain();
-  const auto nodes_before = live_nodes.load();
+  const auto nodes_before = live_allocations.load();
   {
     queue q;
     std::atomic<std::int64_t> pushed{0}, popped{0};
@@ -159,9 +140,9 @@ TEST_CASE("ms_queue: thread churn hands retired nodes over and destroys each val
     // no matter how many threads came and went.
     REQUIRE(domain.stats().hazard_records <= 5 * (otlpconc::detail::hazard_thread_cache::capacity + 2) + 16);
     otlpconc::hazard_pointer_clean_up();
-    REQUIRE(live_nodes.load() == nodes_before + 1); // only the dummy remains
+    REQUIRE(live_allocations.load() == nodes_before + 1); // only the dummy remains
   }
-  REQUIRE(live_nodes.load() == nodes_before);
+  REQUIRE(live_allocations.load() == nodes_before);
 }
 
 TEST_CASE("ms_queue: memory returns after a burst", "[stress][ms_queue]") {
@@ -169,7 +150,7 @@ TEST_CASE("ms_queue: memory returns after a burst", "[stress][ms_queue]") {
   const std::int64_t burst = scaled(OTLPCONC_TSAN ? 1000000 : 10000000);
   using queue = ms_queue<std::uint64_t, counting_allocator<std::uint64_t>>;
   auto& domain = otlpconc::hazard_pointer_default_domain();
-  const auto nodes_before = live_nodes.load();
+  const auto nodes_before = live_allocations.load();
   queue q;
   std::atomic<bool> done{false};
   std::atomic<std::int64_t> popped{0};
@@ -190,14 +171,14 @@ TEST_CASE("ms_queue: memory returns after a burst", "[stress][ms_queue]") {
   producer.join();
   consumer.join();
   REQUIRE(popped.load() == burst);
-  max_live = live_nodes.load() - nodes_before;
+  max_live = live_allocations.load() - nodes_before;
   auto s = domain.stats();
   // Quiescent, before any explicit clean-up: the dummy plus retired nodes within the bound
   // R + H + 64 * T (T = 2 threads retired).
   INFO("live nodes " << max_live << ", threshold " << s.scan_threshold << ", records " << s.hazard_records);
   REQUIRE(max_live <= 1 + s.scan_threshold + s.hazard_records + 64 * 2);
   otlpconc::hazard_pointer_clean_up();
-  REQUIRE(live_nodes.load() - nodes_before == 1);
+  REQUIRE(live_allocations.load() - nodes_before == 1);
 }
 
 TEST_CASE("ms_queue: longer random histories stay linearizable", "[stress][ms_queue][lin_check]") {
@@ -213,22 +194,8 @@ TEST_CASE("ms_queue: longer random histories stay linearizable", "[stress][ms_qu
     std::vector<unsigned> choice(static_cast<std::size_t>(threads * ops));
     for (auto& c : choice)
       c = static_cast<unsigned>(rng());
-    auto history =
-        otlpconc::testing::record_history<queue_op>(threads, ops, [&](int t, int i, std::atomic<std::uint64_t>& clock) {
-          queue_op op;
-          op.kind = choice[static_cast<std::size_t>(t * ops + i)] % 2 ? queue_op::push : queue_op::pop;
-          op.invoke = clock.fetch_add(1, std::memory_order_seq_cst);
-          if (op.kind == queue_op::push) {
-            op.value = t * 100 + i;
-            q.push(op.value);
-          } else {
-            auto v = q.try_pop();
-            op.empty = !v.has_value();
-            op.value = v.value_or(0);
-          }
-          op.response = clock.fetch_add(1, std::memory_order_seq_cst);
-          return op;
-        });
+    auto history = otlpconc::testing::record_queue_history(
+        q, threads, ops, [&](int t, int i) { return choice[static_cast<std::size_t>(t * ops + i)] % 2 != 0; });
     if (!otlpconc::testing::is_linearizable(history, queue_model{}))
       ++bad;
   }

@@ -143,4 +143,25 @@ struct queue_model {
   }
 };
 
+// One random concurrent history of push / try_pop on `q`: thread t's i-th operation is a push of
+// t * 100 + i when is_push(t, i), else a try_pop.
+template <class Queue, class IsPush>
+std::vector<queue_op> record_queue_history(Queue& q, int threads, int ops_per_thread, IsPush is_push) {
+  return record_history<queue_op>(threads, ops_per_thread, [&](int t, int i, std::atomic<std::uint64_t>& clock) {
+    queue_op op;
+    op.kind = is_push(t, i) ? queue_op::push : queue_op::pop;
+    op.invoke = clock.fetch_add(1, std::memory_order_seq_cst);
+    if (op.kind == queue_op::push) {
+      op.value = t * 100 + i;
+      q.push(op.value);
+    } else {
+      auto v = q.try_pop();
+      op.empty = !v.has_value();
+      op.value = v.value_or(0);
+    }
+    op.response = clock.fetch_add(1, std::memory_order_seq_cst);
+    return op;
+  });
+}
+
 } // namespace otlpconc::testing

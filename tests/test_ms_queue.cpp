@@ -1,3 +1,4 @@
+#include "counting_allocator.hpp"
 #include "lin_check.hpp"
 #include "otlpconc/ms_queue.hpp"
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 using otlpconc::ms_queue;
+using otlpconc::testing::counting_allocator;
 using otlpconc::testing::is_linearizable;
 using otlpconc::testing::queue_model;
 using otlpconc::testing::queue_op;
@@ -42,31 +44,6 @@ struct throws_on_construct {
   explicit throws_on_construct(bool fail) {
     if (fail)
       throw std::runtime_error("constructor failed");
-  }
-};
-
-// Counts allocations across all rebinds (the queue allocates nodes, not T), to check that memory is
-// returned.
-std::atomic<std::int64_t> live_allocations{0};
-
-template <class T>
-struct counting_allocator {
-  using value_type = T;
-  static constexpr std::atomic<std::int64_t>& live = live_allocations;
-  counting_allocator() = default;
-  template <class U>
-  counting_allocator(const counting_allocator<U>&) noexcept {}
-  T* allocate(std::size_t n) {
-    live.fetch_add(static_cast<std::int64_t>(n));
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) noexcept {
-    live.fetch_sub(static_cast<std::int64_t>(n));
-    std::allocator<T>().deallocate(p, n);
-  }
-  template <class U>
-  bool operator==(const counting_allocator<U>&) const noexcept {
-    return true;
   }
 };
 
@@ -117,10 +94,10 @@ TEST_CASE("ms_queue: strings, move-only and non-default-constructible types", "[
 
 TEST_CASE("ms_queue: a throwing constructor leaves the queue unchanged", "[ms_queue]") {
   ms_queue<throws_on_construct, counting_allocator<throws_on_construct>> q;
-  const auto nodes_before = counting_allocator<throws_on_construct>::live.load();
+  const auto nodes_before = otlpconc::testing::live_allocations.load();
   q.emplace(false);
   REQUIRE_THROWS_AS(q.emplace(true), std::runtime_error);
-  REQUIRE(counting_allocator<throws_on_construct>::live.load() == nodes_before + 1); // no leaked node
+  REQUIRE(otlpconc::testing::live_allocations.load() == nodes_before + 1); // no leaked node
   REQUIRE(q.try_pop().has_value());
   REQUIRE_FALSE(q.try_pop().has_value());
 }
@@ -151,7 +128,7 @@ TEST_CASE("ms_queue: values are destroyed promptly and exactly once", "[ms_queue
 
 TEST_CASE("ms_queue: nodes are really freed", "[ms_queue]") {
   using alloc = counting_allocator<int>;
-  const auto before = alloc::live.load();
+  const auto before = otlpconc::testing::live_allocations.load();
   {
     ms_queue<int, alloc> q;
     for (int round = 0; round < 10; ++round) {
@@ -161,10 +138,10 @@ TEST_CASE("ms_queue: nodes are really freed", "[ms_queue]") {
         REQUIRE(q.try_pop().has_value());
     }
     otlpconc::hazard_pointer_clean_up();
-    REQUIRE(alloc::live.load() == before + 1); // only the dummy node
+    REQUIRE(otlpconc::testing::live_allocations.load() == before + 1); // only the dummy node
   }
   otlpconc::hazard_pointer_clean_up();
-  REQUIRE(alloc::live.load() == before);
+  REQUIRE(otlpconc::testing::live_allocations.load() == before);
 }
 
 TEST_CASE("lin_check: accepts legal and rejects illegal queue histories", "[lin_check]") {
@@ -215,22 +192,9 @@ int count_non_linearizable(int histories, int threads, int ops_per_thread, MakeQ
     for (auto& v : is_push)
       for (int i = 0; i < ops_per_thread; ++i)
         v.push_back(rng() % 2 == 0);
-    auto history = otlpconc::testing::record_history<queue_op>(
-        threads, ops_per_thread, [&](int t, int i, std::atomic<std::uint64_t>& clock) {
-          queue_op op;
-          op.kind = is_push[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] ? queue_op::push : queue_op::pop;
-          op.invoke = clock.fetch_add(1, std::memory_order_seq_cst);
-          if (op.kind == queue_op::push) {
-            op.value = t * 100 + i;
-            q->push(op.value);
-          } else {
-            auto v = q->try_pop();
-            op.empty = !v.has_value();
-            op.value = v.value_or(0);
-          }
-          op.response = clock.fetch_add(1, std::memory_order_seq_cst);
-          return op;
-        });
+    auto history = otlpconc::testing::record_queue_history(*q, threads, ops_per_thread, [&](int t, int i) {
+      return is_push[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
+    });
     if (!is_linearizable(history, queue_model{}))
       ++bad;
   }

@@ -90,13 +90,20 @@ def machine(context):
     )
 
 
+# Our own implementations, listed right after the baseline; peers follow alphabetically.
+OURS = ("sharded_counter", "padded_counter", "ms_queue", "asymmetric_membarrier", "make_protect_release_default_mode")
+
+
+def ordered_impls(component, configs):
+    seen = {impl for per_impl in configs.values() for impl in per_impl}
+    baseline = BASELINES.get(component) if BASELINES.get(component) in seen else sorted(seen)[0]
+    ours = [i for i in OURS if i in seen and i != baseline]
+    rest = sorted(seen - {baseline} - set(ours))
+    return baseline, [baseline] + ours + rest
+
+
 def table(component, configs):
-    impls = []
-    for per_impl in configs.values():
-        for impl in per_impl:
-            if impl not in impls:
-                impls.append(impl)
-    baseline = BASELINES.get(component, impls[0])
+    baseline, impls = ordered_impls(component, configs)
     lines = [
         "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
         "|---|" + "---:|" * len(impls),
@@ -125,11 +132,7 @@ def plot(component, configs, path):
     except ImportError:
         print("bench_report: matplotlib not available (Debian: python3-matplotlib), plot skipped", file=sys.stderr)
         return False
-    impls = []
-    for per_impl in configs.values():
-        for impl in per_impl:
-            if impl not in impls:
-                impls.append(impl)
+    _, impls = ordered_impls(component, configs)
     names = list(configs)
     width = 0.8 / max(1, len(impls))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names) + 2), 4))

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -101,8 +102,11 @@ TEST_CASE("sharded_counter: reset clears exactly what happened before it", "[str
       }
     });
   std::int64_t out_of_bounds = 0;
-  const std::int64_t iterations = scaled(5000);
-  for (std::int64_t i = 0; i < iterations; ++i) {
+  // Time-based: the race with a writer's load/store window needs enough attempts to show up.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(otlpconc::stress::scaled(600));
+  while (completed.load(std::memory_order_acquire) < 1000) // all writers are running
+    std::this_thread::yield();
+  while (std::chrono::steady_clock::now() < deadline) {
     std::int64_t before = completed.load(std::memory_order_acquire);
     c.reset();
     std::int64_t v = c.load();

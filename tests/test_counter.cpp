@@ -66,7 +66,7 @@ TEST_CASE("sharded_counter: initial value and reset", "[counter]") {
   REQUIRE(c.load() == 2105);
   c.reset();
   REQUIRE(c.load() == 0);
-  c.add(3); // this thread's cell is non-zero again; reset must have compensated, not zeroed
+  c.add(3);
   REQUIRE(c.load() == 3);
   hammer(c, 2, 10, 1);
   REQUIRE(c.load() == 23);
@@ -162,6 +162,7 @@ struct adds_in_destructor {
 
 TEST_CASE("sharded_counter: adds from thread_local destructors after the thread's fold", "[counter]") {
   sharded_counter c;
+  const std::size_t threads_before = otlpconc::detail::counter_registry::instance().live_threads();
   std::thread t([&] {
     // Constructed before the counter registers this thread, so destroyed after the fold.
     static thread_local adds_in_destructor late;
@@ -170,6 +171,9 @@ TEST_CASE("sharded_counter: adds from thread_local destructors after the thread'
   });
   t.join();
   REQUIRE(c.load() == 1001);
+  // The late add went to the base: it did not register the exiting thread again (which would leak
+  // its record and its reservation).
+  REQUIRE(otlpconc::detail::counter_registry::instance().live_threads() == threads_before);
 }
 
 TEST_CASE("sharded_counter: a read never misses an add that happened before it", "[counter]") {
@@ -185,7 +189,7 @@ TEST_CASE("sharded_counter: a read never misses an add that happened before it",
     for (int round = 0; round < 40; ++round)
       for (auto& c : counters) {
         c->increment();
-        if (c == counters.front()) {
+        if (c == counters.back()) { // the last id touched in each round: the furthest page
           ++total;
           published.store(total, std::memory_order_release);
         }
@@ -195,7 +199,7 @@ TEST_CASE("sharded_counter: a read never misses an add that happened before it",
   std::int64_t violations = 0;
   while (!done.load(std::memory_order_acquire)) {
     std::int64_t seen = published.load(std::memory_order_acquire);
-    if (counters.front()->load() < seen)
+    if (counters.back()->load() < seen)
       ++violations;
   }
   writer.join();

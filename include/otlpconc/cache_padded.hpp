@@ -11,8 +11,8 @@
 //   in arrays and in heap allocations (C++17 aligned new).
 // Requirements on T: an object type (not a reference, not an array of unknown bound).
 //
-// cache_line_size is 128 on x86-64 and aarch64: x86's adjacent-line prefetcher pulls lines in
-// pairs, and several aarch64 cores have 128-byte lines; 64 elsewhere. Define OTLPCONC_CACHE_LINE_SIZE
+// cache_line_size is 128 on x86-64, aarch64 and ppc64: x86's adjacent-line prefetcher pulls lines
+// in pairs, several aarch64 cores and POWER have 128-byte lines; 64 elsewhere. Define OTLPCONC_CACHE_LINE_SIZE
 // (a power of two) before including any otlpconc header to override it. We do not use
 // std::hardware_destructive_interference_size: g++ warns when it is used in a header
 // (-Winterference-size, the value may differ between TUs) and clang 14 does not provide it.

@@ -86,8 +86,9 @@ class sharded_counter {
     if (OTLPCONC_LIKELY(cells != nullptr && id_ < detail::max_counter_cells)) {
       detail::counter_cell cell(cells[id_]);
       // (S1) relaxed load + store, not an RMW: this thread is the cell's only writer while the
-      // counter lives (the registry zeroes it in C1 only once no add can run), so the load returns
-      // our own last store. Readers see the store through coherence (C6).
+      // counter lives (the registry writes it only in C1, zeroing it when the previous owner of this
+      // id was destroyed, which happens-before this counter exists), so the load returns the latest
+      // value of the cell. Readers see the store through coherence (C6).
       cell.store(cell.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n), std::memory_order_relaxed);
       return;
     }

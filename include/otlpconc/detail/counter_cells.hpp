@@ -26,6 +26,7 @@
 //    counter starts from zero.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -68,7 +69,8 @@ struct counter_thread_record {
 struct counter_thread_view {
   std::uint64_t* cells;          // null until this thread registers, and again after it exits
   counter_thread_record* record; // this thread's entry in the registry
-  bool exited;                   // set once this thread's cells have been folded at thread exit
+  bool no_cells;                 // this thread will not get cells again: its cells were folded at
+                                 // thread exit, or its reservation failed (adds go to the base)
 };
 inline constinit thread_local counter_thread_view counter_tls{nullptr, nullptr, false};
 
@@ -133,13 +135,15 @@ class counter_registry {
   // base instead.
   bool register_thread() noexcept {
     counter_thread_view& view = counter_tls;
-    if (view.exited)
+    if (view.no_cells)
       return false;
     if (view.cells != nullptr)
       return true;
     std::uint64_t* cells = reserve_cells();
-    if (cells == nullptr)
+    if (cells == nullptr) {
+      view.no_cells = true; // sticky: do not retry the mmap on every add
       return false;
+    }
     try {
       std::lock_guard lock(mutex_);
       auto* rec = new counter_thread_record{cells, nullptr, threads_};
@@ -153,6 +157,7 @@ class counter_registry {
       return true;
     } catch (...) {
       release_cells(cells);
+      view.no_cells = true;
       return false;
     }
   }

@@ -174,7 +174,7 @@ TEST_CASE("ms_queue: memory returns after a burst", "[stress][ms_queue]") {
   max_live = live_allocations.load() - nodes_before;
   auto s = domain.stats();
   // Quiescent, before any explicit clean-up: the dummy plus retired nodes within the bound
-  // R + H + 64 * T (T = 2 threads retired).
+  // R * (1 + S) + H + 64 * T with S = 0 (no scan is running now) and T = 2 threads retired.
   INFO("live nodes " << max_live << ", threshold " << s.scan_threshold << ", records " << s.hazard_records);
   REQUIRE(max_live <= 1 + s.scan_threshold + s.hazard_records + 64 * 2);
   otlpconc::hazard_pointer_clean_up();

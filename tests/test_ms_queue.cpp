@@ -94,6 +94,7 @@ TEST_CASE("ms_queue: strings, move-only and non-default-constructible types", "[
 
 TEST_CASE("ms_queue: a throwing constructor leaves the queue unchanged", "[ms_queue]") {
   ms_queue<throws_on_construct, counting_allocator<throws_on_construct>> q;
+  otlpconc::hazard_pointer_clean_up(); // nodes retired by earlier tests in this process are freed now
   const auto nodes_before = otlpconc::testing::live_allocations.load();
   q.emplace(false);
   REQUIRE_THROWS_AS(q.emplace(true), std::runtime_error);
@@ -128,6 +129,7 @@ TEST_CASE("ms_queue: values are destroyed promptly and exactly once", "[ms_queue
 
 TEST_CASE("ms_queue: nodes are really freed", "[ms_queue]") {
   using alloc = counting_allocator<int>;
+  otlpconc::hazard_pointer_clean_up(); // nodes retired by earlier tests in this process are freed now
   const auto before = otlpconc::testing::live_allocations.load();
   {
     ms_queue<int, alloc> q;

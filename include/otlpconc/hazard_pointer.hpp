@@ -9,15 +9,18 @@
 //   once for long (each needs its own hazard pointer; epoch schemes batch better there), or for
 //   objects whose destructor must run at a precise time: reclamation is deferred.
 // Guarantees:
-//   - protect / try_protect / reset_protection and retire are lock-free; make_hazard_pointer is
-//     lock-free after a thread's first few calls (it may allocate a new hazard record).
+//   - protect / try_protect / reset_protection are lock-free; retire is lock-free except when it
+//     crosses the scan threshold and runs a scan (which allocates a snapshot, issues membarrier and
+//     calls deleters); make_hazard_pointer may allocate a new hazard record.
 //   - Nothing is freed while protected: a retired object is reclaimed only by a scan that found no
 //     hazard pointer holding its address after a store-load barrier (see asymmetric_fence.hpp).
 //   - Bounded garbage: in a domain, retired-but-unreclaimed objects stay below
-//     R + H + 64 * T, where H is the number of hazard records (about the peak number of hazard
-//     pointers alive at once), R = max(1000, 2 * H) is the scan threshold and T the number of threads
-//     that retired since the last scan (their last < 64 retires are counted in batches). After
-//     hazard_pointer_clean_up() with no protection held, it is zero.
+//     R * (1 + S) + H + 64 * T, where H is the number of hazard records (about the peak number of
+//     hazard pointers alive at once), R = max(1000, 2 * H) is the scan threshold, S the number of
+//     scans running at the same time (each holds up to about R objects it has taken but not yet
+//     reclaimed; S is 0 or 1 unless several threads cross the threshold together) and T the number
+//     of threads that retired into the default domain since the last scan (counted in batches of
+//     64). After hazard_pointer_clean_up() with no protection held, it is zero.
 //   - No registration: any thread may use hazard pointers at any time; thread-local state is created
 //     lazily. Hazard records are allocated on demand and reused after their thread exits. A thread
 //     that exits leaves nothing behind: retired objects are always on the domain's shared lists.

@@ -107,6 +107,8 @@ class ms_queue {
   template <class... Args>
     requires std::is_constructible_v<T, Args...>
   void emplace(Args&&... args) {
+    // The hazard pointer first: if it cannot be had (std::bad_alloc), nothing is allocated yet.
+    hazard_pointer hp = make_hazard_pointer(*domain_);
     node* n = new_node();
     value_allocator va(alloc_);
     try {
@@ -115,7 +117,7 @@ class ms_queue {
       free_node(n); // never linked: the queue is unchanged
       throw;
     }
-    link(n);
+    link(n, hp);
   }
 
   std::optional<T> try_pop() {
@@ -128,7 +130,8 @@ class ms_queue {
     return pop_with([&](T& v) noexcept { out = std::move(v); });
   }
 
-  // A snapshot: true if the queue was empty at some instant during the call.
+  // A snapshot: true if the queue was empty at some instant during the call. If no hazard pointer
+  // can be allocated (memory exhausted) it answers false, which may be wrong for an empty queue.
   [[nodiscard]] bool empty() const noexcept {
     try {
       hazard_pointer hp = make_hazard_pointer(*domain_);
@@ -141,8 +144,9 @@ class ms_queue {
           return next == nullptr;
       }
     } catch (...) {
-      // No hazard record could be allocated: answer from the two ends without dereferencing.
-      return head_->load(std::memory_order_acquire) == tail_->load(std::memory_order_acquire); // (Q8)
+      // No hazard record could be allocated, so nothing may be dereferenced. head == tail does not
+      // prove emptiness (the tail may lag behind a linked node), so answer the safe "not empty".
+      return false;
     }
   }
 
@@ -158,8 +162,7 @@ class ms_queue {
 
   void free_node(node* n) noexcept { node_deleter{node_allocator(alloc_)}(n); }
 
-  void link(node* n) {
-    hazard_pointer hp = make_hazard_pointer(*domain_);
+  void link(node* n, hazard_pointer& hp) noexcept {
     for (;;) {
       node* t = hp.protect(*tail_); // t cannot be freed while we look at it
       // (Q1) acquire: pairs with the release link CAS (Q2) that set t->next.
@@ -190,8 +193,9 @@ class ms_queue {
       // (Q4) acquire (inside protect, H3): pairs with the release link CAS (Q2): next's value and
       // fields are visible. Protected and validated against h->next.
       node* next = hp_next.protect(h->next);
-      // Head still h (read after next was protected, past protect's fence) means h is not retired,
-      // so next is not retired either: it can only be retired after becoming head and being popped.
+      // Not needed for safety (next is used only after the head CAS from h succeeds, which proves h
+      // was head throughout, so next was not retired), but a cheap early exit when head moved, and it
+      // makes the empty answer below refer to an instant when h was head.
       // (Q5) acquire: pairs with the release head CAS (Q6).
       if (head_->load(std::memory_order_acquire) != h)
         continue;

@@ -210,7 +210,7 @@ TEST_CASE("hazard_pointer: objects retired by exiting threads are reclaimed", "[
 
 TEST_CASE("hazard_pointer: Linux uses the asymmetric fence unless told otherwise", "[hazard_pointer]") {
   using otlpconc::detail::fence_mode;
-  fence_mode m = otlpconc::detail::current_fence_mode();
+  [[maybe_unused]] fence_mode m = otlpconc::detail::current_fence_mode();
 #if defined(__linux__) && !OTLPCONC_TSAN
   // On Linux with membarrier (every kernel since 4.14), the asymmetric mode is used unless forced off.
   const char* forced = std::getenv("OTLPCONC_HAZARD_POINTER_FENCE");

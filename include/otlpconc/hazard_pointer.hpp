@@ -122,6 +122,7 @@ class hazard_pointer_domain {
   }
 
   statistics stats() const {
+    // (D5) relaxed: a statistic, like the sharded counters beside it.
     return {retired_.load(), reclaimed_.load(), record_count_.load(std::memory_order_relaxed), scan_threshold()};
   }
 

@@ -56,6 +56,27 @@ struct otlpconc_ms {
   bool pop(T& out) { return q.try_pop(out); }
 };
 
+// std::allocator declared stateful (not always equal): ms_queue then allocates every node from the
+// allocator and frees it there, with no node cache. Measures what the cache buys.
+template <class T>
+struct uncached_allocator : std::allocator<T> {
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = uncached_allocator<U>;
+  };
+  uncached_allocator() = default;
+  template <class U>
+  uncached_allocator(const uncached_allocator<U>&) noexcept {}
+};
+
+template <class T>
+struct otlpconc_ms_uncached {
+  otlpconc::ms_queue<T, uncached_allocator<T>> q;
+  void push(T v) { q.push(std::move(v)); }
+  bool pop(T& out) { return q.try_pop(out); }
+};
+
 template <class T>
 struct boost_lockfree {
   boost::lockfree::queue<T> q{1024};
@@ -182,6 +203,7 @@ void add(const char* component, const char* impl) {
 
 void register_all() {
   add<otlpconc_ms, std::uint64_t>("queue_u64", "ms_queue");
+  add<otlpconc_ms_uncached, std::uint64_t>("queue_u64", "ms_queue_no_node_cache");
   add<boost_lockfree, std::uint64_t>("queue_u64", "boost_lockfree");
   add<mutex_deque, std::uint64_t>("queue_u64", "mutex_deque");
   add<otlpconc_ms, std::string>("queue_string", "ms_queue");

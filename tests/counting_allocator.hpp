@@ -10,6 +10,7 @@
 namespace otlpconc::testing {
 
 inline std::atomic<std::int64_t> live_allocations{0};
+inline std::atomic<std::int64_t> total_allocations{0}; // allocate() calls ever made
 
 template <class T>
 struct counting_allocator {
@@ -20,6 +21,7 @@ struct counting_allocator {
   T* allocate(std::size_t n) {
     // relaxed: a tally read after the threads that allocate are joined
     live_allocations.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+    total_allocations.fetch_add(1, std::memory_order_relaxed);
     return std::allocator<T>().allocate(n);
   }
   void deallocate(T* p, std::size_t n) noexcept {
@@ -30,6 +32,20 @@ struct counting_allocator {
   bool operator==(const counting_allocator<U>&) const noexcept {
     return true;
   }
+};
+
+// The same, declared stateful (instances are not interchangeable), as a user's arena allocator
+// would be: containers must then free through it and may not pool its memory.
+template <class T>
+struct stateful_counting_allocator : counting_allocator<T> {
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = stateful_counting_allocator<U>;
+  };
+  stateful_counting_allocator() = default;
+  template <class U>
+  stateful_counting_allocator(const stateful_counting_allocator<U>&) noexcept {}
 };
 
 } // namespace otlpconc::testing

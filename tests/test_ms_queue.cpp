@@ -93,11 +93,14 @@ TEST_CASE("ms_queue: strings, move-only and non-default-constructible types", "[
 }
 
 TEST_CASE("ms_queue: a throwing constructor leaves the queue unchanged", "[ms_queue]") {
-  ms_queue<throws_on_construct, counting_allocator<throws_on_construct>> q;
+  using queue = ms_queue<throws_on_construct, counting_allocator<throws_on_construct>>;
+  queue q;
   otlpconc::hazard_pointer_clean_up(); // nodes retired by earlier tests in this process are freed now
+  queue::release_cached_nodes();
   const auto nodes_before = otlpconc::testing::live_allocations.load();
   q.emplace(false);
   REQUIRE_THROWS_AS(q.emplace(true), std::runtime_error);
+  queue::release_cached_nodes(); // the failed node may sit in the node cache: give it back
   REQUIRE(otlpconc::testing::live_allocations.load() == nodes_before + 1); // no leaked node
   REQUIRE(q.try_pop().has_value());
   REQUIRE_FALSE(q.try_pop().has_value());
@@ -127,22 +130,58 @@ TEST_CASE("ms_queue: values are destroyed promptly and exactly once", "[ms_queue
   REQUIRE(counted::alive.load() == 0);
 }
 
-TEST_CASE("ms_queue: nodes are really freed", "[ms_queue]") {
+TEST_CASE("ms_queue: nodes are recycled, bounded and really freed", "[ms_queue]") {
   using alloc = counting_allocator<int>;
+  using queue = ms_queue<int, alloc>;
+  using otlpconc::testing::live_allocations;
+  using otlpconc::testing::total_allocations;
+  STATIC_REQUIRE(queue::node_cache_per_thread >= 16);
+  STATIC_REQUIRE(queue::node_cache_shared >= queue::node_cache_per_thread);
   otlpconc::hazard_pointer_clean_up(); // nodes retired by earlier tests in this process are freed now
+  queue::release_cached_nodes();
+  const auto before = live_allocations.load();
+  const auto allocated_before = total_allocations.load();
+  constexpr int rounds = 10, per_round = 1000;
+  {
+    queue q;
+    for (int round = 0; round < rounds; ++round) {
+      for (int i = 0; i < per_round; ++i)
+        q.push(i);
+      for (int i = 0; i < per_round; ++i)
+        REQUIRE(q.try_pop().has_value());
+      otlpconc::hazard_pointer_clean_up(); // reclaimed nodes go to this thread's cache and the stash
+      const auto cached = live_allocations.load() - before - 1;
+      REQUIRE(cached >= 0);
+      REQUIRE(static_cast<std::size_t>(cached) <= queue::node_cache_per_thread + queue::node_cache_shared);
+    }
+    // Without recycling every push allocates (rounds * per_round); the cache keeps up to
+    // node_cache_per_thread + node_cache_shared nodes, so later rounds allocate far fewer.
+    const auto allocated = total_allocations.load() - allocated_before;
+    INFO("allocations " << allocated);
+    REQUIRE(allocated < rounds * per_round / 2);
+    queue::release_cached_nodes();
+    REQUIRE(live_allocations.load() == before + 1); // only the dummy node
+  }
+  // The destructor's free of the dummy went to the cache.
+  queue::release_cached_nodes();
+  REQUIRE(live_allocations.load() == before);
+}
+
+TEST_CASE("ms_queue: a stateful allocator turns the node cache off", "[ms_queue]") {
+  using queue = ms_queue<int, otlpconc::testing::stateful_counting_allocator<int>>;
+  STATIC_REQUIRE(queue::node_cache_per_thread == 0);
+  STATIC_REQUIRE(queue::node_cache_shared == 0);
+  otlpconc::hazard_pointer_clean_up();
   const auto before = otlpconc::testing::live_allocations.load();
   {
-    ms_queue<int, alloc> q;
-    for (int round = 0; round < 10; ++round) {
-      for (int i = 0; i < 1000; ++i)
-        q.push(i);
-      for (int i = 0; i < 1000; ++i)
-        REQUIRE(q.try_pop().has_value());
-    }
+    queue q;
+    for (int i = 0; i < 500; ++i)
+      q.push(i);
+    for (int i = 0; i < 500; ++i)
+      REQUIRE(q.try_pop() == i);
     otlpconc::hazard_pointer_clean_up();
-    REQUIRE(otlpconc::testing::live_allocations.load() == before + 1); // only the dummy node
+    REQUIRE(otlpconc::testing::live_allocations.load() == before + 1); // freed at reclamation, not cached
   }
-  otlpconc::hazard_pointer_clean_up();
   REQUIRE(otlpconc::testing::live_allocations.load() == before);
 }
 

@@ -9,8 +9,7 @@
 // When not to: single producer / single consumer (a ring buffer is several times faster); when
 //   per-producer order is enough and throughput matters most (moodycamel::ConcurrentQueue batches
 //   per producer and wins by far); when blocking is acceptable and contention is low (a mutex around
-//   std::deque is simpler and, on few cores, often faster: see docs/ms_queue.md). One allocation per
-//   element.
+//   std::deque is simpler and, on few cores, often faster: see docs/ms_queue.md).
 // Guarantees:
 //   - Lock-free push and pop; linearizable FIFO (checked by tests/lin_check.hpp).
 //   - A popped value is moved out by the only thread whose head CAS succeeded, and the node's copy is
@@ -20,13 +19,18 @@
 //   - The destructor destroys every remaining element exactly once.
 //   - Memory: one node per element plus a dummy, plus retired nodes awaiting reclamation, bounded by
 //     the hazard pointer domain's bound (see hazard_pointer.hpp); hazard_pointer_clean_up() frees all
-//     of them once no thread is inside an operation.
+//     of them once no thread is inside an operation. Freed nodes are recycled through a node cache
+//     (when the allocator is stateless: always equal and default constructible) that holds at most
+//     node_cache_per_thread nodes per thread plus node_cache_shared shared ones per queue type;
+//     release_cached_nodes() returns them to the allocator, and a thread's share is returned when
+//     it exits.
 // Ordering: push of v happens-before the pop that returns v (release link CAS, acquire load of next).
 // Requirements on T: nothrow move constructible (the popping thread moves the value out after it has
 //   committed) and nothrow destructible; try_pop(T&) also needs nothrow move assignment.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
+#include "otlpconc/detail/node_cache.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
 #include <atomic>
@@ -52,13 +56,19 @@ class ms_queue {
   using value_allocator = typename std::allocator_traits<Allocator>::template rebind_alloc<T>;
   using value_traits = std::allocator_traits<value_allocator>;
 
-  // Frees a node's memory (its value, if any, was destroyed by whoever popped it). Carries a copy
-  // of the allocator because reclamation may happen after the queue is gone.
+  using cache = detail::node_cache<node, node_allocator>;
+
+  // Frees a node's memory (its value, if any, was destroyed by whoever popped it): into the node
+  // cache when the allocator allows it, else to the allocator. Carries a copy of the allocator
+  // because reclamation may happen after the queue is gone.
   struct node_deleter {
     [[no_unique_address]] node_allocator alloc;
     void operator()(node* n) noexcept {
       n->~node();
-      node_traits::deallocate(alloc, n, 1);
+      if constexpr (cache::enabled)
+        cache::deallocate(n);
+      else
+        node_traits::deallocate(alloc, n, 1);
     }
   };
 
@@ -152,10 +162,24 @@ class ms_queue {
 
   allocator_type get_allocator() const noexcept { return alloc_; }
 
+  // Extension: frees the nodes this thread keeps for reuse and the shared stash of this queue type
+  // (every ms_queue<T, Allocator> shares them). Other threads' caches (at most
+  // node_cache_per_thread nodes each) are returned when those threads exit. For tests and for
+  // programs that want memory back after a burst; never needed for correctness.
+  static void release_cached_nodes() noexcept { cache::trim(); }
+  // Bounds of the node cache (0 when the allocator is stateful and the cache is off).
+  static constexpr std::size_t node_cache_per_thread = cache::enabled ? cache::max_cached_per_thread : 0;
+  static constexpr std::size_t node_cache_shared = cache::enabled ? cache::max_stashed : 0;
+
  private:
   node* new_node() {
-    node_allocator na(alloc_);
-    node* n = node_traits::allocate(na, 1);
+    node* n;
+    if constexpr (cache::enabled) {
+      n = cache::allocate();
+    } else {
+      node_allocator na(alloc_);
+      n = node_traits::allocate(na, 1);
+    }
     ::new (static_cast<void*>(n)) node();
     return n;
   }

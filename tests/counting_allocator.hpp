@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <type_traits>
 
 namespace otlpconc::testing {
 
@@ -46,6 +48,27 @@ struct stateful_counting_allocator : counting_allocator<T> {
   stateful_counting_allocator() = default;
   template <class U>
   stateful_counting_allocator(const stateful_counting_allocator<U>&) noexcept {}
+};
+
+// std::allocator that throws std::bad_alloc while fail_allocations is set. Stateful, so containers
+// do not pool its memory and every node allocation reaches it.
+inline std::atomic<bool> fail_allocations{false};
+
+template <class T>
+struct failing_allocator : std::allocator<T> {
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = failing_allocator<U>;
+  };
+  failing_allocator() = default;
+  template <class U>
+  failing_allocator(const failing_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (fail_allocations.load(std::memory_order_relaxed)) // relaxed: set by the test's own thread
+      throw std::bad_alloc();
+    return std::allocator<T>::allocate(n);
+  }
 };
 
 } // namespace otlpconc::testing

@@ -21,6 +21,7 @@
 #include <functional>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <vector>
 
@@ -107,11 +108,12 @@ std::vector<Op> record_history(int threads, int ops_per_thread, RunOp run_op) {
   return all;
 }
 
-// A FIFO queue model for histories of push(value) and try_pop() -> value or empty.
+// A FIFO queue model for histories of push(value), try_pop() -> value or empty (pop: the optional
+// form; pop_into: the bool try_pop(T&) form) and empty() -> bool.
 struct queue_op : timestamps {
-  enum kind_t { push, pop } kind = push;
+  enum kind_t { push, pop, pop_into, is_empty } kind = push;
   int value = 0;      // pushed value, or popped value when !empty
-  bool empty = false; // pop found the queue empty
+  bool empty = false; // pop found the queue empty, or empty() answered true
 };
 
 struct queue_model {
@@ -123,6 +125,8 @@ struct queue_model {
       items.push_back(op.value);
       return true;
     }
+    if (op.kind == queue_op::is_empty)
+      return op.empty == (front == items.size());
     if (front == items.size())
       return op.empty;
     if (op.empty || items[front] != op.value)
@@ -143,21 +147,34 @@ struct queue_model {
   }
 };
 
-// One random concurrent history of push / try_pop on `q`: thread t's i-th operation is a push of
-// t * 100 + i when is_push(t, i), else a try_pop.
-template <class Queue, class IsPush>
-std::vector<queue_op> record_queue_history(Queue& q, int threads, int ops_per_thread, IsPush is_push) {
+// One random concurrent history on `q`: thread t's i-th operation is choose(t, i), either a
+// queue_op::kind_t or a bool (true: push, false: try_pop). Pushes push t * 100 + i.
+template <class Queue, class Choose>
+std::vector<queue_op> record_queue_history(Queue& q, int threads, int ops_per_thread, Choose choose) {
   return record_history<queue_op>(threads, ops_per_thread, [&](int t, int i, std::atomic<std::uint64_t>& clock) {
     queue_op op;
-    op.kind = is_push(t, i) ? queue_op::push : queue_op::pop;
+    if constexpr (std::is_same_v<decltype(choose(t, i)), bool>)
+      op.kind = choose(t, i) ? queue_op::push : queue_op::pop;
+    else
+      op.kind = choose(t, i);
     op.invoke = clock.fetch_add(1, std::memory_order_seq_cst);
-    if (op.kind == queue_op::push) {
+    switch (op.kind) {
+    case queue_op::push:
       op.value = t * 100 + i;
       q.push(op.value);
-    } else {
+      break;
+    case queue_op::pop: {
       auto v = q.try_pop();
       op.empty = !v.has_value();
       op.value = v.value_or(0);
+      break;
+    }
+    case queue_op::pop_into:
+      op.empty = !q.try_pop(op.value);
+      break;
+    case queue_op::is_empty:
+      op.empty = q.empty();
+      break;
     }
     op.response = clock.fetch_add(1, std::memory_order_seq_cst);
     return op;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -40,6 +41,23 @@ void counting_deleter::operator()(deleted_by_functor* p) noexcept {
 }
 
 struct with_deleter : otlpconc::hazard_pointer_obj_base<with_deleter, std::function<void(with_deleter*)>> {};
+
+// Reclaiming a chain_link retires the next one.
+struct chain_link;
+struct retire_next {
+  hazard_pointer_domain* domain;
+  std::atomic<int>* freed;
+  void operator()(chain_link* l) const noexcept;
+};
+struct chain_link : otlpconc::hazard_pointer_obj_base<chain_link, retire_next> {
+  chain_link* next = nullptr;
+};
+void retire_next::operator()(chain_link* l) const noexcept {
+  if (l->next != nullptr)
+    l->next->retire(retire_next{domain, freed}, *domain);
+  freed->fetch_add(1, std::memory_order_relaxed);
+  delete l;
+}
 
 } // namespace
 
@@ -172,6 +190,35 @@ TEST_CASE("hazard_pointer: retired garbage stays within the documented bound", "
   REQUIRE(destroyed.load() == 20000);
 }
 
+TEST_CASE("hazard_pointer: a domain's scan threshold floor is configurable and checked", "[hazard_pointer]") {
+  REQUIRE_THROWS_WITH(hazard_pointer_domain(0), Catch::Contains("min_scan_threshold"));
+  REQUIRE_THROWS_AS(hazard_pointer_domain(-5), std::invalid_argument);
+  hazard_pointer_domain domain(3);
+  REQUIRE(domain.scan_threshold() == 3);
+  std::atomic<int> destroyed{0};
+  for (int i = 0; i < 3; ++i) // the third retire reaches the threshold and scans
+    (new tracked(i, &destroyed))->retire(std::default_delete<tracked>(), domain);
+  REQUIRE(destroyed.load() == 3);
+  REQUIRE(hazard_pointer_domain().scan_threshold() == 1000);
+}
+
+TEST_CASE("hazard_pointer: deleters may retire further objects", "[hazard_pointer]") {
+  // A chain where reclaiming one chain_link retires the next (as a tree node retiring its children).
+  hazard_pointer_domain domain;
+  std::atomic<int> freed{0};
+  chain_link* head = nullptr;
+  for (int i = 0; i < 50; ++i) {
+    auto* l = new chain_link;
+    l->next = head;
+    head = l;
+  }
+  head->retire(retire_next{&domain, &freed}, domain);
+  hazard_pointer_clean_up(domain); // loops while deleters retire more
+  REQUIRE(freed.load() == 50);
+  REQUIRE(domain.stats().unreclaimed() == 0);
+  REQUIRE(domain.stats().retired == 50);
+}
+
 TEST_CASE("hazard_pointer: records are reused after their threads exit", "[hazard_pointer]") {
   auto& domain = otlpconc::hazard_pointer_default_domain();
   auto run_round = [] {
@@ -192,6 +239,26 @@ TEST_CASE("hazard_pointer: records are reused after their threads exit", "[hazar
   for (int round = 0; round < 50; ++round)
     run_round();
   REQUIRE(domain.stats().hazard_records == after_first);
+}
+
+TEST_CASE("hazard_pointer: a thread_local hazard_pointer outliving the thread's exit guard", "[hazard_pointer]") {
+  // The thread_local below is constructed (empty) before the library's per-thread exit guard, so it
+  // is destroyed after it: its record must go back to the domain, not to a dead cache.
+  auto& domain = otlpconc::hazard_pointer_default_domain();
+  auto run = [] {
+    std::thread t([] {
+      static thread_local hazard_pointer held;
+      held = make_hazard_pointer(); // registers the exit guard now, after `held` was constructed
+      std::atomic<int*> src{nullptr};
+      (void)held.protect(src);
+    });
+    t.join();
+  };
+  run();
+  const std::int64_t records = domain.stats().hazard_records;
+  for (int i = 0; i < 30; ++i)
+    run();
+  REQUIRE(domain.stats().hazard_records == records); // every record was reused, none stranded
 }
 
 TEST_CASE("hazard_pointer: objects retired by exiting threads are reclaimed", "[hazard_pointer]") {

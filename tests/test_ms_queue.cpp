@@ -185,6 +185,50 @@ TEST_CASE("ms_queue: a stateful allocator turns the node cache off", "[ms_queue]
   REQUIRE(otlpconc::testing::live_allocations.load() == before);
 }
 
+TEST_CASE("ms_queue: an allocation failure in emplace leaves the queue unchanged", "[ms_queue]") {
+  using alloc = otlpconc::testing::failing_allocator<counted>;
+  {
+    ms_queue<counted, alloc> q;
+    q.emplace(1);
+    otlpconc::testing::fail_allocations = true;
+    REQUIRE_THROWS_AS(q.emplace(2), std::bad_alloc);
+    REQUIRE_THROWS_AS(q.push(counted(3)), std::bad_alloc);
+    otlpconc::testing::fail_allocations = false;
+    REQUIRE(counted::alive.load() == 1); // the failed pushes left nothing behind
+    q.emplace(4);
+    REQUIRE(q.try_pop()->v == 1);
+    REQUIRE(q.try_pop()->v == 4);
+    REQUIRE(q.empty());
+  }
+  REQUIRE(counted::alive.load() == 0);
+}
+
+TEST_CASE("ms_queue: a queue on its own domain frees everything when queue and domain go", "[ms_queue]") {
+  using queue = ms_queue<counted, counting_allocator<counted>>;
+  using otlpconc::testing::live_allocations;
+  otlpconc::hazard_pointer_clean_up();
+  queue::release_cached_nodes();
+  const auto before = live_allocations.load();
+  const auto default_retired = otlpconc::hazard_pointer_default_domain().stats().retired;
+  {
+    otlpconc::hazard_pointer_domain domain(10000); // no scan during the test: retired nodes accumulate
+    {
+      queue q(domain);
+      for (int i = 0; i < 2000; ++i)
+        q.emplace(i);
+      for (int i = 0; i < 1500; ++i)
+        REQUIRE(q.try_pop()->v == i);
+      REQUIRE(domain.stats().retired == 1500);
+      REQUIRE(domain.stats().reclaimed == 0);
+      REQUIRE(counted::alive.load() == 500); // popped values were destroyed at once, not at reclamation
+      REQUIRE(otlpconc::hazard_pointer_default_domain().stats().retired == default_retired);
+    }
+    REQUIRE(counted::alive.load() == 0); // the queue's destructor destroyed the 500 left
+  } // the domain's destructor reclaims the 1500 retired nodes
+  queue::release_cached_nodes();
+  REQUIRE(live_allocations.load() == before);
+}
+
 TEST_CASE("lin_check: accepts legal and rejects illegal queue histories", "[lin_check]") {
   auto push = [](int v, std::uint64_t a, std::uint64_t b) {
     queue_op op;
@@ -217,6 +261,19 @@ TEST_CASE("lin_check: accepts legal and rejects illegal queue histories", "[lin_
   REQUIRE_FALSE(is_linearizable(std::vector{push(1, 0, 1), push(2, 2, 3), pop(2, 4, 5), pop(1, 6, 7)}, queue_model{}));
   // A value popped twice.
   REQUIRE_FALSE(is_linearizable(std::vector{push(1, 0, 1), pop(1, 2, 3), pop(1, 4, 5)}, queue_model{}));
+  // empty(): must agree with the model at its linearization point.
+  auto empty = [](bool answer, std::uint64_t a, std::uint64_t b) {
+    queue_op op;
+    op.kind = queue_op::is_empty;
+    op.empty = answer;
+    op.invoke = a;
+    op.response = b;
+    return op;
+  };
+  REQUIRE(is_linearizable(std::vector{empty(true, 0, 1), push(1, 2, 3), empty(false, 4, 5)}, queue_model{}));
+  REQUIRE_FALSE(is_linearizable(std::vector{push(1, 0, 1), empty(true, 2, 3)}, queue_model{}));
+  REQUIRE_FALSE(is_linearizable(std::vector{empty(false, 0, 1)}, queue_model{}));
+  REQUIRE(is_linearizable(std::vector{push(1, 0, 5), empty(true, 1, 2), empty(false, 3, 4)}, queue_model{}));
 }
 
 namespace {
@@ -229,12 +286,15 @@ int count_non_linearizable(int histories, int threads, int ops_per_thread, MakeQ
   int bad = 0;
   for (int h = 0; h < histories; ++h) {
     auto q = make_queue();
-    std::vector<std::vector<bool>> is_push(static_cast<std::size_t>(threads));
-    for (auto& v : is_push)
-      for (int i = 0; i < ops_per_thread; ++i)
-        v.push_back(rng() % 2 == 0);
+    // Half pushes; the rest split between both try_pop forms and empty().
+    std::vector<std::vector<queue_op::kind_t>> kind(static_cast<std::size_t>(threads));
+    for (auto& v : kind)
+      for (int i = 0; i < ops_per_thread; ++i) {
+        const auto r = rng() % 20;
+        v.push_back(r < 10 ? queue_op::push : r < 14 ? queue_op::pop : r < 17 ? queue_op::pop_into : queue_op::is_empty);
+      }
     auto history = otlpconc::testing::record_queue_history(*q, threads, ops_per_thread, [&](int t, int i) {
-      return is_push[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
+      return kind[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
     });
     if (!is_linearizable(history, queue_model{}))
       ++bad;
@@ -257,6 +317,15 @@ struct lifo_impostor {
     int v = items.back();
     items.pop_back();
     return v;
+  }
+  bool try_pop(int& out) {
+    auto v = try_pop();
+    out = v.value_or(out);
+    return v.has_value();
+  }
+  bool empty() {
+    std::lock_guard lock(m);
+    return items.empty();
   }
 };
 

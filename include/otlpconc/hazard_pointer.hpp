@@ -16,7 +16,8 @@
 //     hazard pointer holding its address after a store-load barrier (see asymmetric_fence.hpp).
 //   - Bounded garbage: in a domain, retired-but-unreclaimed objects stay below
 //     R * (1 + S) + H + 64 * T, where H is the number of hazard records (about the peak number of
-//     hazard pointers alive at once), R = max(1000, 2 * H) is the scan threshold, S the number of
+//     hazard pointers alive at once), R = max(1000, 2 * H) is the scan threshold (1000 can be
+//     changed per domain), S the number of
 //     scans running at the same time (each holds up to about R objects it has taken but not yet
 //     reclaimed; S is 0 or 1 unless several threads cross the threshold together) and T the number
 //     of threads that retired into the default domain since the last scan (counted in batches of
@@ -35,6 +36,7 @@
 //     make_hazard_pointer(domain) / retire(d, domain) overloads.
 //   - hazard_pointer_clean_up(domain): synchronously reclaims every retired object not protected.
 //   - domain.stats(): retired, reclaimed, hazard records, scan threshold.
+//   - hazard_pointer_domain(min_scan_threshold): a domain that scans more or less often.
 //   - protect()'s store-load barrier is asymmetric (membarrier) where available.
 #pragma once
 
@@ -50,6 +52,7 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -106,6 +109,14 @@ class hazard_pointer_domain {
   };
 
   hazard_pointer_domain() = default;
+  // Extension: a domain whose scan threshold is R = max(min_scan_threshold, 2 * H) instead of
+  // max(1000, 2 * H). Smaller values scan more often (less garbage, more time in scans); tests use
+  // tiny values to make reclamation race with readers constantly. Throws std::invalid_argument
+  // unless min_scan_threshold >= 1.
+  explicit hazard_pointer_domain(std::int64_t min_scan_threshold) : min_scan_threshold_(min_scan_threshold) {
+    if (min_scan_threshold < 1)
+      throw std::invalid_argument("hazard_pointer_domain: min_scan_threshold must be at least 1");
+  }
   hazard_pointer_domain(const hazard_pointer_domain&) = delete;
   hazard_pointer_domain& operator=(const hazard_pointer_domain&) = delete;
 
@@ -128,7 +139,7 @@ class hazard_pointer_domain {
 
   std::int64_t scan_threshold() const noexcept {
     // (D2) relaxed: a heuristic; a stale value only shifts when the next scan starts.
-    return std::max<std::int64_t>(1000, 2 * record_count_.load(std::memory_order_relaxed));
+    return std::max<std::int64_t>(min_scan_threshold_, 2 * record_count_.load(std::memory_order_relaxed));
   }
 
   // Reclaims every retired object that no hazard pointer protects, repeating while deleters retire
@@ -296,6 +307,7 @@ class hazard_pointer_domain {
   }
 
   bool is_default_ = false; // set once, before the default domain is shared
+  std::int64_t min_scan_threshold_ = 1000;
   std::atomic<detail::hazard_record*> records_{nullptr};
   std::atomic<std::int64_t> record_count_{0};
   cache_padded<std::atomic<detail::retired_header*>> shards_[shard_count]{};

@@ -103,10 +103,11 @@ class ms_queue {
     node* n = head_->load(std::memory_order_relaxed); // (Q0) single-threaded now
     node* next = n->next.load(std::memory_order_relaxed);
     free_node(n); // the dummy holds no value
+    value_allocator va(alloc_);
     while (next != nullptr) {
       n = next;
       next = n->next.load(std::memory_order_relaxed);
-      n->value()->~T();
+      value_traits::destroy(va, n->value());
       free_node(n);
     }
   }
@@ -238,7 +239,8 @@ class ms_queue {
         // node's copy now, while hp_next still protects next from reclamation.
         T* v = next->value();
         sink(*v);
-        v->~T();
+        value_allocator va(alloc_);
+        value_traits::destroy(va, v);
         hp_next.reset_protection(); // (H4) release: our use of next precedes its reclamation
         hp_head.reset_protection();
         h->retire(node_deleter{node_allocator(alloc_)}, *domain_);

@@ -181,9 +181,8 @@ TEST_CASE("ms_queue: memory returns after a burst", "[stress][ms_queue]") {
   // R * (1 + S) + H + 64 * T with S = 0 (no scan is running now) and T = 2 threads retired, plus
   // the node cache: the two exited threads' caches went to the shared stash (bounded) or were freed.
   INFO("live nodes " << max_live << ", threshold " << s.scan_threshold << ", records " << s.hazard_records);
-  REQUIRE(max_live <= 1 + s.scan_threshold + s.hazard_records + 64 * 2 + static_cast<std::int64_t>(
-                                                                             queue::node_cache_shared +
-                                                                             queue::node_cache_per_thread));
+  REQUIRE(max_live <= 1 + s.scan_threshold + s.hazard_records + 64 * 2 +
+                          static_cast<std::int64_t>(queue::node_cache_shared + queue::node_cache_per_thread));
   otlpconc::hazard_pointer_clean_up();
   queue::release_cached_nodes();
   REQUIRE(live_allocations.load() - nodes_before == 1);

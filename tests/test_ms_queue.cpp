@@ -224,7 +224,7 @@ TEST_CASE("ms_queue: a queue on its own domain frees everything when queue and d
       REQUIRE(otlpconc::hazard_pointer_default_domain().stats().retired == default_retired);
     }
     REQUIRE(counted::alive.load() == 0); // the queue's destructor destroyed the 500 left
-  } // the domain's destructor reclaims the 1500 retired nodes
+  }                                      // the domain's destructor reclaims the 1500 retired nodes
   queue::release_cached_nodes();
   REQUIRE(live_allocations.load() == before);
 }
@@ -291,7 +291,10 @@ int count_non_linearizable(int histories, int threads, int ops_per_thread, MakeQ
     for (auto& v : kind)
       for (int i = 0; i < ops_per_thread; ++i) {
         const auto r = rng() % 20;
-        v.push_back(r < 10 ? queue_op::push : r < 14 ? queue_op::pop : r < 17 ? queue_op::pop_into : queue_op::is_empty);
+        v.push_back(r < 10   ? queue_op::push
+                    : r < 14 ? queue_op::pop
+                    : r < 17 ? queue_op::pop_into
+                             : queue_op::is_empty);
       }
     auto history = otlpconc::testing::record_queue_history(*q, threads, ops_per_thread, [&](int t, int i) {
       return kind[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];

@@ -35,8 +35,7 @@ class node_cache {
   using traits = std::allocator_traits<NodeAllocator>;
 
  public:
-  static constexpr bool enabled =
-      traits::is_always_equal::value && std::is_default_constructible_v<NodeAllocator>;
+  static constexpr bool enabled = traits::is_always_equal::value && std::is_default_constructible_v<NodeAllocator>;
 
   // About 16 KiB of nodes per thread, between 16 and 256 nodes.
   static constexpr std::size_t local_capacity = std::clamp<std::size_t>(16384 / sizeof(Node), 16, 256);

@@ -28,7 +28,9 @@ DESCRIPTIONS = {
     "Targets: `sharded_counter` >= 5x `std_atomic` at 2+ threads, within 1.5x of `thread_local_plain` at 1.",
     "queue_u64": "MPMC transfers/s of `std::uint64_t` (P producers x C consumers, 256 items per producer per "
     "iteration, consumers yield when the queue is empty). Baseline: Boost.Lockfree `queue`. "
-    "Targets: `ms_queue` >= 1.5x it in every configuration, and >= 1.0x `xenium_ms_hp`.",
+    "Targets: `ms_queue` >= 1.5x it in every configuration, and >= 1.0x `xenium_ms_hp`. "
+    "`ms_queue_no_node_cache` is ms_queue with a stateful allocator (every node from malloc, freed at "
+    "reclamation): what the node cache buys.",
     "queue_string": "MPMC transfers/s of 32-character `std::string` (Boost.Lockfree cannot hold it). "
     "Baseline: `std::mutex` + `std::deque`.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
@@ -91,7 +93,7 @@ def machine(context):
 
 
 # Our own implementations, listed right after the baseline; peers follow alphabetically.
-OURS = ("sharded_counter", "padded_counter", "ms_queue", "asymmetric_membarrier", "make_protect_release_default_mode")
+OURS = ("sharded_counter", "padded_counter", "ms_queue", "ms_queue_no_node_cache", "asymmetric_membarrier", "make_protect_release_default_mode")
 
 
 def ordered_impls(component, configs):

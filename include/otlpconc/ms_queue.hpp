@@ -146,14 +146,11 @@ class ms_queue {
   [[nodiscard]] bool empty() const noexcept {
     try {
       hazard_pointer hp = make_hazard_pointer(*domain_);
-      for (;;) {
-        node* h = hp.protect(*head_);
-        // (Q8) acquire: as Q4. If head is still h afterwards, h->next was h's successor while h was
-        // head, so nullptr means empty at that instant.
-        node* next = h->next.load(std::memory_order_acquire);
-        if (head_->load(std::memory_order_acquire) == h) // (Q8)
-          return next == nullptr;
-      }
+      node* h = hp.protect(*head_);
+      // (Q8) acquire: as Q4. Null: empty at the instant protect validated head == h (see pop_with).
+      // Non-null: non-empty at the read if h is still head, else at the instant some pop moved head
+      // from h, which needed h->next linked; both instants lie within this call.
+      return h->next.load(std::memory_order_acquire) == nullptr;
     } catch (...) {
       // No hazard record could be allocated, so nothing may be dereferenced. head == tail does not
       // prove emptiness (the tail may lag behind a linked node), so answer the safe "not empty".
@@ -212,27 +209,30 @@ class ms_queue {
   template <class Sink>
   bool pop_with(Sink&& sink) {
     hazard_pointer hp_head = make_hazard_pointer(*domain_);
-    hazard_pointer hp_next = make_hazard_pointer(*domain_);
+    hazard_pointer hp_next; // taken only when there is something to pop
     for (;;) {
       node* h = hp_head.protect(*head_);
-      // (Q4) acquire (inside protect, H3): pairs with the release link CAS (Q2): next's value and
-      // fields are visible. Protected and validated against h->next.
-      node* next = hp_next.protect(h->next);
-      // Not needed for safety (next is used only after the head CAS from h succeeds, which proves h
-      // was head throughout, so next was not retired), but a cheap early exit when head moved, and it
-      // makes the empty answer below refer to an instant when h was head.
-      // (Q5) acquire: pairs with the release head CAS (Q6).
-      if (head_->load(std::memory_order_acquire) != h)
-        continue;
-      if (next == nullptr)
-        return false;                                   // empty when h->next was read (h was head then)
-      node* t = tail_->load(std::memory_order_acquire); // (Q5') acquire: pairs with Q3
+      // (Q4) acquire: pairs with the release link CAS (Q2): next's value and fields are visible.
+      node* next = h->next.load(std::memory_order_acquire);
+      if (next == nullptr) {
+        // Empty at the instant protect validated head == h: next pointers only go from null to
+        // non-null, so h->next was null then too, and h was the last node.
+        return false;
+      }
+      if (hp_next.empty())
+        hp_next = make_hazard_pointer(*domain_);
+      // (H4) release, no validation: next is dereferenced only after our head CAS from h to next
+      // succeeds (Q6). next can be retired only by a later pop that moves head past it, whose
+      // acquire load of head (in protect) reads our release CAS or a later RMW in its release
+      // sequence; so this store happens-before that retire and before the scan that could free next.
+      hp_next.reset_protection(next);
+      node* t = tail_->load(std::memory_order_acquire); // (Q5) acquire: pairs with Q3
       if (h == t) {
         // Tail lags behind a linked node: swing it first so head never passes tail.
         tail_->compare_exchange_strong(t, next, std::memory_order_release, std::memory_order_relaxed); // (Q3)
         continue;
       }
-      // (Q6) release on success: pairs with Q5 / protect's acquire of head by later poppers, which
+      // (Q6) release on success: pairs with protect's acquire load of head by later poppers, which
       // will retire `next`; acquire is not needed (next's value is ordered by Q4).
       if (head_->compare_exchange_strong(h, next, std::memory_order_release, std::memory_order_relaxed)) {
         // We won: next is the new dummy and its value is ours alone. Move it out and destroy the

@@ -26,3 +26,11 @@
 #define OTLPCONC_UNLIKELY(x) (x)
 #define OTLPCONC_NOINLINE
 #endif
+
+// OTLPCONC_TSAN_ORDER(usual, under_tsan): the memory order of an atomic access next to a
+// standalone std::atomic_thread_fence that provides its ordering (Chase-Lev deque, the pool's event
+// count). In normal builds it is `usual` (often relaxed: the fence does the work). ThreadSanitizer
+// does not model fences, so under TSAN it is `under_tsan`, the order that makes the access itself
+// carry the synchronization the fence provides, so TSAN sees it. The fences stay in both builds.
+// This macro is the only place where otlpconc strengthens a memory order for TSAN's sake.
+#define OTLPCONC_TSAN_ORDER(usual, under_tsan) (OTLPCONC_TSAN ? (under_tsan) : (usual))

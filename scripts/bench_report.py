@@ -19,6 +19,9 @@ BASELINES = {
     "queue_u64": "boost_lockfree",
     "queue_string": "mutex_deque",
     "hazard_protect": "symmetric_seq_cst_fence",
+    "deque_push_pop": "boost_lockfree_stack",
+    "deque_owner_push_thief_steal": "xenium_chase_lev",
+    "fork_join_fib": "tbb_task_group",
 }
 # One line per component saying what is measured.
 DESCRIPTIONS = {
@@ -33,6 +36,13 @@ DESCRIPTIONS = {
     "reclamation): what the node cache buys.",
     "queue_string": "MPMC transfers/s of 32-character `std::string` (Boost.Lockfree cannot hold it). "
     "Baseline: `std::mutex` + `std::deque`.",
+    "deque_push_pop": "Owner push + pop pairs/s on one thread (items/s counts pairs). Baseline: "
+    "`boost::lockfree::stack` (the Boost peer for LIFO operations). Target: chase_lev_deque <= 8 ns per pair.",
+    "deque_owner_push_thief_steal": "Owner pushes/s while one thief steals (256 pushes per iteration, the owner pops "
+    "what the thief left; 64 steal attempts per thief iteration).",
+    "fork_join_fib": "Tasks/s of recursive fib(25) with one task spawned per call (121392 tasks), at 1 and 2 "
+    "workers. Baseline: oneTBB `task_group` in a `task_arena` of that size. `mutex_pool` is one mutex-protected "
+    "deque with a helping wait(). Target: work_stealing_pool >= 1.0x oneTBB at 2 workers.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
     "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }
@@ -93,7 +103,8 @@ def machine(context):
 
 
 # Our own implementations, listed right after the baseline; peers follow alphabetically.
-OURS = ("sharded_counter", "padded_counter", "ms_queue", "ms_queue_no_node_cache", "asymmetric_membarrier", "make_protect_release_default_mode")
+OURS = ("sharded_counter", "padded_counter", "ms_queue", "ms_queue_no_node_cache", "chase_lev_deque",
+        "work_stealing_pool", "asymmetric_membarrier", "make_protect_release_default_mode")
 
 
 def ordered_impls(component, configs):

@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <string>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -100,7 +100,6 @@ void owner_push_thief_steal(benchmark::State& state) {
     shared = nullptr;
   }
 }
-
 
 struct otlpconc_deque {
   otlpconc::chase_lev_deque<item*> d;
@@ -275,7 +274,9 @@ void register_all() {
     benchmark::RegisterBenchmark(("fork_join_fib/work_stealing_pool/" + cfg).c_str(), fork_join_otlpconc)
         ->Arg(w)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("fork_join_fib/mutex_pool/" + cfg).c_str(), fork_join_mutex_pool)->Arg(w)->UseRealTime();
+    benchmark::RegisterBenchmark(("fork_join_fib/mutex_pool/" + cfg).c_str(), fork_join_mutex_pool)
+        ->Arg(w)
+        ->UseRealTime();
 #ifdef OTLPCONC_BENCH_HAVE_TBB
     benchmark::RegisterBenchmark(("fork_join_fib/tbb_task_group/" + cfg).c_str(), fork_join_tbb)->Arg(w)->UseRealTime();
 #endif

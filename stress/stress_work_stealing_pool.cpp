@@ -1,5 +1,6 @@
 // Stress: the work-stealing pool's parking (no lost wake-ups when work arrives at idle workers) and
 // fork-join under several external submitters.
+#include "../tests/pool_fib.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
 #include "stress_common.hpp"
 
@@ -16,21 +17,9 @@
 using otlpconc::task_group;
 using otlpconc::work_stealing_pool;
 using otlpconc::stress::scaled;
+using otlpconc::testing::fib;
 
-namespace {
-
-std::int64_t fib(work_stealing_pool& pool, int n) {
-  if (n < 2)
-    return n;
-  std::int64_t a = 0;
-  task_group g(pool);
-  g.run([&] { a = fib(pool, n - 1); });
-  const std::int64_t b = fib(pool, n - 2);
-  g.wait();
-  return a + b;
-}
-
-} // namespace
+namespace {} // namespace
 
 TEST_CASE("work_stealing_pool: work arriving at parked workers is never lost", "[stress][work_stealing_pool]") {
   // Each round lets the workers go idle (they spin 64 yields, then park), then submits one task and

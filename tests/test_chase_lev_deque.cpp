@@ -149,9 +149,8 @@ struct deque_op : otlpconc::testing::timestamps {
   bool empty = false;
 };
 
-struct deque_model {
-  std::vector<int> items; // front at index `front`
-  std::size_t front = 0;
+// The queue model's storage (items from `front` on, hash, equality) with deque operations.
+struct deque_model : otlpconc::testing::queue_model {
   bool apply(const deque_op& op) {
     switch (op.kind) {
     case deque_op::push:
@@ -173,16 +172,6 @@ struct deque_model {
       return true;
     }
     return false;
-  }
-  std::size_t hash() const noexcept {
-    std::size_t h = front;
-    for (std::size_t i = front; i < items.size(); ++i)
-      h = h * 1000003u + static_cast<std::size_t>(items[i]);
-    return h;
-  }
-  bool operator==(const deque_model& o) const {
-    return std::vector<int>(items.begin() + static_cast<std::ptrdiff_t>(front), items.end()) ==
-           std::vector<int>(o.items.begin() + static_cast<std::ptrdiff_t>(o.front), o.items.end());
   }
 };
 

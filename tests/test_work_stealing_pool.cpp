@@ -1,4 +1,5 @@
 #include "otlpconc/work_stealing_pool.hpp"
+#include "pool_fib.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -15,19 +16,9 @@
 
 using otlpconc::task_group;
 using otlpconc::work_stealing_pool;
+using otlpconc::testing::fib;
 
 namespace {
-
-std::int64_t fib(work_stealing_pool& pool, int n) {
-  if (n < 2)
-    return n;
-  std::int64_t a = 0;
-  task_group g(pool);
-  g.run([&] { a = fib(pool, n - 1); });
-  const std::int64_t b = fib(pool, n - 2);
-  g.wait();
-  return a + b;
-}
 
 double process_cpu_seconds() {
   timespec ts{};

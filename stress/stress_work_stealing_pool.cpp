@@ -66,3 +66,34 @@ TEST_CASE("work_stealing_pool: fork-join from several submitters adds up", "[str
   }
   REQUIRE(total.load() == 3 * (jobs * 377 + 100 * 55));
 }
+
+TEST_CASE("work_stealing_pool: a post racing shutdown either throws or runs", "[stress][work_stealing_pool]") {
+  const std::int64_t rounds = scaled(OTLPCONC_TSAN ? 30 : 200);
+  for (std::int64_t r = 0; r < rounds; ++r) {
+    std::atomic<std::int64_t> accepted{0}, ran{0};
+    {
+      work_stealing_pool pool(2);
+      std::atomic<bool> go{false};
+      std::vector<std::thread> posters;
+      for (int t = 0; t < 2; ++t)
+        posters.emplace_back([&] {
+          while (!go.load(std::memory_order_acquire)) {
+          }
+          for (int i = 0; i < 200; ++i) {
+            try {
+              pool.post([&] { ran.fetch_add(1, std::memory_order_relaxed); });
+              accepted.fetch_add(1, std::memory_order_relaxed);
+            } catch (const std::runtime_error&) {
+              break; // closed: every later post throws too
+            }
+          }
+        });
+      go.store(true, std::memory_order_release);
+      std::this_thread::yield();
+      pool.shutdown(); // races the posters
+      for (auto& p : posters)
+        p.join();
+    }
+    REQUIRE(ran.load() == accepted.load()); // nothing accepted was stranded
+  }
+}

@@ -17,8 +17,9 @@
 //   - Every pushed item is returned exactly once, by pop, steal or steal_batch.
 //   - Memory: the current array, plus replaced arrays until the hazard pointer domain reclaims them.
 //     Arrays only grow by doubling, so the replaced ones add up to less than the current one:
-//     at most 2x the current capacity in slots (plus retired arrays of other deques in the default
-//     domain's garbage bound, see hazard_pointer.hpp). A replaced array is never freed while a
+//     at most 2x the current capacity in slots once the hazard pointer domain has scanned; until
+//     then replaced arrays wait in the default domain's garbage (a scan runs after about 1000
+//     retires, or on hazard_pointer_clean_up(); see hazard_pointer.hpp). A replaced array is never freed while a
 //     thief may read it: thieves hold a hazard pointer on the array they read.
 // Ordering: a push happens-before the pop or steal that returns the item (release fence before the
 //   bottom store, acquire load of bottom by thieves).

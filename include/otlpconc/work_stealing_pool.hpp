@@ -35,6 +35,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -144,9 +145,22 @@ class work_stealing_pool {
     static_assert(std::is_move_constructible_v<fn>, "work_stealing_pool::post(f): f must be move constructible");
     check_open();
     auto* t = detail::new_task<post_task<fn>>(this, std::forward<F>(f));
-    // (P1) relaxed: counted before the task can run; the completion's acq_rel decrement (P2) orders it.
-    outstanding_->fetch_add(1, std::memory_order_relaxed);
-    enqueue(t);
+    // (P1) seq_cst, and the seq_cst load of closed_ after it, pair with shutdown's seq_cst exchange
+    // of closed_ and load of outstanding_ (P3): either shutdown sees this task and waits for it, or
+    // we see the pool closed and take the task back. Nothing accepted is stranded.
+    outstanding_->fetch_add(1, std::memory_order_seq_cst);
+    if (closed_.load(std::memory_order_seq_cst) && !inside()) {
+      detail::delete_task(t);
+      task_done();
+      throw std::runtime_error("work_stealing_pool: submission after shutdown");
+    }
+    try {
+      enqueue(t);
+    } catch (...) { // the queues are unchanged when they throw
+      detail::delete_task(t);
+      task_done();
+      throw;
+    }
   }
 
   // Runs f() on the pool; its result or exception arrives through the future.
@@ -164,14 +178,15 @@ class work_stealing_pool {
   // Stops accepting external submissions, runs every accepted task (and what they spawn), joins the
   // workers. Idempotent. Throws std::logic_error if called from one of this pool's workers.
   void shutdown() {
-    if (detail::current_worker.pool == this)
+    if (inside())
       throw std::logic_error("work_stealing_pool: shutdown from one of the pool's own tasks would deadlock");
-    if (closed_.exchange(true, std::memory_order_acq_rel)) { // (P3) acq_rel: one thread shuts down
+    if (closed_.exchange(true, std::memory_order_seq_cst)) { // (P3) seq_cst: see P1
       join_all();
       return;
     }
-    // (P2') acquire: pairs with the completions' release (P2): every accepted task has finished.
-    help_until([this] { return outstanding_->load(std::memory_order_acquire) == 0; }, false);
+    // (P3) seq_cst: see P1. It also pairs, as an acquire, with the completions' release (P2):
+    // every accepted task has finished and its effects are visible.
+    help_until([this] { return outstanding_->load(std::memory_order_seq_cst) == 0; }, false);
     stop_and_join();
   }
 
@@ -197,19 +212,26 @@ class work_stealing_pool {
         p->unhandled(std::current_exception());
       }
       detail::delete_task(self);
-      // (P2) acq_rel: release publishes the task's effects to shutdown's acquire (P2').
-      if (p->outstanding_->fetch_sub(1, std::memory_order_acq_rel) == 1)
-        p->parking_.notify_all(); // a shutdown may be waiting for the last task
+      p->task_done();
     }
     work_stealing_pool* pool;
     F f;
   };
 
+  // Accounts for a finished (or rejected) post()ed task.
+  void task_done() noexcept {
+    // (P2) acq_rel: release publishes the task's effects to shutdown's load (P3).
+    if (outstanding_->fetch_sub(1, std::memory_order_acq_rel) == 1)
+      parking_.notify_all(); // a shutdown may be waiting for the last task
+  }
+
+  // The calling thread is one of our workers, or is running one of our tasks.
+  bool inside() const noexcept { return detail::current_worker.pool == this || detail::current_worker.helping == this; }
+
   void check_open() const {
     // (P3') acquire: pairs with shutdown's exchange. Tasks of this pool may still submit while
     // shutdown drains (their work was accepted); other threads may not.
-    if (closed_.load(std::memory_order_acquire) && detail::current_worker.pool != this &&
-        detail::current_worker.helping != this)
+    if (closed_.load(std::memory_order_acquire) && !inside())
       throw std::runtime_error("work_stealing_pool: submission after shutdown");
   }
 
@@ -251,9 +273,9 @@ class work_stealing_pool {
         worker& victim = *workers_[v];
         if (victim.deque.empty())
           continue;
-        if (victim.deque.steal_batch(me.deque, 32) > 0) {
-          if (!victim.deque.empty())
-            parking_.notify_one(); // more left there: let another sleeper help
+        if (const std::size_t moved = victim.deque.steal_batch(me.deque, 32); moved > 0) {
+          if (moved > 1 || !victim.deque.empty())
+            parking_.notify_one(); // surplus here or left there: let another sleeper help
           if (auto t = me.deque.pop())
             return *t;
         }
@@ -293,6 +315,7 @@ class work_stealing_pool {
   template <class Done>
   void help_until(Done done, bool group_wait) {
     int idle_rounds = 0;
+    bool slept = false;
     while (!done()) {
       if (detail::pool_task* t = find_any()) {
         run_here(t);
@@ -308,14 +331,19 @@ class work_stealing_pool {
       if (group_wait)
         group_waiters_->fetch_add(1, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst));
       const std::uint32_t key = parking_.prepare_wait();
-      if (done() || work_visible())
+      if (done() || work_visible()) {
         parking_.cancel_wait();
-      else
+      } else {
         parking_.wait(key);
+        slept = true;
+      }
       if (group_wait)
         group_waiters_->fetch_sub(1, std::memory_order_relaxed); // (P5)
       idle_rounds = 0;
     }
+    // A wake-up meant for a worker may have woken us instead, and we are leaving: pass it on.
+    if (slept && work_visible())
+      parking_.notify_one();
   }
 
   // Runs t on the calling thread; a thread outside the pool is marked as running one of its tasks,
@@ -376,6 +404,7 @@ class work_stealing_pool {
   }
 
   void join_all() {
+    std::lock_guard lock(join_mutex_); // concurrent shutdown() calls must not join a thread twice
     for (auto& w : workers_)
       if (w->thread.joinable())
         w->thread.join();
@@ -398,6 +427,7 @@ class work_stealing_pool {
   std::atomic<bool> closed_{false};
   std::atomic<bool> stop_{false};
   exception_handler handler_;
+  std::mutex join_mutex_;
 };
 
 // Fork-join: run() spawns tasks, wait() runs tasks until all of them have finished and rethrows the
@@ -428,7 +458,14 @@ class task_group {
     auto* t = detail::new_task<group_task<fn>>(this, std::forward<F>(f));
     // (G1) relaxed: counted before the task can run; ordered for wait() by the decrement (G2).
     pending_->fetch_add(1, std::memory_order_relaxed);
-    pool_->enqueue(t);
+    try {
+      pool_->enqueue(t);
+    } catch (...) { // the queues are unchanged when they throw
+      detail::delete_task(t);
+      if (pending_->fetch_sub(1, std::memory_order_acq_rel) == 1) // (G2)
+        pool_->group_finished();
+      throw;
+    }
   }
 
   // Runs pool tasks until every task of this group has finished, then rethrows the first exception.

@@ -166,7 +166,7 @@ class ms_queue {
   // programs that want memory back after a burst; never needed for correctness.
   static void release_cached_nodes() noexcept { cache::trim(); }
   // Bounds of the node cache (0 when the allocator is stateful and the cache is off).
-  static constexpr std::size_t node_cache_per_thread = cache::enabled ? cache::max_cached_per_thread : 0;
+  static constexpr std::size_t node_cache_per_thread = cache::enabled ? cache::local_capacity : 0;
   static constexpr std::size_t node_cache_shared = cache::enabled ? cache::max_stashed : 0;
 
  private:

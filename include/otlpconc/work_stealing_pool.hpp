@@ -143,7 +143,6 @@ class work_stealing_pool {
     using fn = std::decay_t<F>;
     static_assert(std::is_invocable_v<fn&>, "work_stealing_pool::post(f): f must be callable with no arguments");
     static_assert(std::is_move_constructible_v<fn>, "work_stealing_pool::post(f): f must be move constructible");
-    check_open();
     auto* t = detail::new_task<post_task<fn>>(this, std::forward<F>(f));
     // (P1) seq_cst, and the seq_cst load of closed_ after it, pair with shutdown's seq_cst exchange
     // of closed_ and load of outstanding_ (P3): either shutdown sees this task and waits for it, or
@@ -228,6 +227,7 @@ class work_stealing_pool {
   // The calling thread is one of our workers, or is running one of our tasks.
   bool inside() const noexcept { return detail::current_worker.pool == this || detail::current_worker.helping == this; }
 
+  // task_group::run's check (post() does its own, ordered against shutdown, see P1).
   void check_open() const {
     // (P3') acquire: pairs with shutdown's exchange. Tasks of this pool may still submit while
     // shutdown drains (their work was accepted); other threads may not.

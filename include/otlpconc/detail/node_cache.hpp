@@ -40,7 +40,6 @@ class node_cache {
   // About 16 KiB of nodes per thread, between 16 and 256 nodes.
   static constexpr std::size_t local_capacity = std::clamp<std::size_t>(16384 / sizeof(Node), 16, 256);
   static constexpr std::size_t stash_slots = 8;
-  static constexpr std::size_t max_cached_per_thread = local_capacity;
   static constexpr std::size_t max_stashed = stash_slots * local_capacity;
 
   // Raw storage for one Node (not constructed).
@@ -101,9 +100,6 @@ class node_cache {
       }
     }
   }
-
-  // Nodes cached by the calling thread (tests).
-  static std::size_t local_count() noexcept { return local.count; }
 
  private:
   struct free_block {

@@ -1,0 +1,267 @@
+// Concurrent LRU caches on a Zipf(0.99) key stream over 10^6 keys, capacity 10^5 entries, values
+// std::uint64_t. Every thread walks the same precomputed trace from its own offset; before the
+// timed loop the cache is filled by an independent warm-up stream of the same distribution.
+//
+// Workloads (component names):
+//   lru_read100         get only (misses are not inserted)
+//   lru_read90_write10  90% get, 10% put of the trace's key
+//   lru_read_through    get, and put on a miss (cache-aside); the hit ratio is the cache's quality
+// Implementations:
+//   single_mutex_lru    one std::mutex around std::list + std::unordered_map (the baseline)
+//   sharded_mutex_lru   the same per shard, as many shards as sharded_lru picks, exact LRU per shard
+//   sharded_lru         otlpconc::sharded_lru_cache (lock-free reads, buffered recency)
+//   sharded_lru_exact   otlpconc::sharded_lru_cache with read_buffering off (a lock per hit)
+//   tbb_concurrent_lru  oneTBB concurrent_lru_cache (read-through only: lru_read_through)
+// Counter hit_ratio: hits / lookups over the run (averaged over threads).
+#include "bench_common.hpp"
+#include "otlpconc/cache_padded.hpp"
+#include "otlpconc/sharded_lru.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#if defined(OTLPCONC_BENCH_HAVE_TBB)
+#define TBB_PREVIEW_CONCURRENT_LRU_CACHE 1
+#include <tbb/concurrent_lru_cache.h>
+#endif
+
+namespace {
+
+constexpr std::size_t key_space = 1'000'000;
+constexpr std::size_t capacity = 100'000;
+constexpr std::size_t trace_length = std::size_t{1} << 22;
+constexpr int ops_per_iteration = 256;
+
+// Zipf(0.99) streams: ranks drawn by inverting the CDF, then scattered over the 32-bit space by an
+// odd multiplier (a bijection), so hot keys are not small consecutive integers. `measured` is what
+// the threads replay; `warmup` is an independent stream of the same distribution that fills the
+// cache before the timed loop (so no thread starts on the very keys the warm-up inserted).
+struct zipf_streams {
+  std::vector<std::uint64_t> measured, warmup;
+};
+const zipf_streams& trace_streams() {
+  static const zipf_streams streams = [] {
+    std::vector<double> cdf(key_space);
+    double sum = 0;
+    for (std::size_t i = 0; i < key_space; ++i)
+      cdf[i] = (sum += 1.0 / std::pow(static_cast<double>(i + 1), 0.99));
+    std::mt19937_64 rng(20261123);
+    std::uniform_real_distribution<double> u(0.0, sum);
+    auto draw = [&](std::size_t n) {
+      std::vector<std::uint64_t> out(n);
+      for (auto& k : out) {
+        const auto rank = static_cast<std::uint64_t>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin());
+        k = (rank * 0x9E3779B1u) & 0xffffffffu;
+      }
+      return out;
+    };
+    zipf_streams z;
+    z.measured = draw(trace_length);
+    z.warmup = draw(trace_length / 4);
+    return z;
+  }();
+  return streams;
+}
+
+std::size_t shards_of_ours() {
+  return otlpconc::sharded_lru_cache<std::uint64_t, std::uint64_t>(capacity).shard_count();
+}
+
+// The hand-written LRU most users write.
+class mutex_lru {
+ public:
+  explicit mutex_lru(std::size_t cap) : capacity_(cap) { index_.reserve(cap + 1); }
+  std::optional<std::uint64_t> get(std::uint64_t key) {
+    std::lock_guard lock(mutex_);
+    auto it = index_.find(key);
+    if (it == index_.end())
+      return std::nullopt;
+    order_.splice(order_.begin(), order_, it->second);
+    return it->second->second;
+  }
+  void put(std::uint64_t key, std::uint64_t value) {
+    std::lock_guard lock(mutex_);
+    if (auto it = index_.find(key); it != index_.end()) {
+      it->second->second = value;
+      order_.splice(order_.begin(), order_, it->second);
+      return;
+    }
+    order_.emplace_front(key, value);
+    index_.emplace(key, order_.begin());
+    if (index_.size() > capacity_) {
+      index_.erase(order_.back().first);
+      order_.pop_back();
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::size_t capacity_;
+  std::list<std::pair<std::uint64_t, std::uint64_t>> order_;
+  std::unordered_map<std::uint64_t, std::list<std::pair<std::uint64_t, std::uint64_t>>::iterator> index_;
+};
+
+struct single_mutex_lru {
+  mutex_lru cache{capacity};
+  std::optional<std::uint64_t> get(std::uint64_t k) { return cache.get(k); }
+  void put(std::uint64_t k, std::uint64_t v) { cache.put(k, v); }
+};
+
+struct sharded_mutex_lru {
+  sharded_mutex_lru() : bits(static_cast<unsigned>(std::countr_zero(shards_of_ours()))) {
+    const std::size_t n = std::size_t{1} << bits;
+    for (std::size_t i = 0; i < n; ++i)
+      shards.push_back(std::make_unique<otlpconc::cache_padded<mutex_lru>>(std::in_place, capacity / n));
+  }
+  mutex_lru& shard(std::uint64_t k) {
+    return **shards[bits == 0 ? 0 : otlpconc::detail::mix_hash(std::hash<std::uint64_t>()(k)) >> (64 - bits)];
+  }
+  std::optional<std::uint64_t> get(std::uint64_t k) { return shard(k).get(k); }
+  void put(std::uint64_t k, std::uint64_t v) { shard(k).put(k, v); }
+  unsigned bits;
+  std::vector<std::unique_ptr<otlpconc::cache_padded<mutex_lru>>> shards;
+};
+
+struct sharded_lru {
+  otlpconc::sharded_lru_cache<std::uint64_t, std::uint64_t> cache{capacity};
+  std::optional<std::uint64_t> get(std::uint64_t k) { return cache.get(k); }
+  void put(std::uint64_t k, std::uint64_t v) { cache.put(k, v); }
+};
+
+struct sharded_lru_exact {
+  otlpconc::sharded_lru_cache<std::uint64_t, std::uint64_t> cache{otlpconc::sharded_lru_options{capacity, 0, false}};
+  std::optional<std::uint64_t> get(std::uint64_t k) { return cache.get(k); }
+  void put(std::uint64_t k, std::uint64_t v) { cache.put(k, v); }
+};
+
+#if defined(OTLPCONC_BENCH_HAVE_TBB)
+// Read-through only: operator[] calls the value function on a miss (counted per thread).
+thread_local std::int64_t tbb_loads = 0;
+std::uint64_t tbb_load(std::uint64_t key) {
+  ++tbb_loads;
+  return key;
+}
+struct tbb_concurrent_lru {
+  tbb::concurrent_lru_cache<std::uint64_t, std::uint64_t> cache{&tbb_load, capacity};
+};
+#endif
+
+enum class workload { read100, read90_write10, read_through };
+
+template <class Cache>
+struct shared_cache {
+  static inline std::unique_ptr<Cache> cache;
+};
+
+// Replays the warm-up stream read-through: the cache is full and in a steady LRU state.
+template <class Cache>
+void warm(Cache& cache) {
+  for (const std::uint64_t key : trace_streams().warmup) {
+#if defined(OTLPCONC_BENCH_HAVE_TBB)
+    if constexpr (std::is_same_v<Cache, tbb_concurrent_lru>) {
+      (void)cache.cache[key];
+      continue;
+    }
+#endif
+    if constexpr (requires(Cache & c) { c.put(0, 0); })
+      if (!cache.get(key))
+        cache.put(key, key);
+  }
+}
+
+template <class Cache>
+void run(benchmark::State& state, workload w) {
+  using shared = shared_cache<Cache>;
+  const auto& keys = trace_streams().measured;
+  if (state.thread_index() == 0) {
+    shared::cache = std::make_unique<Cache>();
+    warm(*shared::cache);
+  }
+  std::size_t pos =
+      static_cast<std::size_t>(state.thread_index()) * (trace_length / static_cast<std::size_t>(state.threads()));
+  std::int64_t hits = 0, lookups = 0;
+  std::uint64_t sink = 0;
+  for (auto _ : state) {
+    Cache& cache = *shared::cache;
+    for (int i = 0; i < ops_per_iteration; ++i) {
+      const std::uint64_t key = keys[pos];
+      pos = (pos + 1) & (trace_length - 1);
+#if defined(OTLPCONC_BENCH_HAVE_TBB)
+      if constexpr (std::is_same_v<Cache, tbb_concurrent_lru>) {
+        const std::int64_t before = tbb_loads;
+        auto h = cache.cache[key];
+        sink += h.value();
+        hits += tbb_loads == before ? 1 : 0;
+        ++lookups;
+        continue;
+      }
+#endif
+      if constexpr (requires(Cache & c) { c.put(0, 0); }) {
+        if (w == workload::read90_write10 && (pos % 10) == 0) {
+          cache.put(key, pos);
+          continue;
+        }
+        ++lookups;
+        if (auto v = cache.get(key)) {
+          ++hits;
+          sink += *v;
+        } else if (w == workload::read_through) {
+          cache.put(key, key);
+        }
+      }
+    }
+  }
+  benchmark::DoNotOptimize(sink);
+  state.SetItemsProcessed(state.iterations() * ops_per_iteration);
+  state.counters["hit_ratio"] = benchmark::Counter(
+      lookups == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(lookups), benchmark::Counter::kAvgThreads);
+  if (state.thread_index() == 0)
+    shared::cache.reset(); // the harness joins the timed loops before this runs
+}
+
+template <class Cache>
+void add(const char* component, const char* impl, workload w) {
+  for (int threads : {1, 2, 4, 8}) {
+    const std::string name = std::string(component) + "/" + impl;
+    benchmark::RegisterBenchmark(name.c_str(), [w](benchmark::State& s) { run<Cache>(s, w); })
+        ->Threads(threads)
+        ->UseRealTime();
+  }
+}
+
+void register_all() {
+  const struct {
+    const char* component;
+    workload w;
+  } workloads[] = {{"lru_read100", workload::read100},
+                   {"lru_read90_write10", workload::read90_write10},
+                   {"lru_read_through", workload::read_through}};
+  for (const auto& [component, w] : workloads) {
+    add<single_mutex_lru>(component, "single_mutex_lru", w);
+    add<sharded_mutex_lru>(component, "sharded_mutex_lru", w);
+    add<sharded_lru>(component, "sharded_lru", w);
+    add<sharded_lru_exact>(component, "sharded_lru_exact", w);
+  }
+  std::string missing;
+#if defined(OTLPCONC_BENCH_HAVE_TBB)
+  add<tbb_concurrent_lru>("lru_read_through", "tbb_concurrent_lru", workload::read_through);
+#else
+  missing += " tbb(libtbb-dev)";
+#endif
+  benchmark::AddCustomContext("peers_missing", missing.empty() ? "none" : missing);
+}
+
+[[maybe_unused]] const int registered = (register_all(), 0);
+
+} // namespace
+
+OTLPCONC_BENCHMARK_MAIN()

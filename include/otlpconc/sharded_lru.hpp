@@ -1,0 +1,876 @@
+// otlpconc/sharded_lru.hpp: a sharded LRU cache whose reads take no lock.
+//
+// What: sharded_lru_cache<K, V, Hash, KeyEqual> maps keys to values with least-recently-used
+//   eviction, bounded by a capacity in entries or in charge units (a weigher gives each entry its
+//   charge). Keys are spread over a power-of-two number of shards; each shard is an exact LRU of
+//   its share of the capacity, guarded by its own mutex for writes. Lookups never take a lock: they
+//   walk the shard's hash chains under hazard pointers. Recency is updated Caffeine-style: a hit is
+//   recorded in a small per-shard, per-thread-stripe ring and the records are replayed under the
+//   shard lock in batches (on the next write to the shard, or when a ring fills and the lock is
+//   free).
+// When to use: a read-mostly cache shared by many threads, where a single mutex around
+//   std::list + std::unordered_map would serialize every hit.
+// When not to: when you need a global LRU order across all keys (each shard evicts its own least
+//   recent entry), frequency-aware admission (TinyLFU, ARC: better hit ratios on scan-heavy
+//   traces), or a single thread (the hand-written list + map is as good and smaller).
+// Guarantees:
+//   - get / get_handle / contains are lock-free (a lookup retries only if a writer changed the
+//     chain it was walking). put / erase / clear / get_or_load's miss path take one shard mutex.
+//   - Capacity is strict: the entries in the cache never weigh more than capacity(). Entries held
+//     by a handle are evicted normally; their memory lives on until the last handle is released
+//     (the documented slack: one entry per live handle), and replaced or evicted entries wait for
+//     hazard-pointer reclamation (bounded by the default domain's scan threshold).
+//   - A value returned by get was put for that key and was in the cache at some instant during
+//     the call. Values are immutable once in the cache: put on an existing key installs a new entry.
+//   - Recency: with read_buffering off, every hit moves its entry to the front under the shard lock
+//     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on,
+//     hits are replayed in order before any eviction decision, so a single thread sees exactly LRU;
+//     under contention a record is dropped when its ring is full or contended (counted in
+//     stats().dropped_reads) and the entry merely keeps its older position. docs/sharded_lru.md
+//     measures the effect on hit ratio.
+//   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
+//     receive its value or its exception. An exception is not cached. A put, erase or clear while
+//     the load runs wins: the loaded value is returned to the waiters but not inserted.
+//   - The removal callback runs on the thread that removed the entry, after the shard lock is
+//     released, once per removed entry.
+// Memory: per entry one node (key, value, ~80 bytes of links and counts); per shard a bucket array
+//   of at least one pointer per entry it can hold (weighted caches grow it by doubling; the
+//   replaced arrays are kept until the cache is destroyed: less than the current array in total),
+//   and the read rings (16 records of 16 bytes per stripe).
+// Requirements: K and V nothrow destructible (they are destroyed during reclamation) and move
+//   constructible; V copy constructible for get and get_or_load. Hash and KeyEqual callable on
+//   const K& concurrently from many threads. Handles may outlive the cache.
+#pragma once
+
+#include "otlpconc/cache_padded.hpp"
+#include "otlpconc/counter.hpp"
+#include "otlpconc/detail/config.hpp"
+#include "otlpconc/hazard_pointer.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+namespace otlpconc {
+
+// Why an entry left the cache (passed to the removal callback).
+enum class removal_cause {
+  evicted,  // least recently used, to make room (counted in stats().evictions)
+  replaced, // put on a key already present
+  erased,   // erase()
+  cleared,  // clear()
+  rejected, // put of an entry heavier than a shard's capacity: the old value for the key is removed
+};
+
+struct sharded_lru_options {
+  // Entries, or charge units when the cache has a weigher. Must be >= 1 and >= shards.
+  std::size_t capacity = 0;
+  // A power of two, or 0: derived from std::thread::hardware_concurrency() (4 per hardware thread,
+  // at most 256), halved while a shard would hold fewer than 64 units of capacity.
+  std::size_t shards = 0;
+  // Record hits in lossy rings replayed under the shard lock (true), or move the entry to the front
+  // under the shard lock on every hit (false: exact LRU per shard, reads serialize per shard).
+  bool read_buffering = true;
+};
+
+struct sharded_lru_stats {
+  std::int64_t hits = 0;          // get / get_handle / get_or_load found the key
+  std::int64_t misses = 0;        // ... did not
+  std::int64_t inserts = 0;       // put or load added a key that was absent
+  std::int64_t updates = 0;       // put replaced the value of a present key
+  std::int64_t evictions = 0;     // entries removed to respect the capacity
+  std::int64_t loads = 0;         // loader calls that returned a value
+  std::int64_t load_failures = 0; // loader calls that threw
+  std::int64_t dropped_reads = 0; // hit records dropped by a full or contended ring (recency lost)
+  double hit_ratio() const noexcept {
+    return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(hits + misses);
+  }
+};
+
+namespace detail {
+
+// The 64-bit finalizer of MurmurHash3: std::hash of an integer is the identity on libstdc++, and
+// the shard index uses the top bits and the bucket index the low bits, so both need mixed bits.
+constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+// A small per-thread number that spreads threads over the read rings' stripes.
+inline std::size_t lru_thread_stripe() noexcept {
+  static std::atomic<std::size_t> next{0};
+  static constinit thread_local std::size_t stripe = 0; // 0: not assigned yet
+  if (stripe == 0)
+    // (T1) relaxed: only a spreading hint.
+    stripe = next.fetch_add(1, std::memory_order_relaxed) + 1;
+  return stripe - 1;
+}
+
+// One entry. The hash chain link and the dead flag are read by lock-free readers; the LRU links,
+// the charge accounting and unlinking are written under the shard lock only.
+template <class K, class V>
+struct lru_node : hazard_pointer_obj_base<lru_node<K, V>> {
+  template <class KK, class VV>
+  lru_node(std::uint64_t h, std::size_t c, KK&& k, VV&& v)
+      : hash(h), charge(c), key(std::forward<KK>(k)), value(std::forward<VV>(v)) {}
+
+  std::atomic<lru_node*> next{nullptr};         // hash chain
+  lru_node* newer = nullptr;                    // LRU list, towards the most recent (shard lock)
+  lru_node* older = nullptr;                    // LRU list, towards the least recent (shard lock)
+  std::atomic<bool> dead{false};                // unlinked from its chain (set under the shard lock)
+  std::atomic<std::uint32_t> refs{1};           // the cache's reference + one per handle
+  removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
+  std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
+  const std::uint64_t hash;
+  const std::size_t charge;
+  const K key;
+  const V value;
+
+  // Drops one reference; the last one retires the node (readers may still hold hazard pointers).
+  void release() noexcept {
+    // (N1) acq_rel: the release orders this holder's reads of the node before the retire; the
+    // acquire makes the last holder see every other holder's release (reclamation follows).
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      this->retire();
+  }
+  // Takes a reference if the node still has one (it has not been retired). Caller protects it.
+  bool try_acquire() noexcept {
+    // (N2) relaxed load, relaxed CAS: a reference count; the node's contents were published to
+    // the caller by the acquire loads that found it.
+    std::uint32_t r = refs.load(std::memory_order_relaxed);
+    while (r != 0)
+      if (refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed, std::memory_order_relaxed))
+        return true;
+    return false;
+  }
+};
+
+// One bucket array. Replaced arrays stay allocated (chained through `previous`) until the cache is
+// destroyed, so a reader may still load from the array it started with.
+template <class Node>
+struct lru_table {
+  explicit lru_table(std::size_t buckets) : mask(buckets - 1), slots(std::make_unique<std::atomic<Node*>[]>(buckets)) {}
+  std::size_t mask;
+  std::unique_ptr<std::atomic<Node*>[]> slots;
+  std::unique_ptr<lru_table> previous;
+};
+
+// A ring of hit records for one stripe of one shard: many producers (the readers of that stripe),
+// one consumer (whoever holds the shard lock). Lossy: a producer that finds it full or loses the
+// race for a slot drops its record.
+struct lru_read_ring {
+  static constexpr std::uint32_t slots = 16;
+  struct record {
+    std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
+    std::atomic<std::uint64_t> hash{0};
+  };
+  std::atomic<std::uint32_t> tail{0}; // next slot to claim (producers)
+  std::atomic<std::uint32_t> head{0}; // next slot to drain (the lock holder)
+  record ring[slots];
+
+  enum class offer_result { recorded, recorded_full, dropped };
+
+  offer_result offer(const void* node, std::uint64_t hash) noexcept {
+    // (R1) relaxed: the CAS (R3) validates it.
+    std::uint32_t t = tail.load(std::memory_order_relaxed);
+    // (R2) acquire: pairs with the drainer's release store of head (R7): the slots below head were
+    // read and cleared before we reuse one.
+    std::uint32_t h = head.load(std::memory_order_acquire);
+    if (t - h >= slots)
+      return offer_result::dropped;
+    // (R3) relaxed: claims slot t among producers; the slot contents are published by R5.
+    if (!tail.compare_exchange_strong(t, t + 1, std::memory_order_relaxed, std::memory_order_relaxed))
+      return offer_result::dropped;
+    record& r = ring[t % slots];
+    // (R4) relaxed: published by R5.
+    r.hash.store(hash, std::memory_order_relaxed);
+    // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
+    r.node.store(node, std::memory_order_release);
+    return t + 1 - h >= slots ? offer_result::recorded_full : offer_result::recorded;
+  }
+
+  // Calls f(node, hash) for each record, oldest first. Only under the shard lock.
+  template <class F>
+  void drain(F&& f) noexcept {
+    // (R8) relaxed: head is written only by the lock holder.
+    std::uint32_t h = head.load(std::memory_order_relaxed);
+    // (R9) relaxed: an upper bound; each slot's own release store (R5) says when it is written.
+    const std::uint32_t t = tail.load(std::memory_order_relaxed);
+    for (; h != t; ++h) {
+      record& r = ring[h % slots];
+      // (R6) acquire: pairs with R5.
+      const void* node = r.node.load(std::memory_order_acquire);
+      if (node == nullptr)
+        break; // claimed but not written yet: left for the next drain
+      // (R10) relaxed: ordered by R6.
+      const std::uint64_t hash = r.hash.load(std::memory_order_relaxed);
+      // (R11) relaxed: the producer that reuses the slot first acquires head (R2) after R7.
+      r.node.store(nullptr, std::memory_order_relaxed);
+      f(node, hash);
+    }
+    // (R7) release: pairs with R2.
+    head.store(h, std::memory_order_release);
+  }
+};
+
+} // namespace detail
+
+template <class K, class V, class Hash = std::hash<K>, class KeyEqual = std::equal_to<K>>
+class sharded_lru_cache {
+  static_assert(std::is_nothrow_destructible_v<K> && std::is_nothrow_destructible_v<V>,
+                "sharded_lru_cache<K, V>: K and V must be nothrow destructible (entries are destroyed during "
+                "hazard-pointer reclamation, which cannot report an exception)");
+  static_assert(std::is_move_constructible_v<K> && std::is_move_constructible_v<V>,
+                "sharded_lru_cache<K, V>: K and V must be move constructible");
+  static_assert(std::is_invocable_r_v<std::size_t, const Hash&, const K&>,
+                "sharded_lru_cache<K, V, Hash>: Hash must be callable as hash(const K&) -> size_t");
+  static_assert(std::is_invocable_r_v<bool, const KeyEqual&, const K&, const K&>,
+                "sharded_lru_cache<K, V, Hash, KeyEqual>: KeyEqual must be callable as eq(const K&, const K&) -> bool");
+
+  using node = detail::lru_node<K, V>;
+  using table = detail::lru_table<node>;
+
+ public:
+  using key_type = K;
+  using mapped_type = V;
+  using weigher_type = std::function<std::size_t(const K&, const V&)>;
+  using removal_callback = std::function<void(const K&, const V&, removal_cause)>;
+
+  // A pinned entry: keeps the key and value alive (even after eviction) until destroyed. Move-only.
+  class handle {
+   public:
+    handle() noexcept = default;
+    handle(handle&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
+    handle& operator=(handle&& other) noexcept {
+      if (this != &other) {
+        reset();
+        node_ = std::exchange(other.node_, nullptr);
+      }
+      return *this;
+    }
+    ~handle() { reset(); }
+
+    explicit operator bool() const noexcept { return node_ != nullptr; }
+    // Preconditions for the accessors: *this is not empty.
+    const K& key() const noexcept { return node_->key; }
+    const V& value() const noexcept { return node_->value; }
+    const V& operator*() const noexcept { return node_->value; }
+    const V* operator->() const noexcept { return &node_->value; }
+    void reset() noexcept {
+      if (node_ != nullptr)
+        std::exchange(node_, nullptr)->release();
+    }
+
+   private:
+    friend class sharded_lru_cache;
+    explicit handle(node* n) noexcept : node_(n) {}
+    node* node_ = nullptr;
+  };
+
+  // A cache of `capacity` entries with the default shard count and read buffering.
+  explicit sharded_lru_cache(std::size_t capacity) : sharded_lru_cache(sharded_lru_options{capacity}) {}
+
+  // capacity is in charge units when a weigher is given (each entry weighs weigher(key, value)),
+  // in entries otherwise. Throws std::invalid_argument naming the problem: capacity 0, shards not a
+  // power of two, or fewer capacity units than shards.
+  explicit sharded_lru_cache(const sharded_lru_options& options, weigher_type weigher = {},
+                             removal_callback on_removal = {}, Hash hash = Hash(), KeyEqual eq = KeyEqual())
+      : hash_(std::move(hash)), eq_(std::move(eq)), weigher_(std::move(weigher)), on_removal_(std::move(on_removal)),
+        capacity_(options.capacity), read_buffering_(options.read_buffering) {
+    if (options.capacity == 0)
+      throw std::invalid_argument("sharded_lru_cache: capacity must be at least 1");
+    std::size_t shards = options.shards;
+    if (shards == 0) {
+      const std::size_t hw = std::max<std::size_t>(1, std::thread::hardware_concurrency());
+      shards = std::min<std::size_t>(256, std::bit_ceil(16 * hw));
+      while (shards > 1 && options.capacity / shards < 64)
+        shards /= 2;
+    } else if (!std::has_single_bit(shards)) {
+      throw std::invalid_argument("sharded_lru_cache: shards must be a power of two (got " + std::to_string(shards) +
+                                  "; use " + std::to_string(std::bit_floor(shards)) + " or " +
+                                  std::to_string(std::bit_ceil(shards)) + ")");
+    } else if (shards > options.capacity) {
+      throw std::invalid_argument("sharded_lru_cache: capacity " + std::to_string(options.capacity) +
+                                  " cannot be split over " + std::to_string(shards) +
+                                  " shards (each needs at least 1); use fewer shards");
+    }
+    shard_bits_ = static_cast<unsigned>(std::countr_zero(shards));
+    stripes_ = std::min<std::size_t>(16, std::bit_ceil(std::max<std::size_t>(1, std::thread::hardware_concurrency())));
+    shards_ = std::make_unique<shard[]>(shards);
+    for (std::size_t i = 0; i < shards; ++i) {
+      shard& s = shards_[i];
+      s.capacity = capacity_ / shards + (i < capacity_ % shards ? 1 : 0);
+      // Unweighted: one bucket per entry the shard can hold, never resized. Weighted: grows.
+      const std::size_t buckets = weigher_ ? 64 : std::bit_ceil(s.capacity);
+      auto t = std::make_unique<table>(buckets);
+      // (C1) relaxed: the cache is published to other threads by whatever shares the cache.
+      s.tab.store(t.release(), std::memory_order_relaxed);
+      s.rings = std::make_unique<detail::lru_read_ring[]>(stripes_);
+    }
+  }
+
+  sharded_lru_cache(const sharded_lru_cache&) = delete;
+  sharded_lru_cache& operator=(const sharded_lru_cache&) = delete;
+
+  // Precondition: no other thread uses the cache (handles may live on).
+  ~sharded_lru_cache() {
+    for (std::size_t i = 0; i < shard_count(); ++i) {
+      shard& s = shards_[i];
+      for (node* n = s.newest; n != nullptr;) {
+        node* older = n->older;
+        // (C3) acq_rel: as N1. No reader can hold a hazard pointer to n (precondition), so the
+        // last reference deletes it at once; a handle keeps it otherwise.
+        if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+          delete n;
+        n = older;
+      }
+      // (C2) relaxed: no concurrent readers (precondition).
+      delete s.tab.load(std::memory_order_relaxed);
+    }
+  }
+
+  // The value for key, or nullopt. Lock-free; records the hit for recency.
+  std::optional<V> get(const K& key) requires std::copy_constructible<V> {
+    std::optional<V> out;
+    lookup(key, [&](node* n) {
+      out.emplace(n->value);
+      return true;
+    });
+    return out;
+  }
+
+  // A handle pinning key's entry (empty if absent). Lock-free; records the hit for recency.
+  handle get_handle(const K& key) {
+    node* pinned = nullptr;
+    lookup(key, [&](node* n) {
+      if (!n->try_acquire())
+        return false; // removed and released meanwhile: look again
+      pinned = n;
+      return true;
+    });
+    return handle(pinned);
+  }
+
+  // Whether key is present. Does not count as a hit or miss and does not update recency.
+  bool contains(const K& key) const {
+    const std::uint64_t h = hash_of(key);
+    return find_node(shard_for(h), key, h, [](node*) { return true; });
+  }
+
+  // Inserts or replaces key's value (the entry becomes the most recent) and evicts least recently
+  // used entries to stay within capacity. Returns false if the entry weighs more than a shard's
+  // capacity (max_charge()): it is not cached, and any previous value for key is removed.
+  bool put(K key, V value) {
+    const std::uint64_t h = hash_of(key);
+    const std::size_t charge = weigher_ ? weigher_(key, value) : 1;
+    shard& s = shard_for(h);
+    removed_list removed;
+    bool admitted;
+    {
+      // The node is built before taking the lock (allocation and copies stay outside it).
+      auto fresh = std::make_unique<node>(h, charge, std::move(key), std::move(value));
+      std::lock_guard lock(s.mutex);
+      admitted = insert_locked(s, std::move(fresh), removed, true);
+    }
+    notify(removed);
+    return admitted;
+  }
+
+  // Removes key; returns whether it was present.
+  bool erase(const K& key) {
+    const std::uint64_t h = hash_of(key);
+    shard& s = shard_for(h);
+    removed_list removed;
+    {
+      std::lock_guard lock(s.mutex);
+      invalidate_load_locked(s, key);
+      node* n = find_locked(s, key, h);
+      if (n == nullptr)
+        return false;
+      remove_locked(s, n, removal_cause::erased, removed);
+      publish_size_locked(s);
+    }
+    notify(removed);
+    return true;
+  }
+
+  // The cached value, or loader(key)'s result, which is inserted. Concurrent misses on one key call
+  // the loader once (the others wait). A loader exception reaches every waiter and is not cached.
+  // Throws std::logic_error if the loader asks for its own key (it would wait for itself).
+  template <class Loader>
+    requires std::invocable<Loader&, const K&> && std::convertible_to<std::invoke_result_t<Loader&, const K&>, V> &&
+        std::copy_constructible<V> && std::copy_constructible<K>
+            V get_or_load(const K& key, Loader&& loader) {
+      std::optional<V> hit;
+      if (lookup(key, [&](node* n) {
+            hit.emplace(n->value);
+            return true;
+          }))
+        return std::move(*hit);
+
+      const std::uint64_t h = hash_of(key);
+      shard& s = shard_for(h);
+      std::shared_ptr<load_state> state;
+      bool leader = false;
+      {
+        std::unique_lock lock(s.mutex);
+        if (node* n = find_locked(s, key, h)) // loaded by someone else since our lookup
+          return n->value;
+        if (!s.loads)
+          s.loads = std::make_unique<load_map>(8, hash_, eq_);
+        auto [it, inserted] = s.loads->try_emplace(key);
+        if (inserted) {
+          it->second = std::make_shared<load_state>();
+          leader = true;
+        } else if (it->second->loader == std::this_thread::get_id()) {
+          throw std::logic_error("sharded_lru_cache::get_or_load: the loader for a key asked for the same key");
+        }
+        state = it->second;
+      }
+      if (!leader)
+        return V(state->result.get()); // rethrows the loader's exception
+
+      std::optional<V> loaded;
+      try {
+        loaded.emplace(std::invoke(loader, key));
+      } catch (...) {
+        stats_.load_failures.increment();
+        finish_load(s, key, h, state, nullptr);
+        state->promise.set_exception(std::current_exception());
+        throw;
+      }
+      stats_.loads.increment();
+      finish_load(s, key, h, state, &*loaded);
+      state->promise.set_value(*loaded);
+      return std::move(*loaded);
+    }
+
+  // Removes every entry (removal cause `cleared`); loads running meanwhile are not inserted.
+  void clear() {
+    for (std::size_t i = 0; i < shard_count(); ++i) {
+      shard& s = shards_[i];
+      removed_list removed;
+      {
+        std::lock_guard lock(s.mutex);
+        if (s.loads)
+          for (auto& [key, state] : *s.loads)
+            state->invalidated = true; // a load that started before the clear is not inserted
+        drain_locked(s);
+        while (s.oldest != nullptr)
+          remove_locked(s, s.oldest, removal_cause::cleared, removed);
+        publish_size_locked(s);
+      }
+      notify(removed);
+    }
+  }
+
+  // Entries in the cache (a sum of per-shard counts read without locks: exact when quiescent).
+  std::size_t size() const noexcept {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < shard_count(); ++i)
+      // (Z1) relaxed: a statistic; each shard's value respects its capacity at every instant.
+      total += shards_[i].published_size.load(std::memory_order_relaxed);
+    return total;
+  }
+  // Sum of the charges of the entries in the cache (== size() without a weigher).
+  std::size_t total_charge() const noexcept {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < shard_count(); ++i)
+      // (Z2) relaxed: as Z1.
+      total += shards_[i].published_charge.load(std::memory_order_relaxed);
+    return total;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t shard_count() const noexcept { return std::size_t{1} << shard_bits_; }
+  // The heaviest entry put() accepts: the smallest shard's capacity.
+  std::size_t max_charge() const noexcept { return capacity_ / shard_count(); }
+  bool read_buffering() const noexcept { return read_buffering_; }
+
+  sharded_lru_stats stats() const {
+    return {stats_.hits.load(),      stats_.misses.load(), stats_.inserts.load(),       stats_.updates.load(),
+            stats_.evictions.load(), stats_.loads.load(),  stats_.load_failures.load(), stats_.dropped_reads.load()};
+  }
+
+ private:
+  struct load_state {
+    std::promise<V> promise;
+    std::shared_future<V> result = promise.get_future().share();
+    std::thread::id loader = std::this_thread::get_id();
+    bool invalidated = false; // a put or erase of the key ran during the load (shard lock)
+  };
+  using load_map = std::unordered_map<K, std::shared_ptr<load_state>, Hash, KeyEqual>;
+
+  struct alignas(cache_line_size) shard {
+    std::mutex mutex;
+    std::atomic<table*> tab{nullptr};
+    std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
+    node* newest = nullptr;                   // LRU list (mutex)
+    node* oldest = nullptr;
+    std::size_t capacity = 0;
+    std::size_t size = 0; // entries (mutex)
+    std::size_t charge = 0;
+    std::uint64_t pushes = 0; // entries made newest so far (mutex)
+    std::atomic<std::size_t> published_size{0};
+    std::atomic<std::size_t> published_charge{0};
+    std::unique_ptr<detail::lru_read_ring[]> rings;
+    std::unique_ptr<load_map> loads; // keys being loaded (mutex)
+  };
+
+  // Entries removed under the lock, linked through `newer`, handed to the callback and released
+  // after the lock is dropped (a value's destructor or the callback may use the cache).
+  struct removed_list {
+    node* first = nullptr;
+    node* last = nullptr;
+    void add(node* n, removal_cause cause) noexcept {
+      n->cause = cause;
+      n->newer = nullptr;
+      (last != nullptr ? last->newer : first) = n;
+      last = n;
+    }
+  };
+
+  struct statistics {
+    sharded_counter hits, misses, inserts, updates, evictions, loads, load_failures, dropped_reads;
+  };
+
+  std::uint64_t hash_of(const K& key) const { return detail::mix_hash(static_cast<std::uint64_t>(hash_(key))); }
+  shard& shard_for(std::uint64_t h) const noexcept {
+    return shards_[shard_bits_ == 0 ? 0 : static_cast<std::size_t>(h >> (64 - shard_bits_))];
+  }
+
+  // Walks key's chain under hazard pointers; calls on_hit(n) while n is protected. on_hit returns
+  // false to ask for another walk (get_handle lost a race with the last release). Returns whether
+  // on_hit accepted a node.
+  template <class OnHit>
+  bool find_node(shard& s, const K& key, std::uint64_t h, OnHit&& on_hit) const {
+    hazard_pointer hp = make_hazard_pointer();
+    hazard_pointer hp_next = make_hazard_pointer();
+    for (;;) {
+      // (L1) acquire: pairs with the release store that ended the last resize (G4): the array it
+      // published and its chains are visible.
+      const std::uint64_t seq = s.resize_seq.load(std::memory_order_acquire);
+      // (L2) acquire: pairs with the release store of a new array (G2).
+      table* t = s.tab.load(std::memory_order_acquire);
+      // protect() validates that the bucket still holds n after the hazard pointer is visible, so n
+      // was linked (not retired) at that instant. (H3's acquire pairs with the release stores that
+      // link nodes: I1, I2, U1, G1.)
+      node* n = hp.protect(t->slots[h & t->mask]);
+      bool stale = false;
+      while (n != nullptr) {
+        if (n->hash == h && eq_(n->key, key)) {
+          if (on_hit(n))
+            return true;
+          stale = true;
+          break;
+        }
+        node* next = hp_next.protect(n->next);
+        // (L3) acquire: pairs with the release store of dead (U2). If n is still live after next
+        // was protected, n->next == next proves next was linked then (a live node's successor is
+        // linked; a removed node's old predecessor never points to it again). If n died, its
+        // `next` may point to a removed node: walk again.
+        if (n->dead.load(std::memory_order_acquire)) {
+          stale = true;
+          break;
+        }
+        hp.swap(hp_next);
+        n = next;
+      }
+      if (stale)
+        continue;
+      // A miss is trusted only if no resize moved nodes between chains while we walked. (L4)
+      // acquire: if the walk read any link written by a resize (release stores G1), this load sees
+      // the odd value stored before it (G0) or a later one.
+      if ((seq & 1) == 0 && s.resize_seq.load(std::memory_order_acquire) == seq)
+        return false;
+    }
+  }
+
+  template <class OnHit>
+  bool lookup(const K& key, OnHit&& on_hit) {
+    const std::uint64_t h = hash_of(key);
+    shard& s = shard_for(h);
+    node* hit = nullptr;
+    const bool found = find_node(s, key, h, [&](node* n) {
+      if (!on_hit(n))
+        return false;
+      hit = n; // only compared from now on (record_hit does not dereference it)
+      return true;
+    });
+    if (!found) {
+      stats_.misses.increment();
+      return false;
+    }
+    stats_.hits.increment();
+    record_hit(s, hit, h);
+    return true;
+  }
+
+  void record_hit(shard& s, const node* n, std::uint64_t h) {
+    if (!read_buffering_) {
+      std::lock_guard lock(s.mutex);
+      promote_locked(s, n, h, false);
+      return;
+    }
+    detail::lru_read_ring& ring = s.rings[detail::lru_thread_stripe() & (stripes_ - 1)];
+    const auto result = ring.offer(n, h);
+    if (result == detail::lru_read_ring::offer_result::dropped)
+      stats_.dropped_reads.increment();
+    if (result != detail::lru_read_ring::offer_result::recorded && s.mutex.try_lock()) {
+      std::lock_guard lock(s.mutex, std::adopt_lock);
+      drain_locked(s);
+    }
+  }
+
+  // Moves the entry whose address is n to the front, if it is still in the cache. n is never
+  // dereferenced: it is found (or not) by walking h's chain under the lock, so a record of an
+  // entry that was removed meanwhile is ignored. (If its memory was reused by a new entry in the
+  // same chain, that entry is promoted: a harmless recency error.)
+  // With `skip_recent` (replayed records), an entry already among the most recent eighth of the
+  // shard stays where it is: hot entries are hit constantly, and moving them would write their
+  // links (and their neighbours') on every replay, a cache line that every reader of the entry
+  // then misses. The cost: such an entry can be up to an eighth of the shard behind its exact LRU
+  // position (docs/sharded_lru.md measures the hit ratio).
+  void promote_locked(shard& s, const void* n, std::uint64_t h, bool skip_recent) noexcept {
+    // (M1) relaxed: the array is written only under the lock we hold.
+    table* t = s.tab.load(std::memory_order_relaxed);
+    // (M2) relaxed: as M1.
+    for (node* c = t->slots[h & t->mask].load(std::memory_order_relaxed); c != nullptr;
+         c = c->next.load(std::memory_order_relaxed))
+      if (c == n) {
+        if (skip_recent && s.pushes - c->stamp <= s.size / 8)
+          return;
+        lru_unlink(s, c);
+        lru_push_front(s, c);
+        return;
+      }
+  }
+
+  void drain_locked(shard& s) noexcept {
+    if (!read_buffering_)
+      return;
+    for (std::size_t i = 0; i < stripes_; ++i)
+      s.rings[i].drain([&](const void* n, std::uint64_t h) { promote_locked(s, n, h, true); });
+  }
+
+  node* find_locked(shard& s, const K& key, std::uint64_t h) const {
+    // (M3) relaxed: as M1.
+    table* t = s.tab.load(std::memory_order_relaxed);
+    // (M4) relaxed: as M1.
+    for (node* c = t->slots[h & t->mask].load(std::memory_order_relaxed); c != nullptr;
+         c = c->next.load(std::memory_order_relaxed))
+      if (c->hash == h && eq_(c->key, key))
+        return c;
+    return nullptr;
+  }
+
+  // Links `fresh` (replacing an entry with the same key), evicts to fit. Returns false if it is too
+  // heavy for the shard (then it is discarded and the old entry removed).
+  bool insert_locked(shard& s, std::unique_ptr<node> fresh, removed_list& removed, bool from_put) {
+    drain_locked(s); // recency is up to date before any eviction decision
+    if (from_put)
+      invalidate_load_locked(s, fresh->key);
+    node* old = find_locked(s, fresh->key, fresh->hash);
+    if (fresh->charge > s.capacity) {
+      if (old != nullptr) {
+        remove_locked(s, old, removal_cause::rejected, removed);
+        publish_size_locked(s);
+      }
+      return false;
+    }
+    table* t = s.tab.load(std::memory_order_relaxed); // (M5) relaxed: as M1
+    node* n = fresh.release();
+    if (old != nullptr) {
+      // Replace in place in the chain: readers see either the old or the new entry.
+      // (M6) relaxed: n is not yet reachable; I1 publishes it.
+      n->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      // (I1) release: publishes n's contents to readers' acquire loads (H3).
+      link_to(t, old).store(n, std::memory_order_release);
+      old->dead.store(true, std::memory_order_release); // (U2') release: as U2
+      lru_unlink(s, old);
+      s.size -= 1;
+      s.charge -= old->charge;
+      stats_.updates.increment();
+      removed.add(old, removal_cause::replaced);
+    } else {
+      std::atomic<node*>& bucket = t->slots[n->hash & t->mask];
+      // (M7) relaxed: as M6.
+      n->next.store(bucket.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      // (I2) release: as I1.
+      bucket.store(n, std::memory_order_release);
+      stats_.inserts.increment();
+    }
+    lru_push_front(s, n);
+    s.size += 1;
+    s.charge += n->charge;
+    while (s.charge > s.capacity) {
+      stats_.evictions.increment();
+      remove_locked(s, s.oldest, removal_cause::evicted, removed); // never n: n alone fits
+    }
+    if (weigher_ && s.size > t->mask + 1)
+      grow_locked(s);
+    publish_size_locked(s);
+    return true;
+  }
+
+  // The atomic that points to n: its bucket or its predecessor's `next`.
+  std::atomic<node*>& link_to(table* t, node* n) noexcept {
+    std::atomic<node*>* link = &t->slots[n->hash & t->mask];
+    // (M8) relaxed: as M1.
+    while (link->load(std::memory_order_relaxed) != n)
+      link = &link->load(std::memory_order_relaxed)->next;
+    return *link;
+  }
+
+  void remove_locked(shard& s, node* n, removal_cause cause, removed_list& removed) {
+    table* t = s.tab.load(std::memory_order_relaxed); // (M9) relaxed: as M1
+    // (U1) release: readers that load the new link see the successor's contents (published to us
+    // by the lock) as well.
+    link_to(t, n).store(n->next.load(std::memory_order_relaxed), std::memory_order_release);
+    // (U2) release: pairs with the readers' acquire (L3). n->next is left as it is: a reader
+    // standing on n may still follow it, and then finds n dead and walks again.
+    n->dead.store(true, std::memory_order_release);
+    lru_unlink(s, n);
+    s.size -= 1;
+    s.charge -= n->charge;
+    removed.add(n, cause);
+  }
+
+  // Doubles the bucket array of a weighted shard. Readers may be walking the old chains: every
+  // node is moved once, to the head of its new chain, so a walk still ends; a walk that met a moved
+  // node may miss its key, which the resize sequence (L1/L4) detects.
+  void grow_locked(shard& s) noexcept {
+    table* old = s.tab.load(std::memory_order_relaxed); // (M10) relaxed: as M1
+    table* grown;
+    try {
+      grown = new table((old->mask + 1) * 2);
+    } catch (const std::bad_alloc&) {
+      return; // longer chains, still correct
+    }
+    // (M11) relaxed: written only under the lock.
+    const std::uint64_t seq = s.resize_seq.load(std::memory_order_relaxed);
+    // (G0) relaxed: made visible to readers by the release stores after it (G1, G2).
+    s.resize_seq.store(seq + 1, std::memory_order_relaxed);
+    for (std::size_t b = 0; b <= old->mask; ++b) {
+      // (M12) relaxed: as M1.
+      for (node* n = old->slots[b].load(std::memory_order_relaxed); n != nullptr;) {
+        node* next = n->next.load(std::memory_order_relaxed); // (M13) relaxed: as M1
+        std::atomic<node*>& head = grown->slots[n->hash & grown->mask];
+        // (G1) release: a reader that follows this link sees G0 and the chain behind it.
+        n->next.store(head.load(std::memory_order_relaxed), std::memory_order_release);
+        head.store(n, std::memory_order_relaxed); // (M14) relaxed: published by G2
+        n = next;
+      }
+    }
+    // (G2) release: pairs with L2.
+    s.tab.store(grown, std::memory_order_release);
+    // Empty the old array so a reader that starts from it fails protect()'s validation or walks
+    // nothing (and then fails the sequence check).
+    for (std::size_t b = 0; b <= old->mask; ++b)
+      old->slots[b].store(nullptr, std::memory_order_release); // (G3) release: as G1
+    grown->previous.reset(old);
+    // (G4) release: pairs with L1 and L4.
+    s.resize_seq.store(seq + 2, std::memory_order_release);
+  }
+
+  void invalidate_load_locked(shard& s, const K& key) {
+    if (s.loads && !s.loads->empty())
+      if (auto it = s.loads->find(key); it != s.loads->end())
+        it->second->invalidated = true;
+  }
+
+  // Ends the leader's load: inserts the value unless a put or erase ran meanwhile.
+  void finish_load(shard& s, const K& key, std::uint64_t h, const std::shared_ptr<load_state>& state, const V* value) {
+    std::unique_ptr<node> fresh; // built outside the lock; `invalidated` is read under it
+    if (value != nullptr) {
+      try {
+        const std::size_t charge = weigher_ ? weigher_(key, *value) : 1;
+        fresh = std::make_unique<node>(h, charge, key, *value);
+      } catch (...) {
+        // Not cached, but still delivered: the waiters and the caller get the value.
+      }
+    }
+    removed_list removed;
+    {
+      std::lock_guard lock(s.mutex);
+      if (fresh && !state->invalidated)
+        insert_locked(s, std::move(fresh), removed, false);
+      s.loads->erase(key);
+    }
+    notify(removed);
+  }
+
+  void publish_size_locked(shard& s) noexcept {
+    // (Z3) relaxed: read by size() (Z1) and total_charge() (Z2) as statistics.
+    s.published_size.store(s.size, std::memory_order_relaxed);
+    s.published_charge.store(s.charge, std::memory_order_relaxed); // (Z4) relaxed: as Z3
+  }
+
+  static void lru_unlink(shard& s, node* n) noexcept {
+    (n->newer != nullptr ? n->newer->older : s.newest) = n->older;
+    (n->older != nullptr ? n->older->newer : s.oldest) = n->newer;
+    n->newer = n->older = nullptr;
+  }
+  static void lru_push_front(shard& s, node* n) noexcept {
+    n->stamp = ++s.pushes;
+    n->older = s.newest;
+    n->newer = nullptr;
+    (s.newest != nullptr ? s.newest->newer : s.oldest) = n;
+    s.newest = n;
+  }
+
+  // Runs the removal callback for each removed entry, then drops the cache's references. If a
+  // callback throws, the others still run and every reference is dropped; the first exception is
+  // rethrown.
+  void notify(removed_list& removed) {
+    std::exception_ptr first_error;
+    for (node* n = removed.first; n != nullptr;) {
+      node* next = n->newer;
+      if (on_removal_) {
+        try {
+          on_removal_(n->key, n->value, n->cause);
+        } catch (...) {
+          if (!first_error)
+            first_error = std::current_exception();
+        }
+      }
+      n->newer = nullptr;
+      n->release();
+      n = next;
+    }
+    removed.first = removed.last = nullptr;
+    if (first_error)
+      std::rethrow_exception(first_error);
+  }
+
+  Hash hash_;
+  KeyEqual eq_;
+  weigher_type weigher_;
+  removal_callback on_removal_;
+  std::size_t capacity_;
+  bool read_buffering_;
+  unsigned shard_bits_ = 0;
+  std::size_t stripes_ = 1;
+  std::unique_ptr<shard[]> shards_;
+  mutable statistics stats_;
+};
+
+} // namespace otlpconc

@@ -1,0 +1,221 @@
+// Stress: sharded_lru_cache under concurrent get / get_handle / put / erase / get_or_load / clear,
+// with a monitor sampling size and charge against the capacity; single-flight loading in rounds;
+// lookups racing bucket-array growth; every value destroyed exactly once.
+#include "otlpconc/sharded_lru.hpp"
+#include "stress_common.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using otlpconc::removal_cause;
+using otlpconc::sharded_lru_cache;
+using otlpconc::sharded_lru_options;
+using otlpconc::stress::scaled;
+
+namespace {
+
+// A value that names its key (so a value returned for the wrong key is caught) and counts its
+// live instances (so a value destroyed twice or never is caught).
+struct payload {
+  static inline std::atomic<std::int64_t> alive{0};
+  std::int64_t key;
+  std::int64_t version;
+  payload(std::int64_t k, std::int64_t v) : key(k), version(v) { alive.fetch_add(1, std::memory_order_relaxed); }
+  payload(const payload& o) : key(o.key), version(o.version) { alive.fetch_add(1, std::memory_order_relaxed); }
+  ~payload() { alive.fetch_sub(1, std::memory_order_relaxed); }
+};
+
+using cache_type = sharded_lru_cache<std::int64_t, payload>;
+
+void mixed_workload(const sharded_lru_options& options, bool weighted) {
+  otlpconc::hazard_pointer_clean_up();
+  const std::int64_t alive_before = payload::alive.load();
+  constexpr int threads = 4;
+  constexpr std::int64_t keys = 3000;
+  const std::int64_t ops = scaled(300000);
+  std::atomic<std::int64_t> wrong_values{0}, removal_callbacks{0}, over_capacity{0};
+  std::atomic<bool> done{false};
+  {
+    cache_type::weigher_type weigher;
+    if (weighted)
+      weigher = [](const std::int64_t& k, const payload& p) {
+        return static_cast<std::size_t>(1 + (k + p.version) % 8);
+      };
+    cache_type cache(options, weigher, [&](const std::int64_t& k, const payload& p, removal_cause) {
+      removal_callbacks.fetch_add(1, std::memory_order_relaxed);
+      if (p.key != k)
+        wrong_values.fetch_add(1, std::memory_order_relaxed);
+    });
+    std::thread monitor([&] {
+      while (!done.load(std::memory_order_relaxed)) {
+        if (cache.size() > cache.capacity() || cache.total_charge() > cache.capacity())
+          over_capacity.fetch_add(1, std::memory_order_relaxed);
+        std::this_thread::yield();
+      }
+    });
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        std::mt19937_64 rng(static_cast<std::uint64_t>(t) * 7919 + 1);
+        // Skewed keys: a hot set that is read far more than it is written.
+        std::uniform_int_distribution<std::int64_t> cold(0, keys - 1), hot(0, 63);
+        std::uniform_int_distribution<int> op_dist(0, 999);
+        auto check = [&](std::int64_t k, const payload& p) {
+          if (p.key != k)
+            wrong_values.fetch_add(1, std::memory_order_relaxed);
+        };
+        for (std::int64_t i = 0; i < ops; ++i) {
+          const int op = op_dist(rng);
+          const std::int64_t k = (op & 1) ? hot(rng) : cold(rng);
+          if (op < 500) {
+            if (auto v = cache.get(k))
+              check(k, *v);
+          } else if (op < 600) {
+            if (auto h = cache.get_handle(k)) {
+              check(k, *h);
+              if (h.key() != k)
+                wrong_values.fetch_add(1, std::memory_order_relaxed);
+            }
+          } else if (op < 800) {
+            cache.put(k, payload(k, i));
+          } else if (op < 880) {
+            cache.erase(k);
+          } else if (op < 998) {
+            try {
+              const payload p = cache.get_or_load(k, [&](const std::int64_t& key) {
+                if (op_dist(rng) < 20)
+                  throw std::runtime_error("flaky loader");
+                return payload(key, -1);
+              });
+              check(k, p);
+            } catch (const std::runtime_error&) {
+            }
+          } else {
+            cache.clear();
+          }
+        }
+      });
+    for (auto& th : pool)
+      th.join();
+    done.store(true);
+    monitor.join();
+    CHECK(cache.size() <= cache.capacity());
+    CHECK(cache.total_charge() <= cache.capacity());
+    const auto s = cache.stats();
+    CHECK(s.hits + s.misses > 0);
+    // Every insert is either still cached or was removed (and reported) exactly once.
+    CHECK(s.inserts == static_cast<std::int64_t>(cache.size()) + removal_callbacks.load() - s.updates);
+  }
+  otlpconc::hazard_pointer_clean_up();
+  CHECK(wrong_values.load() == 0);
+  CHECK(over_capacity.load() == 0);
+  CHECK(payload::alive.load() == alive_before); // no value leaked or destroyed twice
+}
+
+} // namespace
+
+TEST_CASE("sharded_lru stress: mixed operations, unweighted, buffered reads", "[sharded_lru][stress]") {
+  mixed_workload(sharded_lru_options{500, 4, true}, false);
+}
+
+TEST_CASE("sharded_lru stress: mixed operations, weighted (bucket arrays grow), buffered reads",
+          "[sharded_lru][stress]") {
+  mixed_workload(sharded_lru_options{2000, 2, true}, true);
+}
+
+TEST_CASE("sharded_lru stress: mixed operations, one shard, exact recency", "[sharded_lru][stress]") {
+  mixed_workload(sharded_lru_options{300, 1, false}, false);
+}
+
+TEST_CASE("sharded_lru stress: get_or_load calls the loader once per key per miss burst", "[sharded_lru][stress]") {
+  constexpr int threads = 4;
+  constexpr int keys = 64;
+  const int rounds = static_cast<int>(scaled(600));
+  cache_type cache(sharded_lru_options{1024, 4});
+  std::vector<std::atomic<int>> calls(keys);
+  std::atomic<std::int64_t> wrong_values{0};
+  std::barrier sync(threads + 1);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<std::uint32_t>(t) + 11);
+      std::vector<std::int64_t> order(keys);
+      std::iota(order.begin(), order.end(), 0);
+      for (int r = 0; r < rounds; ++r) {
+        sync.arrive_and_wait(); // the cache was emptied
+        std::shuffle(order.begin(), order.end(), rng);
+        for (const std::int64_t k : order) {
+          const payload p = cache.get_or_load(k, [&](const std::int64_t& key) {
+            calls[static_cast<std::size_t>(key)].fetch_add(1, std::memory_order_relaxed);
+            std::this_thread::yield(); // widen the window for the others to miss too
+            return payload(key, r);
+          });
+          if (p.key != k || p.version != r)
+            wrong_values.fetch_add(1, std::memory_order_relaxed);
+        }
+        sync.arrive_and_wait(); // round over
+      }
+    });
+  int bad_rounds = 0;
+  for (int r = 0; r < rounds; ++r) {
+    cache.clear();
+    sync.arrive_and_wait();
+    sync.arrive_and_wait();
+    for (int k = 0; k < keys; ++k)
+      if (calls[static_cast<std::size_t>(k)].load() != r + 1)
+        ++bad_rounds;
+  }
+  for (auto& th : pool)
+    th.join();
+  CHECK(bad_rounds == 0);
+  CHECK(wrong_values.load() == 0);
+  CHECK(cache.stats().loads == static_cast<std::int64_t>(rounds) * keys);
+}
+
+TEST_CASE("sharded_lru stress: lookups never miss a present key while bucket arrays grow", "[sharded_lru][stress]") {
+  // One shard, unbounded in practice: a writer inserts fresh keys (the bucket array doubles from
+  // 64 to 2^15), readers look up anchor keys that are never removed. A walk confused by the
+  // relinking that is not caught by the resize sequence shows up as a false miss.
+  const std::int64_t fresh_keys = std::min<std::int64_t>(scaled(200000), 1 << 22);
+  cache_type cache(sharded_lru_options{1 << 22, 1}, [](const std::int64_t&, const payload&) { return std::size_t{1}; });
+  constexpr std::int64_t anchors = 200;
+  for (std::int64_t k = 0; k < anchors; ++k)
+    cache.put(-1 - k, payload(-1 - k, 0));
+  std::atomic<bool> done{false};
+  std::atomic<std::int64_t> false_misses{0}, lookups{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t)
+    readers.emplace_back([&, t] {
+      std::int64_t k = t;
+      while (!done.load(std::memory_order_relaxed)) {
+        const std::int64_t key = -1 - (k++ % anchors);
+        auto v = (k & 1) ? cache.get(key) : std::optional<payload>();
+        if (!(k & 1)) {
+          if (auto h = cache.get_handle(key))
+            v.emplace(*h);
+        }
+        if (!v || v->key != key)
+          false_misses.fetch_add(1, std::memory_order_relaxed);
+        lookups.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  for (std::int64_t k = 0; k < fresh_keys; ++k)
+    cache.put(k, payload(k, 0));
+  done.store(true);
+  for (auto& th : readers)
+    th.join();
+  CHECK(false_misses.load() == 0);
+  CHECK(lookups.load() > 0);
+  CHECK(cache.size() == static_cast<std::size_t>(anchors + fresh_keys));
+}

@@ -22,6 +22,9 @@ BASELINES = {
     "deque_push_pop": "boost_lockfree_stack",
     "deque_owner_push_thief_steal": "xenium_chase_lev",
     "fork_join_fib": "tbb_task_group",
+    "lru_read100": "single_mutex_lru",
+    "lru_read90_write10": "single_mutex_lru",
+    "lru_read_through": "single_mutex_lru",
 }
 # One line per component saying what is measured.
 DESCRIPTIONS = {
@@ -43,6 +46,16 @@ DESCRIPTIONS = {
     "fork_join_fib": "Tasks/s of recursive fib(25) with one task spawned per call (121392 tasks), at 1 and 2 "
     "workers. Baseline: oneTBB `task_group` in a `task_arena` of that size. `mutex_pool` is one mutex-protected "
     "deque with a helping wait(). Target: work_stealing_pool >= 1.0x oneTBB at 2 workers.",
+    "lru_read100": "Lookups/s, all threads together, on a Zipf(0.99) trace over 10^6 keys, capacity 10^5 entries "
+    "(u64 -> u64), cache filled beforehand by an independent stream of the same distribution; misses are not "
+    "inserted. Baseline: one `std::mutex` around `std::list` + `std::unordered_map`. `sharded_mutex_lru`: the "
+    "same per shard (as many shards as sharded_lru uses). `sharded_lru_exact`: sharded_lru with "
+    "`read_buffering = false`. Target: sharded_lru >= 3x the baseline at 2+ threads.",
+    "lru_read90_write10": "Operations/s on the same trace: 90% `get`, 10% `put` of the trace's key. Target: "
+    "sharded_lru >= 3x the baseline at 2+ threads.",
+    "lru_read_through": "Operations/s on the same trace, read-through: `get`, and `put` on a miss (oneTBB's "
+    "`concurrent_lru_cache` does this itself: it has no `put`). The hit ratio table below is the cache's "
+    "quality: target within 1 percentage point of the exact LRU (`single_mutex_lru`).",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
     "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }
@@ -59,6 +72,8 @@ def load(paths):
     context = {}
     # component -> config -> impl -> items/s (median)
     data = OrderedDict()
+    # component -> config -> impl -> hit ratio (median), for benchmarks that report one
+    hit_ratios = OrderedDict()
     for path in paths:
         with open(path) as f:
             doc = json.load(f)
@@ -79,10 +94,14 @@ def load(paths):
             component, impl = parts[0], parts[1]
             config = "/".join(p for p in parts[2:] if p not in ("real_time", "process_time")) or "-"
             data.setdefault(component, OrderedDict()).setdefault(config, OrderedDict())[impl] = rate
+            if "hit_ratio" in b:
+                hit_ratios.setdefault(component, OrderedDict()).setdefault(config, OrderedDict())[impl] = b["hit_ratio"]
     # Configs in natural order (threads:2 before threads:10), whatever order the interleaved run used.
     for component, configs in data.items():
         data[component] = OrderedDict(sorted(configs.items(), key=lambda kv: natural_key(kv[0])))
-    return context, data
+    for component, configs in hit_ratios.items():
+        hit_ratios[component] = OrderedDict(sorted(configs.items(), key=lambda kv: natural_key(kv[0])))
+    return context, data, hit_ratios
 
 
 def natural_key(text):
@@ -104,7 +123,8 @@ def machine(context):
 
 # Our own implementations, listed right after the baseline; peers follow alphabetically.
 OURS = ("sharded_counter", "padded_counter", "ms_queue", "ms_queue_no_node_cache", "chase_lev_deque",
-        "work_stealing_pool", "asymmetric_membarrier", "make_protect_release_default_mode")
+        "work_stealing_pool", "asymmetric_membarrier", "make_protect_release_default_mode", "sharded_lru",
+        "sharded_lru_exact")
 
 
 def ordered_impls(component, configs):
@@ -134,6 +154,28 @@ def table(component, configs):
                 cells.append(f"{human(v)}/s")
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
     return baseline, "\n".join(lines)
+
+
+def hit_ratio_table(component, configs):
+    """Hit ratios in percent, with the difference to the baseline in percentage points."""
+    baseline, impls = ordered_impls(component, configs)
+    lines = [
+        "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
+        "|---|" + "---:|" * len(impls),
+    ]
+    for config, per_impl in configs.items():
+        base = per_impl.get(baseline)
+        cells = []
+        for impl in impls:
+            v = per_impl.get(impl)
+            if v is None:
+                cells.append("n/a")
+            elif base is not None and impl != baseline:
+                cells.append(f"{100 * v:.2f}% ({100 * (v - base):+.2f} pp)")
+            else:
+                cells.append(f"{100 * v:.2f}%")
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(component, configs, path):
@@ -172,7 +214,7 @@ def main():
     ap.add_argument("--img-dir", default="docs/img")
     args = ap.parse_args()
 
-    context, data = load(args.json)
+    context, data, hit_ratios = load(args.json)
     if not data:
         sys.exit("bench_report: no median aggregates found (run with --benchmark_repetitions >= 2)")
     os.makedirs(args.img_dir, exist_ok=True)
@@ -196,6 +238,11 @@ def main():
         baseline, tab = table(component, configs)
         img = os.path.join(args.img_dir, f"{component}.png")
         out += [f"## {component}", "", DESCRIPTIONS.get(component, ""), "", f"Baseline: `{baseline}`.", "", tab, ""]
+        if component in hit_ratios:
+            hits = hit_ratio_table(component, hit_ratios[component])
+            out += ["Hit ratio over the run (median of the repetitions, averaged over threads; difference to the "
+                    "baseline in percentage points):", "", hits, ""]
+            print(f"\n{component} hit ratio\n{hits}")
         if plot(component, configs, img):
             out += [f"![{component}]({os.path.relpath(img, os.path.dirname(args.out) or '.')})", ""]
         print(f"\n{component} (median items/s, ratio to {baseline})\n{tab}")

@@ -150,7 +150,7 @@ TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU's 
   // One thread, skewed keys, read-through. Values are always the latest put for their key; the hit
   // ratio is compared with the exact model on the same trace.
   const std::size_t capacity = 500;
-  const std::size_t shards = GENERATE(1, 8);
+  const std::size_t shards = GENERATE(std::size_t{1}, std::size_t{8});
   sharded_lru_cache<int, int> cache(sharded_lru_options{capacity, shards, true});
   reference_lru model(capacity);
   std::unordered_map<int, int> latest;
@@ -390,7 +390,7 @@ TEST_CASE("sharded_lru: a loader's exception reaches every waiter and is not cac
     calls.fetch_add(1);
     while (entered.load() < threads)
       std::this_thread::yield();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     throw std::runtime_error("backend down");
   };
   std::vector<std::thread> pool;
@@ -446,30 +446,106 @@ TEST_CASE("sharded_lru: get_or_load edge cases", "[sharded_lru]") {
   }
 }
 
-TEST_CASE("sharded_lru: read buffering keeps hot entries under concurrent reads", "[sharded_lru]") {
-  // 1 shard of 64; two threads hammer keys 0..31, while puts of cold keys run. The hot keys must
-  // survive: their hits are replayed before each eviction (a recency bug evicts them).
-  sharded_lru_cache<int, int> cache(sharded_lru_options{64, 1});
-  for (int k = 0; k < 32; ++k)
-    cache.put(k, k);
-  std::atomic<bool> stop{false};
-  std::atomic<int> hot_misses{0};
-  std::vector<std::thread> readers;
-  for (int t = 0; t < 2; ++t)
-    readers.emplace_back([&] {
-      while (!stop.load())
-        for (int k = 0; k < 32; ++k)
-          if (!cache.get(k))
-            hot_misses.fetch_add(1);
+TEST_CASE("sharded_lru: a buffered hit is replayed before the next eviction", "[sharded_lru]") {
+  sharded_lru_cache<int, int> cache(sharded_lru_options{16, 1, true});
+  for (int k = 0; k < 16; ++k)
+    cache.put(k, k);          // 0 is the least recent, far outside the most recent eighth
+  REQUIRE(cache.get(0) == 0); // one record; its ring is not full, so it is only replayed by the put
+  cache.put(100, 100);
+  CHECK(cache.contains(0));
+  CHECK_FALSE(cache.contains(1));
+}
+
+TEST_CASE("sharded_lru: a put, erase or clear during a load detaches it", "[sharded_lru]") {
+  // Another thread writes the key while the load runs: the load's value is returned but not
+  // inserted, and the next miss loads afresh instead of joining the old load.
+  sharded_lru_cache<int, std::string> cache(64);
+  const int action = GENERATE(0, 1, 2);
+  std::atomic<int> calls{0};
+  auto slow = [&](const int&) {
+    calls.fetch_add(1);
+    std::thread writer([&] {
+      if (action == 0)
+        cache.put(1, "written");
+      else if (action == 1)
+        cache.erase(1);
+      else
+        cache.clear();
     });
-  for (int i = 0; i < 2000; ++i) {
-    cache.put(1000 + i, i);
-    for (int k = 0; k < 32; ++k)
-      cache.get(k); // this thread's reads make the hot keys recent even if other records drop
+    writer.join();
+    return std::string("stale");
+  };
+  CHECK(cache.get_or_load(1, slow) == "stale");
+  if (action == 0)
+    CHECK(cache.get(1) == "written");
+  else
+    CHECK_FALSE(cache.contains(1));
+  cache.erase(1);
+  CHECK(cache.get_or_load(1, [](const int&) { return std::string("fresh"); }) == "fresh");
+  CHECK(calls.load() == 1);
+}
+
+TEST_CASE("sharded_lru: waiters are released when inserting the loaded value throws", "[sharded_lru]") {
+  // The insert evicts an entry whose removal callback throws: the leader sees the exception, the
+  // waiter still gets the value (it must not wait forever).
+  bool throw_now = false;
+  sharded_lru_cache<int, int> cache(sharded_lru_options{1, 1}, {}, [&](const int&, const int&, removal_cause) {
+    if (throw_now)
+      throw std::runtime_error("callback failed");
+  });
+  cache.put(0, 0);
+  throw_now = true;
+  std::atomic<bool> waiter_started{false};
+  std::atomic<int> waiter_result{-1};
+  std::thread waiter;
+  CHECK_THROWS_WITH(cache.get_or_load(1,
+                                      [&](const int&) {
+                                        waiter = std::thread([&] {
+                                          waiter_started.store(true);
+                                          waiter_result.store(cache.get_or_load(1, [](const int&) { return -2; }));
+                                        });
+                                        while (!waiter_started.load())
+                                          std::this_thread::yield();
+                                        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                                        return 7;
+                                      }),
+                    "callback failed");
+  waiter.join();
+  CHECK(waiter_result.load() == 7);
+  CHECK(cache.get(1) == 7);
+}
+
+TEST_CASE("sharded_lru: clear() clears every shard even if a callback throws", "[sharded_lru]") {
+  sharded_lru_cache<int, int> cache(sharded_lru_options{256, 8}, {},
+                                    [](const int&, const int&, removal_cause) { throw std::runtime_error("no"); });
+  for (int k = 0; k < 100; ++k)
+    cache.put(k, k);
+  CHECK_THROWS_WITH(cache.clear(), "no");
+  CHECK(cache.size() == 0);
+}
+
+namespace {
+// A value whose destructor uses the cache it lived in (allowed: entries are destroyed outside locks).
+struct reentrant_value {
+  static inline sharded_lru_cache<int, reentrant_value, std::hash<int>>* cache = nullptr;
+  int weight;
+  explicit reentrant_value(int w) : weight(w) {}
+  reentrant_value(const reentrant_value&) = default;
+  ~reentrant_value() {
+    if (cache != nullptr)
+      (void)cache->erase(-weight); // takes the shard lock: deadlocks if destroyed under it
   }
-  stop.store(true);
-  for (auto& th : readers)
-    th.join();
-  CHECK(hot_misses.load() == 0);
-  CHECK(cache.size() == 64);
+};
+} // namespace
+
+TEST_CASE("sharded_lru: a rejected value is destroyed outside the shard lock", "[sharded_lru]") {
+  sharded_lru_cache<int, reentrant_value> cache(sharded_lru_options{4, 1}, [](const int&, const reentrant_value& v) {
+    return static_cast<std::size_t>(v.weight);
+  });
+  reentrant_value::cache = &cache;
+  CHECK(cache.put(1, reentrant_value(1)));
+  CHECK_FALSE(cache.put(2, reentrant_value(5))); // too heavy: rejected, destroyed after the unlock
+  CHECK(cache.erase(1));
+  otlpconc::hazard_pointer_clean_up();
+  reentrant_value::cache = nullptr;
 }

@@ -15,7 +15,9 @@
 //   traces), or a single thread (the hand-written list + map is as good and smaller).
 // Guarantees:
 //   - get / get_handle / contains are lock-free (a lookup retries only if a writer changed the
-//     chain it was walking). put / erase / clear / get_or_load's miss path take one shard mutex.
+//     chain it was walking), with one exception: a miss that overlaps the doubling of a weighted
+//     shard's bucket array looks again under the shard mutex. put / erase / clear and
+//     get_or_load's miss path take one shard mutex (never two).
 //   - Capacity is strict: the entries in the cache never weigh more than capacity(). Entries held
 //     by a handle are evicted normally; their memory lives on until the last handle is released
 //     (the documented slack: one entry per live handle), and replaced or evicted entries wait for
@@ -24,10 +26,11 @@
 //     the call. Values are immutable once in the cache: put on an existing key installs a new entry.
 //   - Recency: with read_buffering off, every hit moves its entry to the front under the shard lock
 //     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on,
-//     hits are replayed in order before any eviction decision, so a single thread sees exactly LRU;
-//     under contention a record is dropped when its ring is full or contended (counted in
-//     stats().dropped_reads) and the entry merely keeps its older position. docs/sharded_lru.md
-//     measures the effect on hit ratio.
+//     hits are replayed in order before any eviction decision, with two approximations: a replayed
+//     hit on an entry already among the most recent eighth of its shard leaves it in place (so hot
+//     entries' cache lines are not rewritten on every replay), and under contention a record is
+//     dropped when its ring is full or contended (counted in stats().dropped_reads; the entry keeps
+//     its older position). docs/sharded_lru.md measures the effect on hit ratio.
 //   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
 //     receive its value or its exception. An exception is not cached. A put, erase or clear while
 //     the load runs wins: the loaded value is returned to the waiters but not inserted.
@@ -36,7 +39,8 @@
 // Memory: per entry one node (key, value, ~80 bytes of links and counts); per shard a bucket array
 //   of at least one pointer per entry it can hold (weighted caches grow it by doubling; the
 //   replaced arrays are kept until the cache is destroyed: less than the current array in total),
-//   and the read rings (16 records of 16 bytes per stripe).
+//   and the read rings (one per shard and stripe: 16 records of 16 bytes, padded to cache lines;
+//   stripes = hardware threads rounded up to a power of two, at most 16).
 // Requirements: K and V nothrow destructible (they are destroyed during reclamation) and move
 //   constructible; V copy constructible for get and get_or_load. Hash and KeyEqual callable on
 //   const K& concurrently from many threads. Handles may outlive the cache.
@@ -80,7 +84,7 @@ enum class removal_cause {
 struct sharded_lru_options {
   // Entries, or charge units when the cache has a weigher. Must be >= 1 and >= shards.
   std::size_t capacity = 0;
-  // A power of two, or 0: derived from std::thread::hardware_concurrency() (4 per hardware thread,
+  // A power of two, or 0: derived from std::thread::hardware_concurrency() (16 per hardware thread,
   // at most 256), halved while a shard would hold fewer than 64 units of capacity.
   std::size_t shards = 0;
   // Record hits in lossy rings replayed under the shard lock (true), or move the entry to the front
@@ -177,7 +181,7 @@ struct lru_table {
 // A ring of hit records for one stripe of one shard: many producers (the readers of that stripe),
 // one consumer (whoever holds the shard lock). Lossy: a producer that finds it full or loses the
 // race for a slot drops its record.
-struct lru_read_ring {
+struct alignas(cache_line_size) lru_read_ring {
   static constexpr std::uint32_t slots = 16;
   struct record {
     std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
@@ -389,7 +393,7 @@ class sharded_lru_cache {
       // The node is built before taking the lock (allocation and copies stay outside it).
       auto fresh = std::make_unique<node>(h, charge, std::move(key), std::move(value));
       std::lock_guard lock(s.mutex);
-      admitted = insert_locked(s, std::move(fresh), removed, true);
+      admitted = insert_locked(s, fresh, removed, true);
     }
     notify(removed);
     return admitted;
@@ -429,58 +433,76 @@ class sharded_lru_cache {
 
       const std::uint64_t h = hash_of(key);
       shard& s = shard_for(h);
-      std::shared_ptr<load_state> state;
-      bool leader = false;
+      std::shared_ptr<load_state> state; // set: this thread is the leader
+      std::shared_future<V> running;     // set: another thread's load to wait for
       {
-        std::unique_lock lock(s.mutex);
+        std::lock_guard lock(s.mutex);
         if (node* n = find_locked(s, key, h)) // loaded by someone else since our lookup
           return n->value;
         if (!s.loads)
           s.loads = std::make_unique<load_map>(8, hash_, eq_);
-        auto [it, inserted] = s.loads->try_emplace(key);
-        if (inserted) {
-          it->second = std::make_shared<load_state>();
-          leader = true;
-        } else if (it->second->loader == std::this_thread::get_id()) {
-          throw std::logic_error("sharded_lru_cache::get_or_load: the loader for a key asked for the same key");
+        if (auto it = s.loads->find(key); it != s.loads->end()) {
+          if (it->second->loader == std::this_thread::get_id())
+            throw std::logic_error("sharded_lru_cache::get_or_load: the loader for a key asked for the same key");
+          running = it->second->result;
+        } else {
+          auto fresh = std::make_shared<load_state>(); // before the map entry: a throw leaves no trace
+          s.loads->emplace(key, fresh);
+          state = std::move(fresh);
         }
-        state = it->second;
       }
-      if (!leader)
-        return V(state->result.get()); // rethrows the loader's exception
+      if (!state)
+        return V(running.get()); // rethrows the loader's exception
 
+      // The leader. Every path below fulfils the promise exactly once before anything that can
+      // throw after the load (inserting may evict, and the removal callback may throw), and removes
+      // the in-flight entry: a waiter never waits for a load that ended.
       std::optional<V> loaded;
       try {
         loaded.emplace(std::invoke(loader, key));
       } catch (...) {
         stats_.load_failures.increment();
-        finish_load(s, key, h, state, nullptr);
         state->promise.set_exception(std::current_exception());
+        end_load(s, key, h, state, nullptr);
         throw;
       }
       stats_.loads.increment();
-      finish_load(s, key, h, state, &*loaded);
-      state->promise.set_value(*loaded);
+      try {
+        state->promise.set_value(*loaded);
+      } catch (...) { // copying the value threw: the waiters get that exception
+        state->promise.set_exception(std::current_exception());
+        end_load(s, key, h, state, nullptr);
+        throw;
+      }
+      end_load(s, key, h, state, &*loaded);
       return std::move(*loaded);
     }
 
-  // Removes every entry (removal cause `cleared`); loads running meanwhile are not inserted.
+  // Removes every entry (removal cause `cleared`); loads running meanwhile are not inserted. If a
+  // removal callback throws, every shard is still cleared; the first exception is rethrown.
   void clear() {
+    std::exception_ptr first_error;
     for (std::size_t i = 0; i < shard_count(); ++i) {
       shard& s = shards_[i];
       removed_list removed;
       {
         std::lock_guard lock(s.mutex);
         if (s.loads)
-          for (auto& [key, state] : *s.loads)
-            state->invalidated = true; // a load that started before the clear is not inserted
+          s.loads->clear(); // detach running loads: they finish, but do not insert
         drain_locked(s);
         while (s.oldest != nullptr)
           remove_locked(s, s.oldest, removal_cause::cleared, removed);
         publish_size_locked(s);
       }
-      notify(removed);
+      try {
+        notify(removed);
+      } catch (...) {
+        if (!first_error)
+          first_error = std::current_exception();
+      }
     }
+    if (first_error)
+      std::rethrow_exception(first_error);
   }
 
   // Entries in the cache (a sum of per-shard counts read without locks: exact when quiescent).
@@ -511,11 +533,12 @@ class sharded_lru_cache {
   }
 
  private:
+  // A running load. It stays in the shard's map until it ends, or until a put, erase or clear of
+  // its key detaches it (then it does not insert its value, and the next miss starts a new load).
   struct load_state {
     std::promise<V> promise;
     std::shared_future<V> result = promise.get_future().share();
     std::thread::id loader = std::this_thread::get_id();
-    bool invalidated = false; // a put or erase of the key ran during the load (shard lock)
   };
   using load_map = std::unordered_map<K, std::shared_ptr<load_state>, Hash, KeyEqual>;
 
@@ -601,6 +624,11 @@ class sharded_lru_cache {
       // the odd value stored before it (G0) or a later one.
       if ((seq & 1) == 0 && s.resize_seq.load(std::memory_order_acquire) == seq)
         return false;
+      // A resize ran or is running: look under the lock (which waits for the resize to end)
+      // rather than spin while a possibly preempted writer finishes it.
+      std::lock_guard lock(s.mutex);
+      node* found = find_locked(s, key, h);
+      return found != nullptr && on_hit(found);
     }
   }
 
@@ -684,7 +712,9 @@ class sharded_lru_cache {
 
   // Links `fresh` (replacing an entry with the same key), evicts to fit. Returns false if it is too
   // heavy for the shard (then it is discarded and the old entry removed).
-  bool insert_locked(shard& s, std::unique_ptr<node> fresh, removed_list& removed, bool from_put) {
+  // `fresh` is released only once linked: a rejected node is destroyed by the caller after it drops
+  // the lock (its value's destructor may use the cache).
+  bool insert_locked(shard& s, std::unique_ptr<node>& fresh, removed_list& removed, bool from_put) {
     drain_locked(s); // recency is up to date before any eviction decision
     if (from_put)
       invalidate_load_locked(s, fresh->key);
@@ -791,29 +821,34 @@ class sharded_lru_cache {
     s.resize_seq.store(seq + 2, std::memory_order_release);
   }
 
+  // Detaches a running load of key: it will not insert its (older) value, and a later miss starts a
+  // new load instead of joining it.
   void invalidate_load_locked(shard& s, const K& key) {
     if (s.loads && !s.loads->empty())
-      if (auto it = s.loads->find(key); it != s.loads->end())
-        it->second->invalidated = true;
+      s.loads->erase(key);
   }
 
-  // Ends the leader's load: inserts the value unless a put or erase ran meanwhile.
-  void finish_load(shard& s, const K& key, std::uint64_t h, const std::shared_ptr<load_state>& state, const V* value) {
-    std::unique_ptr<node> fresh; // built outside the lock; `invalidated` is read under it
+  // Ends the leader's load (its promise is already fulfilled): removes its in-flight entry and,
+  // with a value, inserts it, unless a put, erase or clear detached the load meanwhile.
+  void end_load(shard& s, const K& key, std::uint64_t h, const std::shared_ptr<load_state>& state, const V* value) {
+    std::unique_ptr<node> fresh; // built outside the lock, destroyed after it if not inserted
     if (value != nullptr) {
       try {
         const std::size_t charge = weigher_ ? weigher_(key, *value) : 1;
         fresh = std::make_unique<node>(h, charge, key, *value);
       } catch (...) {
-        // Not cached, but still delivered: the waiters and the caller get the value.
+        // Not cached, but delivered: the waiters and the caller have the value.
       }
     }
     removed_list removed;
     {
       std::lock_guard lock(s.mutex);
-      if (fresh && !state->invalidated)
-        insert_locked(s, std::move(fresh), removed, false);
-      s.loads->erase(key);
+      const auto it = s.loads->find(key);
+      const bool attached = it != s.loads->end() && it->second == state;
+      if (attached)
+        s.loads->erase(it);
+      if (fresh && attached)
+        insert_locked(s, fresh, removed, false);
     }
     notify(removed);
   }

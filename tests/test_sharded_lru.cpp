@@ -241,7 +241,7 @@ TEST_CASE("sharded_lru: an entry heavier than a shard is rejected and the old va
   CHECK(cache.size() == 0);
 }
 
-TEST_CASE("sharded_lru: removal callback sees every cause; a throwing callback loses nothing", "[sharded_lru]") {
+TEST_CASE("sharded_lru: removal callback sees every cause, and a throwing callback loses nothing", "[sharded_lru]") {
   std::vector<std::pair<int, removal_cause>> removals;
   bool throw_now = false;
   sharded_lru_cache<int, int> cache(sharded_lru_options{2, 1}, {}, [&](const int& k, const int&, removal_cause c) {
@@ -275,7 +275,7 @@ TEST_CASE("sharded_lru: removal callback sees every cause; a throwing callback l
   CHECK(cache.size() == 2);
 }
 
-TEST_CASE("sharded_lru: a handle keeps an evicted entry alive; values are destroyed once", "[sharded_lru]") {
+TEST_CASE("sharded_lru: a handle keeps an evicted entry alive, and values are destroyed once", "[sharded_lru]") {
   otlpconc::hazard_pointer_clean_up();
   const int before = tracked::alive.load();
   {

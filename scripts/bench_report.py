@@ -135,29 +135,9 @@ def ordered_impls(component, configs):
     return baseline, [baseline] + ours + rest
 
 
-def table(component, configs):
-    baseline, impls = ordered_impls(component, configs)
-    lines = [
-        "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
-        "|---|" + "---:|" * len(impls),
-    ]
-    for config, per_impl in configs.items():
-        base = per_impl.get(baseline)
-        cells = []
-        for impl in impls:
-            v = per_impl.get(impl)
-            if v is None:
-                cells.append("n/a")
-            elif base and impl != baseline:
-                cells.append(f"{human(v)}/s ({v / base:.2f}x)")
-            else:
-                cells.append(f"{human(v)}/s")
-        lines.append(f"| {config} | " + " | ".join(cells) + " |")
-    return baseline, "\n".join(lines)
-
-
-def hit_ratio_table(component, configs):
-    """Hit ratios in percent, with the difference to the baseline in percentage points."""
+def comparison_table(component, configs, cell, cell_vs_baseline):
+    """One row per config, one column per implementation (baseline first); cell(v) formats a value,
+    cell_vs_baseline(v, base) one compared with the baseline's value of that row."""
     baseline, impls = ordered_impls(component, configs)
     lines = [
         "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
@@ -171,11 +151,31 @@ def hit_ratio_table(component, configs):
             if v is None:
                 cells.append("n/a")
             elif base is not None and impl != baseline:
-                cells.append(f"{100 * v:.2f}% ({100 * (v - base):+.2f} pp)")
+                cells.append(cell_vs_baseline(v, base))
             else:
-                cells.append(f"{100 * v:.2f}%")
+                cells.append(cell(v))
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return baseline, "\n".join(lines)
+
+
+def table(component, configs):
+    """Median items/s with the ratio to the baseline."""
+    return comparison_table(
+        component,
+        configs,
+        lambda v: f"{human(v)}/s",
+        lambda v, base: f"{human(v)}/s ({v / base:.2f}x)" if base else f"{human(v)}/s",
+    )
+
+
+def hit_ratio_table(component, configs):
+    """Hit ratios in percent, with the difference to the baseline in percentage points."""
+    return comparison_table(
+        component,
+        configs,
+        lambda v: f"{100 * v:.2f}%",
+        lambda v, base: f"{100 * v:.2f}% ({100 * (v - base):+.2f} pp)",
+    )[1]
 
 
 def plot(component, configs, path):

@@ -393,7 +393,7 @@ class sharded_lru_cache {
       // The node is built before taking the lock (allocation and copies stay outside it).
       auto fresh = std::make_unique<node>(h, charge, std::move(key), std::move(value));
       std::lock_guard lock(s.mutex);
-      admitted = insert_locked(s, fresh, removed, true);
+      admitted = insert_locked(s, fresh, removed);
     }
     notify(removed);
     return admitted;
@@ -714,10 +714,9 @@ class sharded_lru_cache {
   // heavy for the shard (then it is discarded and the old entry removed).
   // `fresh` is released only once linked: a rejected node is destroyed by the caller after it drops
   // the lock (its value's destructor may use the cache).
-  bool insert_locked(shard& s, std::unique_ptr<node>& fresh, removed_list& removed, bool from_put) {
-    drain_locked(s); // recency is up to date before any eviction decision
-    if (from_put)
-      invalidate_load_locked(s, fresh->key);
+  bool insert_locked(shard& s, std::unique_ptr<node>& fresh, removed_list& removed) {
+    drain_locked(s);                       // recency is up to date before any eviction decision
+    invalidate_load_locked(s, fresh->key); // a load's own entry is already gone (end_load)
     node* old = find_locked(s, fresh->key, fresh->hash);
     if (fresh->charge > s.capacity) {
       if (old != nullptr) {
@@ -848,7 +847,7 @@ class sharded_lru_cache {
       if (attached)
         s.loads->erase(it);
       if (fresh && attached)
-        insert_locked(s, fresh, removed, false);
+        insert_locked(s, fresh, removed);
     }
     notify(removed);
   }
@@ -905,7 +904,7 @@ class sharded_lru_cache {
   unsigned shard_bits_ = 0;
   std::size_t stripes_ = 1;
   std::unique_ptr<shard[]> shards_;
-  mutable statistics stats_;
+  statistics stats_;
 };
 
 } // namespace otlpconc

@@ -81,7 +81,7 @@ TEST_CASE("object_pool: acquire constructs, release destroys, slots are reused",
   REQUIRE(st.released == 2);
   REQUIRE(st.capacity >= 1000);
   REQUIRE(st.capacity < 1000 + pool.objects_per_slab());
-  REQUIRE(st.cache_hits > 900);
+  REQUIRE(st.cache_misses < 100); // refills: one per magazine
   many.clear();
   REQUIRE(live_objects == 0);
   REQUIRE(pool.stats().in_use == 0);
@@ -99,7 +99,8 @@ TEST_CASE("object_pool: a throwing constructor keeps the slot", "[object_pool]")
   REQUIRE(live_objects == 0);
   auto p = pool.acquire(2); // the only slot came back
   REQUIRE(p);
-  REQUIRE(pool.stats().acquired == 1);
+  REQUIRE(pool.stats().acquired == 2); // the failed construction's slot was handed out and returned
+  REQUIRE(pool.stats().released == 1);
   REQUIRE(pool.stats().in_use == 1);
 }
 

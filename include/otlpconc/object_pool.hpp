@@ -93,7 +93,7 @@ class pool_exhausted : public std::runtime_error {
 struct object_pool_options {
   std::size_t max_objects = 0; // 0: no limit
   pool_limit_policy on_limit = pool_limit_policy::fail;
-  std::size_t magazine_size = 0;    // slots per magazine; 0: about 16 KiB of slots, 8 to 128
+  std::size_t magazine_size = 0;    // slots per magazine; 0: about 32 KiB of slots, 8 to 256
   std::size_t objects_per_slab = 0; // 0: about 64 KiB of slots, at least two magazines
   slab_binding binding = slab_binding::best_effort;
   const topology* topo = nullptr; // nullptr: topology::system(). Must outlive the pool's storage.
@@ -107,10 +107,11 @@ struct object_pool_stats {
   std::vector<std::size_t> slabs_per_node;
   std::size_t unbound_slabs = 0;   // slabs best_effort could not bind to their node
   std::size_t capacity = 0;        // slots in all slabs (objects in use + free)
-  std::int64_t acquired = 0;       // successful acquires
-  std::int64_t released = 0;       // releases
+  std::int64_t acquired = 0;       // slots handed out (a slot whose constructor threw counts as
+  std::int64_t released = 0;       // acquired and released); slots returned
   std::int64_t in_use = 0;         // acquired - released (exact when quiescent)
-  std::int64_t cache_hits = 0;     // acquires served by the calling thread's cache
+  std::int64_t cache_misses = 0;   // slots taken other than from the calling thread's magazines
+                                   // (acquired - cache_misses: the cache hits, when no constructor threw)
   std::int64_t remote_releases = 0; // releases of an object homed on another node than the caller's
   std::int64_t exhausted = 0;      // acquires that found the pool at its limit
 };
@@ -208,7 +209,6 @@ class object_pool {
       s->home->owner->put(s);
       throw;
     }
-    s->home->owner->acquired_.increment();
     return pointer(obj);
   }
 
@@ -216,7 +216,6 @@ class object_pool {
     slot* s = slot_of(p);
     p->~T();
     core* c = s->home->owner;
-    c->released_.increment();
     c->put(s);
   }
 
@@ -235,7 +234,12 @@ class object_pool {
     unsigned node = 0;                     // the node of every slot in loaded and previous
     batch* loaded = nullptr;
     batch* previous = nullptr;
+    batch* spare = nullptr; // an empty magazine kept for the next exchange (saves two queue operations)
     std::vector<batch*> remote; // per other node: slots homed there, released by this thread
+    // Slots this thread took from / gave to the pool through this cache. Written only by the owner
+    // (a load and a store, no RMW: see bump), read by stats() under locals_mutex_.
+    std::atomic<std::int64_t> acquired{0};
+    std::atomic<std::int64_t> released{0};
   };
 
   struct node_state {
@@ -251,7 +255,7 @@ class object_pool {
         : options_(std::move(options)),
           topo_(options_.topo != nullptr ? options_.topo : &topology::system()),
           mag_(options_.magazine_size != 0 ? options_.magazine_size
-                                           : std::clamp<std::size_t>(16384 / sizeof(slot), 8, 128)),
+                                           : std::clamp<std::size_t>(32768 / sizeof(slot), 8, 256)),
           per_slab_(options_.objects_per_slab != 0 ? options_.objects_per_slab
                                                    : std::max<std::size_t>(65536 / sizeof(slot), 2 * mag_)),
           nodes_(topo_->numa_nodes()),
@@ -287,17 +291,26 @@ class object_pool {
     // membarrier (see detail/asymmetric_fence.hpp): reclaiming is rare, acquire/release are not.
     bool enter(local* l) noexcept {
       l->busy.store(1, std::memory_order_relaxed); // (O1) ordered before O3 by O2
-      if (detail::current_fence_mode() == detail::fence_mode::asymmetric)
-        detail::light_fence<detail::fence_mode::asymmetric>(); // (O2) pairs with R2
-      else
-        detail::light_fence<detail::fence_mode::symmetric>(); // (O2) pairs with R2
+      light_fence();                               // (O2) pairs with R2
       if (l->request.load(std::memory_order_acquire) == 0) // (O3) acquire: pairs with R4 (and R1)
         return true;
       leave(l);
       return false;
     }
+    // The owner's counter increment: it is the only writer, so a relaxed load and store suffice
+    // (as sharded_counter's cells; stats() may read a value one behind while the owner runs).
+    static void bump(std::atomic<std::int64_t>& c) noexcept {
+      c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
     static void leave(local* l) noexcept {
       l->busy.store(0, std::memory_order_release); // (O4) release: pairs with R3
+    }
+    // The reader side of detail/asymmetric_fence.hpp, in the process-wide mode (read once).
+    void light_fence() const noexcept {
+      if (asymmetric_)
+        detail::light_fence<detail::fence_mode::asymmetric>();
+      else
+        detail::light_fence<detail::fence_mode::symmetric>();
     }
 
     // The calling thread's cache, created on first use; nullptr when it has none (no thread index,
@@ -341,32 +354,67 @@ class object_pool {
     }
 
     // ---- acquire ---------------------------------------------------------------------------------
+    // The fast path, kept small so that it inlines into acquire: a slot from the loaded magazine.
     slot* take(pool_limit_policy policy) {
-      if (local* l = my_local()) {
-        if (enter(l)) {
-          batch* b = l->loaded;
-          if (b->count == 0 && l->previous->count != 0)
-            std::swap(l->loaded, l->previous), b = l->loaded;
-          if (b->count != 0) [[likely]] {
-            slot* s = b->items[--b->count];
-            leave(l);
-            cache_hits_.increment();
-            check_waiters();
-            return s;
-          }
-          slot* s;
-          try {
-            s = refill(l);
-          } catch (...) {
-            leave(l);
-            throw;
-          }
+      local* l = cached_local();
+      if (l != nullptr && enter(l)) [[likely]] {
+        batch* b = l->loaded;
+        if (b->count != 0) [[likely]] {
+          slot* s = b->items[--b->count];
           leave(l);
-          if (s != nullptr) {
+          bump(l->acquired);
+          if (may_wait_) [[unlikely]]
             check_waiters();
-            return s;
-          }
+          return s;
         }
+        return take_cache_miss(l, policy);
+      }
+      return take_without_cache(policy);
+    }
+    // The calling thread's cache if it has one already (no registration, no allocation).
+    local* cached_local() const noexcept {
+      unsigned index = detail::pool_thread_slot - 1;
+      return index < max_threads ? locals_[index].load(std::memory_order_relaxed) // (O5) see O6
+                                 : nullptr;
+    }
+
+    // The loaded magazine is empty; the caller is inside enter(l).
+    OTLPCONC_NOINLINE slot* take_cache_miss(local* l, pool_limit_policy policy) {
+      if (l->previous->count != 0) {
+        std::swap(l->loaded, l->previous);
+        slot* s = l->loaded->items[--l->loaded->count];
+        leave(l);
+        bump(l->acquired);
+        check_waiters();
+        return s;
+      }
+      slot* s;
+      try {
+        s = refill(l);
+      } catch (...) {
+        leave(l);
+        throw;
+      }
+      leave(l);
+      if (s == nullptr)
+        return take_slow(policy);
+      bump(l->acquired);
+      cache_misses_.increment();
+      check_waiters();
+      return s;
+    }
+    // No cache yet (first use on this thread), none available, or a reclaimer holds it.
+    OTLPCONC_NOINLINE slot* take_without_cache(pool_limit_policy policy) {
+      if (local* l = my_local(); l != nullptr && enter(l)) {
+        batch* b = l->loaded;
+        if (b->count != 0) {
+          slot* s = b->items[--b->count];
+          leave(l);
+          bump(l->acquired);
+          check_waiters();
+          return s;
+        }
+        return take_cache_miss(l, policy);
       }
       return take_slow(policy);
     }
@@ -380,7 +428,10 @@ class object_pool {
       batch* full = nullptr;
       if (ns.full.try_pop(full)) {
         std::swap(l->loaded, full);
-        recycle(full); // the empty one
+        if (l->spare == nullptr) // the empty one
+          l->spare = full;
+        else
+          recycle(full);
         return l->loaded->items[--l->loaded->count];
       }
       if (take_loose(ns, *l->loaded))
@@ -480,6 +531,14 @@ class object_pool {
     // No cache (or it was bypassed): the node lists of the thread's node, then the other nodes',
     // then a new slab; at the limit, reclaim other threads' caches, then apply the policy.
     slot* take_slow(pool_limit_policy policy) {
+      slot* s = take_from_pool(policy);
+      if (s != nullptr) {
+        cache_misses_.increment();
+        acquired_.increment();
+      }
+      return s;
+    }
+    slot* take_from_pool(pool_limit_policy policy) {
       unsigned node = thread_node();
       if (slot* s = take_one_from_lists(node))
         return s;
@@ -532,68 +591,91 @@ class object_pool {
     }
 
     // ---- release ---------------------------------------------------------------------------------
+    // The fast path, small enough to inline into release: into the loaded magazine.
     void put(slot* s) noexcept {
+      local* l = cached_local();
+      if (l != nullptr && enter(l)) [[likely]] {
+        batch* b = l->loaded;
+        if (s->home->node == l->node && b->count != mag_) [[likely]] {
+          b->items[b->count++] = s;
+          leave(l);
+          bump(l->released);
+          if (may_wait_) [[unlikely]]
+            check_waiters();
+          return;
+        }
+        put_cache_miss(l, s);
+        return;
+      }
+      put_without_cache(s);
+    }
+    OTLPCONC_NOINLINE void put_without_cache(slot* s) noexcept {
       local* l = my_local();
       if (l != nullptr && enter(l)) {
-        unsigned home = s->home->node;
-        if (home == l->node) [[likely]] {
-          if (l->loaded->count == mag_) {
-            if (l->previous->count == 0) {
-              std::swap(l->loaded, l->previous);
-            } else {
-              // Both full: the previous magazine goes to the node's list, the loaded one becomes
-              // the previous, and an empty one is loaded.
-              batch* empty = take_empty();
-              if (empty == nullptr) {
-                leave(l);
-                push_loose(s);
-                return;
-              }
-              return_batch(l->previous, *nodes_[l->node]);
-              l->previous = l->loaded;
-              l->loaded = empty;
-            }
-          }
-          l->loaded->items[l->loaded->count++] = s;
-        } else {
-          remote_releases_.increment();
-          batch*& r = l->remote[home];
-          if (r == nullptr && (r = take_empty()) == nullptr) {
-            leave(l);
-            push_loose(s);
-            return;
-          }
-          r->items[r->count++] = s;
-          if (r->count == mag_) {
-            return_batch(r, *nodes_[home]);
-            r = nullptr;
-          }
-        }
-        leave(l);
-        check_waiters();
+        put_cache_miss(l, s);
         return;
       }
       put_bypass(s);
     }
 
+    // The caller is inside enter(l); leaves it.
+    OTLPCONC_NOINLINE void put_cache_miss(local* l, slot* s) noexcept {
+      unsigned home = s->home->node;
+      if (home == l->node) {
+        if (l->loaded->count == mag_) {
+          if (l->previous->count == 0) {
+            std::swap(l->loaded, l->previous);
+          } else {
+            // Both full: the previous magazine goes to the node's list, the loaded one becomes
+            // the previous, and an empty one is loaded.
+            batch* empty = std::exchange(l->spare, nullptr);
+            if (empty == nullptr && (empty = take_empty()) == nullptr) {
+              leave(l);
+              push_loose(s);
+              return;
+            }
+            return_batch(l->previous, *nodes_[l->node]);
+            l->previous = l->loaded;
+            l->loaded = empty;
+          }
+        }
+        l->loaded->items[l->loaded->count++] = s;
+        bump(l->released);
+      } else {
+        remote_releases_.increment();
+        batch*& r = l->remote[home];
+        if (r == nullptr && (r = take_empty()) == nullptr) {
+          leave(l);
+          push_loose(s);
+          return;
+        }
+        r->items[r->count++] = s;
+        bump(l->released);
+        if (r->count == mag_) {
+          return_batch(r, *nodes_[home]);
+          r = nullptr;
+        }
+      }
+      leave(l);
+      check_waiters();
+    }
+
     // After an operation that left slots in the calling thread's cache: if a thread waits for a
     // slot (wait policy at the limit), hand them to the node lists. Only pools that can wait pay.
     void check_waiters() noexcept {
-      if (!may_wait_)
+      if (!may_wait_) [[likely]]
         return;
       // (W4) the light fence orders O4 before the load of waiters_; pairs with R2 in the waiter's
       // reclaim: a waiter that announced itself (W1) before its reclaim either is seen here, or its
       // reclaim found this cache idle (O4 visible) and took the slots itself.
-      if (detail::current_fence_mode() == detail::fence_mode::asymmetric)
-        detail::light_fence<detail::fence_mode::asymmetric>();
-      else
-        detail::light_fence<detail::fence_mode::symmetric>();
+      light_fence();
       if (waiters_.load(std::memory_order_relaxed) != 0) [[unlikely]] // (W5) see W4
         flush_own_cache();
     }
 
     // A release without the thread cache. Also the path of releases into a closed pool.
     void put_bypass(slot* s) noexcept {
+      released_.increment();
       // (D3) seq_cst RMW then (D4) seq_cst load: with close's D1 store and D2 load, either close
       // sees this release in flight and waits for it, or this release sees the pool closed.
       inflight_.fetch_add(1, std::memory_order_seq_cst);
@@ -734,6 +816,8 @@ class object_pool {
       if (l == nullptr)
         return;
       locals_[index].store(nullptr, std::memory_order_relaxed); // (O6') the next owner of the index starts afresh
+      acquired_.add(l->acquired.load(std::memory_order_relaxed)); // this thread's own counts
+      released_.add(l->released.load(std::memory_order_relaxed));
       drain_cache(*l);
       after_publish();
       delete_local(l);
@@ -741,6 +825,7 @@ class object_pool {
     void delete_local(local* l) noexcept {
       delete l->loaded;
       delete l->previous;
+      delete l->spare;
       for (batch* r : l->remote)
         delete r;
       delete l;
@@ -812,11 +897,22 @@ class object_pool {
         st.unbound_slabs = unbound_slabs_;
         st.capacity = capacity_;
       }
-      // released first: every release follows its acquire, so in_use never reads negative.
-      st.released = released_.load();
-      st.acquired = acquired_.load();
+      // Released first: every release follows its acquire, so in_use never reads negative. Under
+      // locals_mutex_, so a thread's counts move from its cache to the totals (thread_exit) either
+      // entirely before or entirely after this.
+      {
+        std::lock_guard lock(locals_mutex_);
+        st.released = released_.load();
+        for (unsigned i = 0; i < max_threads; ++i)
+          if (local* l = locals_[i].load(std::memory_order_relaxed)) // (O6') under the mutex
+            st.released += l->released.load(std::memory_order_relaxed);
+        st.acquired = acquired_.load();
+        for (unsigned i = 0; i < max_threads; ++i)
+          if (local* l = locals_[i].load(std::memory_order_relaxed))
+            st.acquired += l->acquired.load(std::memory_order_relaxed);
+      }
       st.in_use = st.acquired - st.released;
-      st.cache_hits = cache_hits_.load();
+      st.cache_misses = cache_misses_.load();
       st.remote_releases = remote_releases_.load();
       st.exhausted = exhausted_.load();
       return st;
@@ -834,9 +930,10 @@ class object_pool {
     std::size_t capacity_ = 0;      // under grow_mutex_
     std::size_t unbound_slabs_ = 0; // under grow_mutex_
 
-    std::mutex locals_mutex_; // reclaiming, creating and deleting caches
+    mutable std::mutex locals_mutex_; // reclaiming, creating and deleting caches; stats
     bool closed_ = false;     // under locals_mutex_
 
+    const bool asymmetric_ = detail::current_fence_mode() == detail::fence_mode::asymmetric;
     const bool may_wait_ = options_.max_objects != 0 && options_.on_limit == pool_limit_policy::wait;
     std::atomic<int> waiters_{0};
     detail::event_count wakeups_;
@@ -845,7 +942,10 @@ class object_pool {
     std::atomic<std::int64_t> inflight_{0};
     std::atomic<std::int64_t> outstanding_{0};
 
-    sharded_counter acquired_, released_, cache_hits_, remote_releases_, exhausted_;
+    // acquired_ / released_: slots taken and returned without a cache, plus the counts of exited
+    // threads' caches; the live caches count in local::acquired / released (no thread-local lookup
+    // on the fast path: that alone cost 40% of an acquire + release pair).
+    sharded_counter acquired_, released_, cache_misses_, remote_releases_, exhausted_;
   };
 
   core* core_;

@@ -90,7 +90,9 @@ struct shared {
   static inline std::unique_ptr<Impl> impl;
 };
 
-void keep(const object& o) { benchmark::DoNotOptimize(o.id); }
+void keep(const object& o) {
+  benchmark::DoNotOptimize(o.id);
+}
 
 template <class H>
 const object& deref(const H& h) {
@@ -136,7 +138,7 @@ class spsc_channel {
   }
   bool try_pop(T& out) {
     std::size_t h = head_->load(std::memory_order_relaxed); // own index
-    if (h == tail_->load(std::memory_order_acquire))      // acquire: pairs with push's release
+    if (h == tail_->load(std::memory_order_acquire))        // acquire: pairs with push's release
       return false;
     out = std::move(slots_[h % size]);
     head_->store(h + 1, std::memory_order_release); // release: the slot may be reused by push
@@ -235,8 +237,7 @@ void add(const char* impl_name) {
     benchmark::RegisterBenchmark((std::string("pool_same_thread_burst/") + impl_name).c_str(), burst<Impl>)
         ->Threads(threads)
         ->UseRealTime();
-    benchmark::RegisterBenchmark((std::string("pool_producer_consumer/") + impl_name).c_str(),
-                                 producer_consumer<Impl>)
+    benchmark::RegisterBenchmark((std::string("pool_producer_consumer/") + impl_name).c_str(), producer_consumer<Impl>)
         ->Threads(threads)
         ->UseRealTime();
   }

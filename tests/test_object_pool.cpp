@@ -214,7 +214,7 @@ TEST_CASE("object_pool: destroying the pool with objects out is defined", "[obje
   returned.clear();
   pool.reset();
   REQUIRE(live_objects == 2);
-  REQUIRE(a->value == 1); // the storage outlives the pool
+  REQUIRE(a->value == 1);                 // the storage outlives the pool
   std::thread([&] { b.reset(); }).join(); // released on another thread: no cache of a closed pool
   a.reset();                              // the last one frees the pool's memory (ASan checks)
   REQUIRE(live_objects == 0);

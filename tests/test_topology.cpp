@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <stdexcept>
 #include <thread>

@@ -105,15 +105,15 @@ struct object_pool_options {
 
 struct object_pool_stats {
   std::vector<std::size_t> slabs_per_node;
-  std::size_t unbound_slabs = 0;   // slabs best_effort could not bind to their node
-  std::size_t capacity = 0;        // slots in all slabs (objects in use + free)
-  std::int64_t acquired = 0;       // slots handed out (a slot whose constructor threw counts as
-  std::int64_t released = 0;       // acquired and released); slots returned
-  std::int64_t in_use = 0;         // acquired - released (exact when quiescent)
-  std::int64_t cache_misses = 0;   // slots taken other than from the calling thread's magazines
-                                   // (acquired - cache_misses: the cache hits, when no constructor threw)
+  std::size_t unbound_slabs = 0;    // slabs best_effort could not bind to their node
+  std::size_t capacity = 0;         // slots in all slabs (objects in use + free)
+  std::int64_t acquired = 0;        // slots handed out (a slot whose constructor threw counts as
+  std::int64_t released = 0;        // acquired and released); slots returned
+  std::int64_t in_use = 0;          // acquired - released (exact when quiescent)
+  std::int64_t cache_misses = 0;    // slots taken other than from the calling thread's magazines
+                                    // (acquired - cache_misses: the cache hits, when no constructor threw)
   std::int64_t remote_releases = 0; // releases of an object homed on another node than the caller's
-  std::int64_t exhausted = 0;      // acquires that found the pool at its limit
+  std::int64_t exhausted = 0;       // acquires that found the pool at its limit
 };
 
 template <class T>
@@ -234,7 +234,7 @@ class object_pool {
     unsigned node = 0;                     // the node of every slot in loaded and previous
     batch* loaded = nullptr;
     batch* previous = nullptr;
-    batch* spare = nullptr; // an empty magazine kept for the next exchange (saves two queue operations)
+    batch* spare = nullptr;     // an empty magazine kept for the next exchange (saves two queue operations)
     std::vector<batch*> remote; // per other node: slots homed there, released by this thread
     // Slots this thread took from / gave to the pool through this cache. Written only by the owner
     // (a load and a store, no RMW: see bump), read by stats() under locals_mutex_.
@@ -245,21 +245,19 @@ class object_pool {
   struct node_state {
     ms_queue<batch*> full; // magazines of free slots homed on this node (count >= 1)
     std::mutex loose_mutex;
-    std::vector<slot*> loose; // free slots not in a magazine (slab carving, fallbacks, reclaim)
+    std::vector<slot*> loose;                 // free slots not in a magazine (slab carving, fallbacks, reclaim)
     std::vector<std::unique_ptr<slab>> slabs; // under core::grow_mutex_
     std::size_t capacity = 0;                 // slots in `slabs`, under core::grow_mutex_
   };
 
   struct core final : detail::pool_core_base {
     explicit core(object_pool_options options)
-        : options_(std::move(options)),
-          topo_(options_.topo != nullptr ? options_.topo : &topology::system()),
+        : options_(std::move(options)), topo_(options_.topo != nullptr ? options_.topo : &topology::system()),
           mag_(options_.magazine_size != 0 ? options_.magazine_size
                                            : std::clamp<std::size_t>(32768 / sizeof(slot), 8, 256)),
           per_slab_(options_.objects_per_slab != 0 ? options_.objects_per_slab
                                                    : std::max<std::size_t>(65536 / sizeof(slot), 2 * mag_)),
-          nodes_(topo_->numa_nodes()),
-          locals_(new std::atomic<local*>[max_threads]) {
+          nodes_(topo_->numa_nodes()), locals_(new std::atomic<local*>[max_threads]) {
       if (options_.magazine_size > (std::size_t{1} << 20))
         throw std::invalid_argument("object_pool: options.magazine_size must be at most 2^20 (0 picks a default)");
       if (options_.objects_per_slab > (std::size_t{1} << 30) / sizeof(slot))
@@ -290,8 +288,8 @@ class object_pool {
     // next use. In asymmetric mode the owner's fence is a compiler barrier and the reclaimer pays a
     // membarrier (see detail/asymmetric_fence.hpp): reclaiming is rare, acquire/release are not.
     bool enter(local* l) noexcept {
-      l->busy.store(1, std::memory_order_relaxed); // (O1) ordered before O3 by O2
-      light_fence();                               // (O2) pairs with R2
+      l->busy.store(1, std::memory_order_relaxed);         // (O1) ordered before O3 by O2
+      light_fence();                                       // (O2) pairs with R2
       if (l->request.load(std::memory_order_acquire) == 0) // (O3) acquire: pairs with R4 (and R1)
         return true;
       leave(l);
@@ -345,8 +343,8 @@ class object_pool {
     }
 
     unsigned thread_node() const {
-      unsigned n = options_.node_of_thread ? options_.node_of_thread()
-                                           : (topo_->is_this_system() ? topo_->current_node() : 0);
+      unsigned n =
+          options_.node_of_thread ? options_.node_of_thread() : (topo_->is_this_system() ? topo_->current_node() : 0);
       if (n >= nodes_.size())
         throw std::out_of_range("object_pool: options.node_of_thread returned node " + std::to_string(n) +
                                 " but the topology has " + std::to_string(nodes_.size()));
@@ -509,22 +507,22 @@ class object_pool {
 
     void allocate_slab(slab& s) {
       switch (options_.binding) {
-        case slab_binding::strict:
+      case slab_binding::strict:
+        s.memory = topo_->allocate_on_node(s.bytes, s.node);
+        s.bound = true;
+        return;
+      case slab_binding::best_effort:
+        try {
           s.memory = topo_->allocate_on_node(s.bytes, s.node);
           s.bound = true;
           return;
-        case slab_binding::best_effort:
-          try {
-            s.memory = topo_->allocate_on_node(s.bytes, s.node);
-            s.bound = true;
-            return;
-          } catch (const topology_error&) {
-          }
-          [[fallthrough]];
-        case slab_binding::none:
-          s.memory = topo_->allocate(s.bytes);
-          s.bound = false;
-          return;
+        } catch (const topology_error&) {
+        }
+        [[fallthrough]];
+      case slab_binding::none:
+        s.memory = topo_->allocate(s.bytes);
+        s.bound = false;
+        return;
       }
     }
 
@@ -788,7 +786,7 @@ class object_pool {
       std::vector<local*> mine;
       for (unsigned i = 0; i < max_threads; ++i)
         if (local* l = locals_[i].load(std::memory_order_relaxed)) { // (O6') written under this mutex
-          l->request.store(1, std::memory_order_release); // (R1) pairs with O3
+          l->request.store(1, std::memory_order_release);            // (R1) pairs with O3
         }
       detail::heavy_fence(); // (R2) pairs with O2 and W4
       for (unsigned i = 0; i < max_threads; ++i) {
@@ -799,7 +797,7 @@ class object_pool {
           while (l->busy.load(std::memory_order_acquire) != 0) // (R3) acquire: pairs with O4
             std::this_thread::yield();
         } else if (l->busy.load(std::memory_order_acquire) != 0) { // (R3)
-          l->request.store(0, std::memory_order_release);         // (R4) the owner keeps it
+          l->request.store(0, std::memory_order_release);          // (R4) the owner keeps it
           continue;
         }
         drain_cache(*l);
@@ -815,7 +813,7 @@ class object_pool {
       local* l = locals_[index].load(std::memory_order_relaxed); // (O6') under the mutex
       if (l == nullptr)
         return;
-      locals_[index].store(nullptr, std::memory_order_relaxed); // (O6') the next owner of the index starts afresh
+      locals_[index].store(nullptr, std::memory_order_relaxed);   // (O6') the next owner of the index starts afresh
       acquired_.add(l->acquired.load(std::memory_order_relaxed)); // this thread's own counts
       released_.add(l->released.load(std::memory_order_relaxed));
       drain_cache(*l);
@@ -841,7 +839,7 @@ class object_pool {
         c->closed_ = true; // no new caches
       }
       c->closed_flag_.store(true, std::memory_order_seq_cst); // (D1) see D3/D4
-      c->reclaim_caches(true); // every cache drained; the owners bypass them from now on
+      c->reclaim_caches(true);                                // every cache drained; the owners bypass them from now on
       while (c->inflight_.load(std::memory_order_seq_cst) != 0) // (D2) see D3/D4; acquire pairs with D5
         std::this_thread::yield();
       std::size_t free_slots = 0;
@@ -931,7 +929,7 @@ class object_pool {
     std::size_t unbound_slabs_ = 0; // under grow_mutex_
 
     mutable std::mutex locals_mutex_; // reclaiming, creating and deleting caches; stats
-    bool closed_ = false;     // under locals_mutex_
+    bool closed_ = false;             // under locals_mutex_
 
     const bool asymmetric_ = detail::current_fence_mode() == detail::fence_mode::asymmetric;
     const bool may_wait_ = options_.max_objects != 0 && options_.on_limit == pool_limit_policy::wait;

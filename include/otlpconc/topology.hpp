@@ -101,7 +101,9 @@ class topology {
 #endif
   }
 
-  topology(topology&& other) noexcept { swap(other); }
+  topology(topology&& other) noexcept {
+    swap(other);
+  }
   topology& operator=(topology&& other) noexcept {
     topology tmp(std::move(other));
     swap(tmp);
@@ -117,10 +119,18 @@ class topology {
   }
 
   // Whether this topology describes the machine the process runs on (false for synthetic ones).
-  bool is_this_system() const noexcept { return this_system_; }
-  unsigned numa_nodes() const noexcept { return static_cast<unsigned>(node_cpus_.size()); }
-  unsigned cores() const noexcept { return static_cast<unsigned>(core_cpus_.size()); }
-  unsigned pus() const noexcept { return pu_count_; }
+  bool is_this_system() const noexcept {
+    return this_system_;
+  }
+  unsigned numa_nodes() const noexcept {
+    return static_cast<unsigned>(node_cpus_.size());
+  }
+  unsigned cores() const noexcept {
+    return static_cast<unsigned>(core_cpus_.size());
+  }
+  unsigned pus() const noexcept {
+    return pu_count_;
+  }
 
   // The OS numbers of the CPUs (PUs) of a node / a core, ascending.
   const std::vector<unsigned>& cpus_of_node(unsigned node) const {
@@ -168,7 +178,9 @@ class topology {
     check_index(node, numa_nodes(), "node");
     bind_thread(node_cpus_[node], "pin_thread_to_node");
   }
-  void unpin_thread() const { bind_thread(all_cpus_, "unpin_thread"); }
+  void unpin_thread() const {
+    bind_thread(all_cpus_, "unpin_thread");
+  }
 
   // `bytes` of page-aligned memory on `node`, bound strictly (HWLOC_MEMBIND_BIND | BYNODESET |
   // STRICT): every page that gets touched lives on that node. Throws std::out_of_range for a node
@@ -206,7 +218,7 @@ class topology {
       throw std::bad_alloc();
     return p;
 #else
-    return ::operator new(round_to_page(bytes), std::align_val_t{page_size()});
+    return ::operator new (round_to_page(bytes), std::align_val_t{page_size()});
 #endif
   }
   // Frees memory from allocate_on_node or allocate of this topology.
@@ -218,7 +230,7 @@ class topology {
 #if OTLPCONC_HAVE_HWLOC
     ::hwloc_free(topo_, p, bytes);
 #else
-    ::operator delete(p, round_to_page(bytes), std::align_val_t{page_size()});
+    ::operator delete (p, round_to_page(bytes), std::align_val_t{page_size()});
 #endif
   }
 
@@ -359,8 +371,7 @@ class topology {
     }
     int cores = ::hwloc_get_nbobjs_by_type(topo_, HWLOC_OBJ_CORE);
     for (int c = 0; c < cores; ++c)
-      core_cpus_.push_back(
-          to_vector(::hwloc_get_obj_by_type(topo_, HWLOC_OBJ_CORE, static_cast<unsigned>(c))->cpuset));
+      core_cpus_.push_back(to_vector(::hwloc_get_obj_by_type(topo_, HWLOC_OBJ_CORE, static_cast<unsigned>(c))->cpuset));
     if (core_cpus_.empty()) // hwloc reports no cores on some virtual machines: a PU is a core then
       for (unsigned c : all_cpus_)
         core_cpus_.push_back({c});

@@ -1,7 +1,11 @@
 # cmake -P script: builds and runs one consumer project of the installed or the in-tree library.
 #   MODE=install       install PROJECT_BUILD_DIR into a fresh prefix, build CONSUMER_DIR against it with
 #                      find_package, then compile the same source with only pkg-config's flags.
+#                      With WITH_HWLOC=OFF instead of PROJECT_BUILD_DIR: configure OTLPCONC_SOURCE_DIR
+#                      afresh with OTLPCONC_WITH_HWLOC=OFF and install that.
 #   MODE=subdirectory  build CONSUMER_DIR, which add_subdirectory()s OTLPCONC_SOURCE_DIR.
+# EXPECT_HWLOC (0/1): the consumer checks that otlpconc::topology::hwloc_enabled matches, and the
+# installed package files must mention hwloc exactly when it is 1.
 cmake_minimum_required(VERSION 3.25)
 
 function(run)
@@ -16,15 +20,33 @@ file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(build ${WORK_DIR}/build)
 set(configure_args -S ${CONSUMER_DIR} -B ${build} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX}
-                   -DCMAKE_BUILD_TYPE=Release)
+                   -DCMAKE_BUILD_TYPE=Release -DEXPECT_HWLOC=${EXPECT_HWLOC})
 
 if(MODE STREQUAL "install")
   set(prefix ${WORK_DIR}/prefix)
+  if(WITH_HWLOC STREQUAL "OFF")
+    set(PROJECT_BUILD_DIR ${WORK_DIR}/project)
+    run(${CMAKE_COMMAND} -S ${OTLPCONC_SOURCE_DIR} -B ${PROJECT_BUILD_DIR} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX}
+        -DOTLPCONC_WITH_HWLOC=OFF -DOTLPCONC_BUILD_TESTS=OFF -DOTLPCONC_BUILD_STRESS=OFF -DOTLPCONC_BUILD_BENCH=OFF
+        -DOTLPCONC_BUILD_EXAMPLES=OFF)
+  endif()
   run(${CMAKE_COMMAND} --install ${PROJECT_BUILD_DIR} --prefix ${prefix})
   foreach(f include/otlpconc/counter.hpp share/cmake/otlpconc/otlpconcConfig.cmake
             share/cmake/otlpconc/otlpconcConfigVersion.cmake share/pkgconfig/otlpconc.pc)
     if(NOT EXISTS ${prefix}/${f})
       message(FATAL_ERROR "install is missing ${f}")
+    endif()
+  endforeach()
+  # The package carries hwloc exactly when the build used it.
+  foreach(f share/cmake/otlpconc/otlpconcConfig.cmake share/cmake/otlpconc/otlpconcTargets.cmake
+            share/pkgconfig/otlpconc.pc)
+    file(READ ${prefix}/${f} text)
+    string(FIND "${text}" "HWLOC" upper)
+    string(FIND "${text}" "hwloc" lower)
+    if(EXPECT_HWLOC AND upper EQUAL -1 AND lower EQUAL -1)
+      message(FATAL_ERROR "${f} does not carry the hwloc dependency")
+    elseif(NOT EXPECT_HWLOC AND NOT (upper EQUAL -1 AND lower EQUAL -1))
+      message(FATAL_ERROR "${f} mentions hwloc although the build has none:\n${text}")
     endif()
   endforeach()
   run(${CMAKE_COMMAND} ${configure_args} -DCMAKE_PREFIX_PATH=${prefix})
@@ -37,7 +59,8 @@ if(MODE STREQUAL "install")
   run(${PKG_CONFIG} --cflags --libs otlpconc)
   string(STRIP "${last_output}" flags)
   separate_arguments(flags UNIX_COMMAND "${flags}")
-  run(${CXX} ${flags} ${CONSUMER_DIR}/consumer.cpp -o ${WORK_DIR}/pkgconfig_consumer ${flags})
+  run(${CXX} ${flags} -DEXPECT_HWLOC=${EXPECT_HWLOC} ${CONSUMER_DIR}/consumer.cpp -o ${WORK_DIR}/pkgconfig_consumer
+      ${flags})
   run(${WORK_DIR}/pkgconfig_consumer)
 elseif(MODE STREQUAL "subdirectory")
   run(${CMAKE_COMMAND} ${configure_args} -DOTLPCONC_SOURCE_DIR=${OTLPCONC_SOURCE_DIR})

@@ -1,6 +1,9 @@
-// Built by the packaging test against an installed otlpconc (CMake package and pkg-config).
+// Built by the packaging tests against an installed otlpconc (CMake package and pkg-config) and
+// as a subproject. EXPECT_HWLOC (0/1), when defined, is what the build's hwloc option must be.
 #include <otlpconc/cache_padded.hpp>
 #include <otlpconc/counter.hpp>
+#include <otlpconc/object_pool.hpp>
+#include <otlpconc/topology.hpp>
 
 #include <cstdio>
 #include <thread>
@@ -20,6 +23,35 @@ int main() {
     std::fprintf(stderr, "expected 4000 events, got %lld\n", static_cast<long long>(events.load()));
     return 1;
   }
-  std::printf("ok: %lld events\n", static_cast<long long>(events.load()));
+
+#if defined(EXPECT_HWLOC)
+  if (otlpconc::topology::hwloc_enabled != (EXPECT_HWLOC != 0)) {
+    std::fprintf(stderr, "hwloc_enabled is %d, the build says %d\n", otlpconc::topology::hwloc_enabled, EXPECT_HWLOC);
+    return 1;
+  }
+#endif
+  const auto& topo = otlpconc::topology::system();
+  if (!otlpconc::topology::hwloc_enabled && topo.numa_nodes() != 1) {
+    std::fprintf(stderr, "without hwloc the topology must have one node, not %u\n", topo.numa_nodes());
+    return 1;
+  }
+  // Strict placement works on both builds (one node without hwloc).
+  otlpconc::object_pool_options options;
+  options.binding = otlpconc::slab_binding::strict;
+  otlpconc::object_pool<long> pool(options);
+  std::vector<otlpconc::pooled_ptr<long>> objects;
+  for (long i = 0; i < 1000; ++i)
+    objects.push_back(pool.acquire(i));
+  for (long i = 0; i < 1000; ++i)
+    if (*objects[static_cast<std::size_t>(i)] != i ||
+        topo.nodes_of(objects[static_cast<std::size_t>(i)].get(), 8).empty()) {
+      std::fprintf(stderr, "object %ld is wrong or unplaced\n", i);
+      return 1;
+    }
+  objects.clear();
+  if (pool.stats().in_use != 0)
+    return 1;
+  std::printf("ok: %lld events, hwloc %s, %u NUMA node(s), %zu pooled objects\n", static_cast<long long>(events.load()),
+              otlpconc::topology::hwloc_enabled ? "on" : "off", topo.numa_nodes(), pool.stats().capacity);
   return 0;
 }

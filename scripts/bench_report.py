@@ -25,6 +25,9 @@ BASELINES = {
     "lru_read100": "single_mutex_lru",
     "lru_read90_write10": "single_mutex_lru",
     "lru_read_through": "single_mutex_lru",
+    "pool_same_thread": "new_delete",
+    "pool_same_thread_burst": "new_delete",
+    "pool_producer_consumer": "new_delete",
 }
 # One line per component saying what is measured.
 DESCRIPTIONS = {
@@ -56,6 +59,16 @@ DESCRIPTIONS = {
     "lru_read_through": "Operations/s on the same trace, read-through: `get`, and `put` on a miss (oneTBB's "
     "`concurrent_lru_cache` does this itself: it has no `put`). The hit ratio table below is the cache's "
     "quality: target within 1 percentage point of the exact LRU (`single_mutex_lru`).",
+    "pool_same_thread": "Acquire + release pairs/s of a 256-byte object, all threads together: each thread keeps "
+    "32 live objects and replaces the oldest one per iteration. Baseline: `new`/`delete` (glibc malloc, whose "
+    "per-thread tcache serves exactly this pattern). `boost_object_pool_mutex`: `boost::object_pool` behind a "
+    "`std::mutex`; `tbb_scalable_allocator`: oneTBB's tbbmalloc. Target: object_pool >= 2x `new`/`delete` at 2 "
+    "threads.",
+    "pool_same_thread_burst": "Acquire + release pairs/s of a 256-byte object: each thread acquires 64 objects, "
+    "then releases them in the same order (a batch's lifecycle; more than glibc's tcache holds).",
+    "pool_producer_consumer": "Acquire + release pairs/s of a 256-byte object released on another thread: threads "
+    "in producer/consumer pairs joined by a bounded single-producer single-consumer channel (1 thread: both "
+    "roles, 64 objects in flight). Target: object_pool >= 2x `new`/`delete` at 2 threads.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
     "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }
@@ -124,7 +137,7 @@ def machine(context):
 # Our own implementations, listed right after the baseline; peers follow alphabetically.
 OURS = ("sharded_counter", "padded_counter", "ms_queue", "ms_queue_no_node_cache", "chase_lev_deque",
         "work_stealing_pool", "asymmetric_membarrier", "make_protect_release_default_mode", "sharded_lru",
-        "sharded_lru_exact")
+        "sharded_lru_exact", "object_pool")
 
 
 def ordered_impls(component, configs):

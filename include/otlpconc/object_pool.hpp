@@ -49,6 +49,7 @@
 //   one page. acquire(args...) requires std::constructible_from<T, Args...>.
 #pragma once
 
+#include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
 #include "otlpconc/detail/asymmetric_fence.hpp"
 #include "otlpconc/detail/config.hpp"
@@ -112,7 +113,8 @@ struct object_pool_stats {
   std::int64_t in_use = 0;          // acquired - released (exact when quiescent)
   std::int64_t cache_misses = 0;    // slots taken other than from the calling thread's magazines
                                     // (acquired - cache_misses: the cache hits, when no constructor threw)
-  std::int64_t remote_releases = 0; // releases of an object homed on another node than the caller's
+  std::int64_t remote_releases = 0; // releases, through the caller's cache, of an object homed on
+                                    // another node than the caller's
   std::int64_t exhausted = 0;       // acquires that found the pool at its limit
 };
 
@@ -179,7 +181,7 @@ class object_pool {
 
   // Moves the calling thread's cached slots to the node lists (other threads can then use them).
   // Never needed for correctness: caches are reclaimed at the limit and when threads exit.
-  void flush_thread_cache() noexcept { core_->flush_own_cache(); }
+  void flush_thread_cache() noexcept { core_->flush_thread_cache(); }
 
   object_pool_stats stats() const { return core_->stats(); }
   const object_pool_options& options() const noexcept { return core_->options_; }
@@ -228,7 +230,7 @@ class object_pool {
 
   // One thread's cache in one pool. Owned by its thread, except while a reclaimer holds `request`
   // and has seen `busy` clear (the protocol in core::reclaim_caches).
-  struct alignas(64) local {
+  struct alignas(cache_line_size) local {
     std::atomic<std::uint32_t> busy{0};    // the owner is inside an operation on this cache
     std::atomic<std::uint32_t> request{0}; // a reclaimer (or the closing pool) wants this cache
     unsigned node = 0;                     // the node of every slot in loaded and previous
@@ -240,6 +242,17 @@ class object_pool {
     // (a load and a store, no RMW: see bump), read by stats() under locals_mutex_.
     std::atomic<std::int64_t> acquired{0};
     std::atomic<std::int64_t> released{0};
+
+    local() = default;
+    local(const local&) = delete;
+    local& operator=(const local&) = delete;
+    ~local() {
+      delete loaded;
+      delete previous;
+      delete spare;
+      for (batch* r : remote)
+        delete r;
+    }
   };
 
   struct node_state {
@@ -276,18 +289,34 @@ class object_pool {
     }
 
     // ---- the thread cache protocol ---------------------------------------------------------------
-    // Owner (enter/leave around every use of its own cache):
+    // `busy` says what the owner is doing: 0 idle, 1 using its cache, 2 finishing an operation (the
+    // cache is no longer in use, the pool still is: the wait-policy check below).
+    // Owner, around every use of its own cache:
     //   (O1) busy = 1 relaxed; (O2) light fence; (O3) request.load acquire; if set, bypass the cache.
-    //   ... use the cache ...; (O4) busy = 0 release.
-    // Reclaimer (reclaim_caches, close; one at a time under locals_mutex_):
-    //   (R1) request = 1 release; (R2) heavy fence; (R3) busy.load acquire; if clear, the cache is
-    //   the reclaimer's until (R4) request = 0 release.
+    //   ... use the cache ...; (O4) busy = 2 release (leave); ... (O7) busy = 0 release (finish).
+    //   When no thread can wait (may_wait_ false) O4 and O7 are one store of 0.
+    // Reclaimer (reclaim_caches; one at a time under locals_mutex_):
+    //   (R1) request = 1 release; (R2) heavy fence; (R3) busy.load acquire; unless it is 1, the cache
+    //   is the reclaimer's until (R4) request = 0 release. close() instead waits for busy == 0 and
+    //   never clears request: after it, every operation bypasses the caches.
     // The fences make the pair (O1..O3, R1..R3) a Dekker handshake: the owner sees request set, or
-    // the reclaimer sees busy set (then it leaves that cache alone). O4 -> R3 orders the owner's
+    // the reclaimer sees busy == 1 (then it leaves that cache alone). O4 -> R3 orders the owner's
     // last use before the reclaimer's; R4 -> O3 orders the reclaimer's changes before the owner's
-    // next use. In asymmetric mode the owner's fence is a compiler barrier and the reclaimer pays a
-    // membarrier (see detail/asymmetric_fence.hpp): reclaiming is rare, acquire/release are not.
+    // next use; O7 -> close's R3 orders the end of the operation before the pool is freed. In
+    // asymmetric mode the owner's fence is a compiler barrier and the reclaimer pays a membarrier
+    // (see detail/asymmetric_fence.hpp): reclaiming is rare, acquire/release are not.
+    //
+    // A reclaimer that skipped a busy cache relies on its owner to look for waiters afterwards (W4),
+    // so every operation that stored busy = 1 ends with check_waiters() before O7, including one
+    // whose enter failed.
     bool enter(local* l) noexcept {
+      if (try_enter(l))
+        return true;
+      check_waiters(l);
+      finish(l);
+      return false;
+    }
+    bool try_enter(local* l) noexcept {
       l->busy.store(1, std::memory_order_relaxed);         // (O1) ordered before O3 by O2
       light_fence();                                       // (O2) pairs with R2
       if (l->request.load(std::memory_order_acquire) == 0) // (O3) acquire: pairs with R4 (and R1)
@@ -295,13 +324,30 @@ class object_pool {
       leave(l);
       return false;
     }
+    // Ends an operation whose cache use is over: the wait-policy check, then O7.
+    void leave_and_finish(local* l) noexcept {
+      if (may_wait_) [[unlikely]] {
+        leave(l);
+        check_waiters(l);
+      }
+      finish(l);
+    }
+    // Runs leave_and_finish when a scope ends, also by an exception.
+    struct operation_end {
+      core* c;
+      local* l;
+      ~operation_end() { c->leave_and_finish(l); }
+    };
     // The owner's counter increment: it is the only writer, so a relaxed load and store suffice
     // (as sharded_counter's cells; stats() may read a value one behind while the owner runs).
     static void bump(std::atomic<std::int64_t>& c) noexcept {
       c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
     static void leave(local* l) noexcept {
-      l->busy.store(0, std::memory_order_release); // (O4) release: pairs with R3
+      l->busy.store(2, std::memory_order_release); // (O4) release: pairs with R3
+    }
+    static void finish(local* l) noexcept {
+      l->busy.store(0, std::memory_order_release); // (O7) release: pairs with R3 in close
     }
     // The reader side of detail/asymmetric_fence.hpp, in the process-wide mode (read once).
     void light_fence() const noexcept {
@@ -321,19 +367,18 @@ class object_pool {
       return l != nullptr ? l : make_local(index);
     }
     OTLPCONC_NOINLINE local* make_local(unsigned index) noexcept {
+      // (D1') relaxed: a hint only (closed_ below decides); spares the node hook after close.
+      if (closed_flag_.load(std::memory_order_relaxed))
+        return nullptr;
       try {
-        auto l = std::make_unique<local>();
-        l->loaded = new batch(mag_);
-        std::unique_ptr<batch> p(new batch(mag_));
-        l->previous = p.release();
-        l->remote.assign(nodes_.size(), nullptr);
+        auto l = std::make_unique<local>(); // frees whatever it holds if anything below throws
         l->node = thread_node();
+        l->remote.assign(nodes_.size(), nullptr);
+        l->loaded = new batch(mag_);
+        l->previous = new batch(mag_);
         std::lock_guard lock(locals_mutex_);
-        if (closed_) {
-          delete l->loaded;
-          delete l->previous;
+        if (closed_)
           return nullptr;
-        }
         // (O6) relaxed: read by this thread (O5); by others only under locals_mutex_.
         locals_[index].store(l.get(), std::memory_order_relaxed);
         return l.release();
@@ -359,10 +404,8 @@ class object_pool {
         batch* b = l->loaded;
         if (b->count != 0) [[likely]] {
           slot* s = b->items[--b->count];
-          leave(l);
           bump(l->acquired);
-          if (may_wait_) [[unlikely]]
-            check_waiters();
+          leave_and_finish(l);
           return s;
         }
         return take_cache_miss(l, policy);
@@ -376,30 +419,21 @@ class object_pool {
                                  : nullptr;
     }
 
-    // The loaded magazine is empty; the caller is inside enter(l).
+    // The loaded magazine is empty; the caller is inside enter(l). Ends the operation.
     OTLPCONC_NOINLINE slot* take_cache_miss(local* l, pool_limit_policy policy) {
-      if (l->previous->count != 0) {
-        std::swap(l->loaded, l->previous);
-        slot* s = l->loaded->items[--l->loaded->count];
-        leave(l);
-        bump(l->acquired);
-        check_waiters();
-        return s;
+      slot* s = nullptr;
+      {
+        operation_end end{this, l};
+        if (l->previous->count != 0) {
+          std::swap(l->loaded, l->previous);
+          s = l->loaded->items[--l->loaded->count];
+        } else if ((s = refill(l)) != nullptr) {
+          cache_misses_.increment();
+        }
+        if (s != nullptr)
+          bump(l->acquired);
       }
-      slot* s;
-      try {
-        s = refill(l);
-      } catch (...) {
-        leave(l);
-        throw;
-      }
-      leave(l);
-      if (s == nullptr)
-        return take_slow(policy);
-      bump(l->acquired);
-      cache_misses_.increment();
-      check_waiters();
-      return s;
+      return s != nullptr ? s : take_slow(policy);
     }
     // No cache yet (first use on this thread), none available, or a reclaimer holds it.
     OTLPCONC_NOINLINE slot* take_without_cache(pool_limit_policy policy) {
@@ -407,9 +441,8 @@ class object_pool {
         batch* b = l->loaded;
         if (b->count != 0) {
           slot* s = b->items[--b->count];
-          leave(l);
           bump(l->acquired);
-          check_waiters();
+          leave_and_finish(l);
           return s;
         }
         return take_cache_miss(l, policy);
@@ -422,6 +455,11 @@ class object_pool {
     slot* refill(local* l) {
       unsigned node = thread_node();
       l->node = node; // both magazines are empty: switching nodes moves nothing
+      if (batch* r = l->remote[node]; r != nullptr && r->count != 0) {
+        // Slots of this node released here while the thread lived on another one.
+        std::swap(l->loaded, l->remote[node]);
+        return l->loaded->items[--l->loaded->count];
+      }
       node_state& ns = *nodes_[node];
       batch* full = nullptr;
       if (ns.full.try_pop(full)) {
@@ -596,10 +634,8 @@ class object_pool {
         batch* b = l->loaded;
         if (s->home->node == l->node && b->count != mag_) [[likely]] {
           b->items[b->count++] = s;
-          leave(l);
           bump(l->released);
-          if (may_wait_) [[unlikely]]
-            check_waiters();
+          leave_and_finish(l);
           return;
         }
         put_cache_miss(l, s);
@@ -628,8 +664,8 @@ class object_pool {
             // the previous, and an empty one is loaded.
             batch* empty = std::exchange(l->spare, nullptr);
             if (empty == nullptr && (empty = take_empty()) == nullptr) {
-              leave(l);
-              push_loose(s);
+              leave_and_finish(l);
+              put_bypass(s);
               return;
             }
             return_batch(l->previous, *nodes_[l->node]);
@@ -643,8 +679,8 @@ class object_pool {
         remote_releases_.increment();
         batch*& r = l->remote[home];
         if (r == nullptr && (r = take_empty()) == nullptr) {
-          leave(l);
-          push_loose(s);
+          leave_and_finish(l);
+          put_bypass(s);
           return;
         }
         r->items[r->count++] = s;
@@ -654,21 +690,21 @@ class object_pool {
           r = nullptr;
         }
       }
-      leave(l);
-      check_waiters();
+      leave_and_finish(l);
     }
 
     // After an operation that left slots in the calling thread's cache: if a thread waits for a
     // slot (wait policy at the limit), hand them to the node lists. Only pools that can wait pay.
-    void check_waiters() noexcept {
+    // Called after leave (busy == 2), before finish.
+    void check_waiters(local* l) noexcept {
       if (!may_wait_) [[likely]]
         return;
       // (W4) the light fence orders O4 before the load of waiters_; pairs with R2 in the waiter's
       // reclaim: a waiter that announced itself (W1) before its reclaim either is seen here, or its
-      // reclaim found this cache idle (O4 visible) and took the slots itself.
+      // reclaim found this cache idle (O4 visible, busy != 1) and took the slots itself.
       light_fence();
       if (waiters_.load(std::memory_order_relaxed) != 0) [[unlikely]] // (W5) see W4
-        flush_own_cache();
+        flush_own_cache(l);
     }
 
     // A release without the thread cache. Also the path of releases into a closed pool.
@@ -746,10 +782,13 @@ class object_pool {
     // Moves every slot of a cache (owned by the caller: its owner, a reclaimer, or the exit path)
     // to the loose lists of their nodes. Allocates nothing (it runs at thread exit, and ms_queue
     // would need hazard pointers).
-    void drain_cache(local& l) noexcept {
+    // Returns whether it moved any slot.
+    bool drain_cache(local& l) noexcept {
+      bool moved = false;
       auto drain = [&](batch* b, unsigned node) {
         if (b == nullptr || b->count == 0)
           return;
+        moved = true;
         node_state& ns = *nodes_[node];
         std::lock_guard lock(ns.loose_mutex);
         for (std::size_t i = 0; i < b->count; ++i)
@@ -760,30 +799,37 @@ class object_pool {
       drain(l.previous, l.node);
       for (std::size_t n = 0; n < l.remote.size(); ++n)
         drain(l.remote[n], static_cast<unsigned>(n));
+      return moved;
     }
 
-    void flush_own_cache() noexcept {
-      local* l = my_local();
-      if (l == nullptr)
-        return;
+    // Moves the calling thread's cached slots to the node lists. Leaves busy == 2 (the caller
+    // finishes the operation).
+    void flush_own_cache(local* l) noexcept {
       // A reclaimer holds `request` only while it drains caches; wait for it rather than leave
       // slots behind that a waiter may need. A closed pool keeps `request` set: its caches are
       // empty and stay unused.
-      while (!enter(l)) {
+      while (!try_enter(l)) {
         if (closed_flag_.load(std::memory_order_relaxed)) // (D1') only a hint to stop retrying
           return;
         std::this_thread::yield();
       }
-      drain_cache(*l);
+      bool moved = drain_cache(*l);
       leave(l);
-      after_publish();
+      if (moved)
+        after_publish();
+    }
+    void flush_thread_cache() noexcept {
+      if (local* l = my_local()) {
+        flush_own_cache(l);
+        finish(l);
+      }
     }
 
     // Takes the caches of every thread not inside an operation on this pool. With `closing`, waits
     // for those that are, and leaves every request set (the pool is closed: caches stay bypassed).
     void reclaim_caches(bool closing) noexcept {
       std::lock_guard lock(locals_mutex_);
-      std::vector<local*> mine;
+      bool moved = false;
       for (unsigned i = 0; i < max_threads; ++i)
         if (local* l = locals_[i].load(std::memory_order_relaxed)) { // (O6') written under this mutex
           l->request.store(1, std::memory_order_release);            // (R1) pairs with O3
@@ -794,17 +840,20 @@ class object_pool {
         if (l == nullptr)
           continue;
         if (closing) {
-          while (l->busy.load(std::memory_order_acquire) != 0) // (R3) acquire: pairs with O4
+          // (R3) acquire: pairs with O7; the operation, including its tail, is over.
+          while (l->busy.load(std::memory_order_acquire) != 0)
             std::this_thread::yield();
-        } else if (l->busy.load(std::memory_order_acquire) != 0) { // (R3)
+        } else if (l->busy.load(std::memory_order_acquire) == 1) { // (R3) acquire: pairs with O4
           l->request.store(0, std::memory_order_release);          // (R4) the owner keeps it
           continue;
         }
-        drain_cache(*l);
+        moved = drain_cache(*l) || moved;
         if (!closing)
           l->request.store(0, std::memory_order_release); // (R4) release: pairs with O3
       }
-      after_publish();
+      // Only when slots moved: a waiter's own reclaim must not wake itself (it would spin).
+      if (moved)
+        after_publish();
     }
 
     // Registry callback: thread `index` exits (it is the calling thread).
@@ -816,16 +865,8 @@ class object_pool {
       locals_[index].store(nullptr, std::memory_order_relaxed);   // (O6') the next owner of the index starts afresh
       acquired_.add(l->acquired.load(std::memory_order_relaxed)); // this thread's own counts
       released_.add(l->released.load(std::memory_order_relaxed));
-      drain_cache(*l);
-      after_publish();
-      delete_local(l);
-    }
-    void delete_local(local* l) noexcept {
-      delete l->loaded;
-      delete l->previous;
-      delete l->spare;
-      for (batch* r : l->remote)
-        delete r;
+      if (drain_cache(*l))
+        after_publish();
       delete l;
     }
 
@@ -840,17 +881,21 @@ class object_pool {
       }
       c->closed_flag_.store(true, std::memory_order_seq_cst); // (D1) see D3/D4
       c->reclaim_caches(true);                                // every cache drained; the owners bypass them from now on
-      while (c->inflight_.load(std::memory_order_seq_cst) != 0) // (D2) see D3/D4; acquire pairs with D5
+      while (c->inflight_.load(std::memory_order_seq_cst) != 0) // (D2) seq_cst: see D3/D4; pairs with D5
         std::this_thread::yield();
       std::size_t free_slots = 0;
-      for (auto& ns : c->nodes_) {
-        batch* b = nullptr;
-        while (ns->full.try_pop(b)) { // cannot throw without allocation failure of a hazard record:
-          free_slots += b->count;     // then the count is short and the core is kept (a leak, no crash)
-          delete b;
+      try {
+        for (auto& ns : c->nodes_) {
+          batch* b = nullptr;
+          while (ns->full.try_pop(b)) { // throws only if no hazard pointer can be allocated
+            free_slots += b->count;
+            delete b;
+          }
+          std::lock_guard lock(ns->loose_mutex);
+          free_slots += ns->loose.size();
         }
-        std::lock_guard lock(ns->loose_mutex);
-        free_slots += ns->loose.size();
+      } catch (...) {
+        return; // out of memory: the count is unknown, so the core is kept (a leak, not a crash)
       }
       std::size_t capacity;
       {
@@ -877,7 +922,7 @@ class object_pool {
     ~core() {
       for (unsigned i = 0; i < max_threads; ++i)
         if (local* l = locals_[i].load(std::memory_order_relaxed)) // (O0) exclusive now
-          delete_local(l);
+          delete l;
       batch* b = nullptr;
       while (empties_.try_pop(b))
         delete b;

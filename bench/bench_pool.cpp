@@ -147,7 +147,8 @@ class spsc_channel {
 
  private:
   static constexpr std::size_t size = 256;
-  otlpconc::cache_padded<std::atomic<std::size_t>> head_{std::in_place, 0}, tail_{std::in_place, 0};
+  otlpconc::cache_padded<std::atomic<std::size_t>> head_{std::in_place, std::size_t{0}},
+      tail_{std::in_place, std::size_t{0}};
   std::array<T, size> slots_{};
 };
 

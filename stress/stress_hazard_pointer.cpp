@@ -97,7 +97,9 @@ run_result hammer(std::int64_t min_scan_threshold, int writers, int readers, std
         std::minstd_rand rng(static_cast<unsigned>(100 + r));
         std::int64_t my_reads = 0, my_dead = 0, my_torn = 0;
         // Short-lived hazard pointers and a long-lived pair, try_protect and protect, and
-        // reset_protection(ptr) hand-over between two hazard pointers.
+        // hand-over between two hazard pointers by swap. (Not by reset_protection(p) on the second
+        // one: once p may be retired, a scan that reads the new slot before the store and the old
+        // slot after its release misses both; see reset_protection's precondition.)
         hazard_pointer a = make_hazard_pointer(domain);
         hazard_pointer b = make_hazard_pointer(domain);
         while (writers_done.load(std::memory_order_acquire) < writers) {
@@ -116,11 +118,11 @@ run_result hammer(std::int64_t min_scan_threshold, int writers, int readers, std
           default: {
             hazard_pointer fresh = make_hazard_pointer(domain);
             p = fresh.protect(src);
-            a.reset_protection(p); // still protected by `fresh` while a takes over
+            swap(a, fresh); // a takes over fresh's slot: the protection never lapses
             break;
           }
           }
-          b.reset_protection(p); // hand-over: a second hazard pointer holds it too
+          swap(a, b); // hand-over: b holds p now, a holds b's empty slot
           a.reset_protection();
           std::this_thread::yield(); // give the writers' scans a chance to run while p is held
           if (p->magic.load(std::memory_order_relaxed) != live_magic)

@@ -407,8 +407,12 @@ class hazard_pointer {
     return try_protect_impl<detail::fence_mode::symmetric>(ptr, src);
   }
 
-  // Protects ptr without validation. Precondition: ptr is already safe to use (protected by another
-  // hazard pointer, or not yet retired and owned by the caller).
+  // Protects ptr without validation. Precondition: this store happens-before ptr is retired (ptr is
+  // not retired yet and cannot be until after this call, e.g. it is owned by the caller or only a
+  // later operation ordered after this one can unlink it, as in ms_queue's pop). Handing over an
+  // object that may already be retired from another hazard pointer is NOT covered: a scan reads the
+  // slots one by one, and may read this slot before the store and the other after its release.
+  // To move a protection between hazard pointers, swap them instead.
   template <class T>
   void reset_protection(const T* ptr) noexcept {
     assert(record_ != nullptr && "hazard_pointer::reset_protection on an empty hazard_pointer");

@@ -67,8 +67,10 @@ DESCRIPTIONS = {
     "pool_same_thread_burst": "Acquire + release pairs/s of a 256-byte object: each thread acquires 64 objects, "
     "then releases them in the same order (a batch's lifecycle; more than glibc's tcache holds).",
     "pool_producer_consumer": "Acquire + release pairs/s of a 256-byte object released on another thread: threads "
-    "in producer/consumer pairs joined by a bounded single-producer single-consumer channel (1 thread: both "
-    "roles, 64 objects in flight). Target: object_pool >= 2x `new`/`delete` at 2 threads.",
+    "in producer/consumer pairs; the producer hands batches of 32 objects over a bounded single-producer "
+    "single-consumer channel (batches amortize the channel's cache-line transfers, so the allocators are what is "
+    "compared), the consumer releases them (1 thread: both roles, two batches in flight). Target: object_pool "
+    ">= 2x `new`/`delete` at 2 threads.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
     "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }

@@ -400,17 +400,20 @@ class object_pool {
     // The fast path, kept small so that it inlines into acquire: a slot from the loaded magazine.
     slot* take(pool_limit_policy policy) {
       local* l = cached_local();
-      if (l != nullptr && enter(l)) [[likely]] {
-        batch* b = l->loaded;
-        if (b->count != 0) [[likely]] {
-          slot* s = b->items[--b->count];
-          bump(l->acquired);
-          leave_and_finish(l);
-          return s;
-        }
-        return take_cache_miss(l, policy);
-      }
+      if (l != nullptr && enter(l)) [[likely]]
+        return take_entered(l, policy);
       return take_without_cache(policy);
+    }
+    // The caller is inside enter(l). Ends the operation.
+    slot* take_entered(local* l, pool_limit_policy policy) {
+      batch* b = l->loaded;
+      if (b->count != 0) [[likely]] {
+        slot* s = b->items[--b->count];
+        bump(l->acquired);
+        leave_and_finish(l);
+        return s;
+      }
+      return take_cache_miss(l, policy);
     }
     // The calling thread's cache if it has one already (no registration, no allocation).
     local* cached_local() const noexcept {
@@ -437,16 +440,8 @@ class object_pool {
     }
     // No cache yet (first use on this thread), none available, or a reclaimer holds it.
     OTLPCONC_NOINLINE slot* take_without_cache(pool_limit_policy policy) {
-      if (local* l = my_local(); l != nullptr && enter(l)) {
-        batch* b = l->loaded;
-        if (b->count != 0) {
-          slot* s = b->items[--b->count];
-          bump(l->acquired);
-          leave_and_finish(l);
-          return s;
-        }
-        return take_cache_miss(l, policy);
-      }
+      if (local* l = my_local(); l != nullptr && enter(l))
+        return take_entered(l, policy);
       return take_slow(policy);
     }
 

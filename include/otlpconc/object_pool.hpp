@@ -191,6 +191,10 @@ class object_pool {
 
   // The home node of an object of this pool (the node its slab was allocated for).
   static unsigned node_of(const T* p) noexcept { return slot_of(p)->home->node; }
+  // The node an acquire on the calling thread allocates for (options.node_of_thread, else the node
+  // of the current CPU). Throws std::out_of_range if the hook returns a node the topology lacks.
+  unsigned node_of_calling_thread() const { return core_->thread_node(); }
+  std::size_t nodes() const noexcept { return core_->nodes_.size(); }
 
  private:
   friend struct pool_deleter<T>;

@@ -1,0 +1,307 @@
+// otlpconc/telemetry/span_data.hpp: the OTLP span model: attribute values, span kinds, status,
+// resources, instrumentation scopes, and span_data, the record a span writes and an exporter reads.
+//
+// What: span_data holds one span as OTLP describes it (trace id, span id, parent span id, trace
+//   state, flags, name, kind, start and end time in Unix nanoseconds, attributes of type string,
+//   bool, int64 or double, dropped attribute count, status). Its strings live in one arena and its
+//   attributes in one array, both inline up to a typical span's size (about 160 bytes of text and 8
+//   attributes) and on the heap beyond: recording a typical span allocates nothing, which is what
+//   lets the batch span processor keep span_data in an object_pool and recycle it.
+// When to use: exporters read span_data (const); tests and custom pipelines may fill one directly.
+//   Applications record through tracer.hpp, not through this header.
+// Guarantees: span_data is not thread-safe; the pipeline hands it from the recording thread to the
+//   export thread with release/acquire ordering, so an exporter reads a finished record. Setting an
+//   attribute whose key is present replaces its value (OpenTelemetry semantics); attributes beyond
+//   the limit passed to set_attribute are counted in dropped_attributes_count, never silently lost.
+//   Strings are stored as given (any bytes); encoders make them valid UTF-8 (see otlp_json.hpp).
+// Memory: about 460 bytes inline; text beyond 160 bytes or more than 8 attributes moves to the heap.
+#pragma once
+
+#include "otlpconc/detail/small_buffer.hpp"
+#include "otlpconc/telemetry/trace_context.hpp"
+
+#include <concepts>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+namespace otlpconc::telemetry {
+
+// OTLP Span.SpanKind values.
+enum class span_kind : std::uint8_t { internal = 1, server = 2, client = 3, producer = 4, consumer = 5 };
+// OTLP Status.StatusCode values.
+enum class status_code : std::uint8_t { unset = 0, ok = 1, error = 2 };
+
+enum class attribute_type : std::uint8_t { string_value, bool_value, int_value, double_value };
+
+// A non-owning attribute value: a string (viewed, copied when recorded), bool, int64 or double.
+// Integers of any type are accepted; an unsigned value above INT64_MAX (OTLP has no uint64) is
+// recorded as a double, the closest OTLP type that holds it.
+class attribute_value {
+ public:
+  attribute_value(std::string_view s) noexcept : type_(attribute_type::string_value), s_(s) {}
+  attribute_value(const char* s) noexcept : attribute_value(s ? std::string_view(s) : std::string_view()) {}
+  attribute_value(const std::string& s) noexcept : attribute_value(std::string_view(s)) {}
+  attribute_value(bool b) noexcept : type_(attribute_type::bool_value), b_(b) {}
+  template <std::integral I>
+    requires(!std::same_as<I, bool>)
+  attribute_value(I v) noexcept {
+    if constexpr (std::is_unsigned_v<I> && sizeof(I) >= sizeof(std::int64_t)) {
+      if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        type_ = attribute_type::double_value;
+        d_ = static_cast<double>(v);
+        return;
+      }
+    }
+    type_ = attribute_type::int_value;
+    i_ = static_cast<std::int64_t>(v);
+  }
+  attribute_value(double d) noexcept : type_(attribute_type::double_value), d_(d) {}
+  attribute_value(float f) noexcept : attribute_value(static_cast<double>(f)) {}
+
+  attribute_type type() const noexcept { return type_; }
+  // Each accessor requires the matching type().
+  std::string_view string_value() const noexcept { return s_; }
+  bool bool_value() const noexcept { return b_; }
+  std::int64_t int_value() const noexcept { return i_; }
+  double double_value() const noexcept { return d_; }
+
+ private:
+  attribute_type type_;
+  union {
+    std::string_view s_;
+    bool b_;
+    std::int64_t i_;
+    double d_;
+  };
+};
+
+// A key and a value, viewed.
+struct attribute {
+  std::string_view key;
+  attribute_value value;
+};
+
+// An owned attribute (resources, scopes, copies of spans).
+struct key_value {
+  using value_type = std::variant<std::string, bool, std::int64_t, double>;
+  std::string key;
+  value_type value;
+
+  key_value(std::string k, attribute_value v) : key(std::move(k)), value(own(v)) {}
+  attribute view() const {
+    return std::visit([&](const auto& v) { return attribute{key, attribute_value(v)}; }, value);
+  }
+  friend bool operator==(const key_value&, const key_value&) = default;
+
+ private:
+  static value_type own(attribute_value v) {
+    switch (v.type()) {
+    case attribute_type::string_value: return std::string(v.string_value());
+    case attribute_type::bool_value: return v.bool_value();
+    case attribute_type::int_value: return v.int_value();
+    case attribute_type::double_value: break;
+    }
+    return v.double_value();
+  }
+};
+
+// The entity producing telemetry (OTLP Resource).
+struct resource {
+  std::vector<key_value> attributes;
+
+  // service.name plus the telemetry.sdk.* attributes OpenTelemetry SDKs report.
+  static resource for_service(std::string service_name = "unknown_service") {
+    resource r;
+    r.attributes.emplace_back("service.name", service_name);
+    r.attributes.emplace_back("telemetry.sdk.name", "otlpconc");
+    r.attributes.emplace_back("telemetry.sdk.language", "cpp");
+    return r;
+  }
+};
+
+// The library that recorded the spans (OTLP InstrumentationScope).
+struct instrumentation_scope {
+  std::string name;
+  std::string version;
+  std::vector<key_value> attributes;
+};
+
+class span_data {
+ public:
+  span_data() noexcept = default;
+  span_data(const span_data&) = delete;
+  span_data& operator=(const span_data&) = delete;
+
+  // --- reading (exporters)
+  const telemetry::trace_id& trace_id() const noexcept { return trace_id_; }
+  const telemetry::span_id& span_id() const noexcept { return span_id_; }
+  const telemetry::span_id& parent_span_id() const noexcept { return parent_span_id_; } // invalid: a root
+  std::uint8_t trace_flags() const noexcept { return trace_flags_; }
+  bool parent_is_remote() const noexcept { return parent_remote_; }
+  std::string_view trace_state() const noexcept { return view(trace_state_); }
+  std::string_view name() const noexcept { return view(name_); }
+  span_kind kind() const noexcept { return kind_; }
+  std::uint64_t start_time_unix_nano() const noexcept { return start_; }
+  std::uint64_t end_time_unix_nano() const noexcept { return end_; }
+  telemetry::status_code status_code() const noexcept { return status_; }
+  std::string_view status_message() const noexcept { return view(status_message_); }
+  std::uint32_t attribute_count() const noexcept { return attributes_.size(); }
+  attribute attribute_at(std::uint32_t i) const noexcept {
+    const slot& s = attributes_[i];
+    const std::string_view key = view(s.key);
+    switch (s.type) {
+    case attribute_type::string_value: return {key, view(s.s)};
+    case attribute_type::bool_value: return {key, s.b};
+    case attribute_type::int_value: return {key, s.i};
+    case attribute_type::double_value: break;
+    }
+    return {key, s.d};
+  }
+  std::uint32_t dropped_attributes_count() const noexcept { return dropped_attributes_; }
+  // An attribute that could not be stored (out of memory) is counted like one beyond the limit.
+  void count_dropped_attribute() noexcept {
+    if (dropped_attributes_ != std::numeric_limits<std::uint32_t>::max())
+      ++dropped_attributes_;
+  }
+
+  // Back to the state of a new record (frees heap storage). The pipeline reuses records this way.
+  void reset() noexcept {
+    trace_id_ = {};
+    span_id_ = {};
+    parent_span_id_ = {};
+    trace_flags_ = 0;
+    parent_remote_ = false;
+    kind_ = span_kind::internal;
+    status_ = status_code::unset;
+    dropped_attributes_ = 0;
+    start_ = end_ = 0;
+    name_ = status_message_ = trace_state_ = text_ref{0, 0};
+    attributes_.reset();
+    text_.reset();
+  }
+
+  // --- writing (the recording span; tests). Strings are copied. Writers that store text throw
+  // std::bad_alloc (or std::length_error past 4 GiB) and leave the record as it was.
+  void set_ids(const telemetry::trace_id& trace, const telemetry::span_id& id, const telemetry::span_id& parent,
+               std::uint8_t flags, bool parent_remote) noexcept {
+    trace_id_ = trace;
+    span_id_ = id;
+    parent_span_id_ = parent;
+    trace_flags_ = flags;
+    parent_remote_ = parent_remote;
+  }
+  void set_trace_state(std::string_view s) { trace_state_ = store(s); }
+  void set_name(std::string_view name) { replace(name_, name); }
+  void set_kind(span_kind k) noexcept { kind_ = k; }
+  void set_start_time(std::uint64_t unix_nano) noexcept { start_ = unix_nano; }
+  void set_end_time(std::uint64_t unix_nano) noexcept { end_ = unix_nano; }
+  void set_status(telemetry::status_code code, std::string_view message = {}) {
+    // OpenTelemetry: the description only goes with error; ok is final (later unset/error ignored).
+    if (status_ == status_code::ok)
+      return;
+    if (code == status_code::unset)
+      return;
+    replace(status_message_, code == status_code::error ? message : std::string_view());
+    status_ = code;
+  }
+  // Sets key to v, replacing the value of a present key. A new key beyond max_attributes is counted
+  // as dropped and false is returned.
+  bool set_attribute(std::string_view key, attribute_value v, std::uint32_t max_attributes) {
+    for (std::uint32_t i = 0; i < attributes_.size(); ++i) {
+      slot& s = attributes_[i];
+      if (view(s.key) == key) {
+        assign(s, v);
+        return true;
+      }
+    }
+    if (attributes_.size() >= max_attributes) {
+      count_dropped_attribute();
+      return false;
+    }
+    slot s{};
+    s.key = store(key);
+    s.type = attribute_type::int_value; // assign() below reads the old string only for strings
+    assign(s, v);
+    attributes_.push_back(s);
+    return true;
+  }
+
+ private:
+  struct text_ref {
+    std::uint32_t offset;
+    std::uint32_t length;
+  };
+  struct slot {
+    text_ref key;
+    attribute_type type;
+    union {
+      text_ref s;
+      bool b;
+      std::int64_t i;
+      double d;
+    };
+  };
+
+  std::string_view view(text_ref r) const noexcept { return {text_.data() + r.offset, r.length}; }
+  text_ref store(std::string_view s) {
+    if (s.empty())
+      return {0, 0};
+    // s may view this record's own text (a value copied from another attribute), which extend may
+    // move: remember where it was.
+    const char* const base = text_.data();
+    const bool inside = !std::less<const char*>()(s.data(), base) && std::less<const char*>()(s.data(), base + text_.size());
+    const std::size_t at = inside ? static_cast<std::size_t>(s.data() - base) : 0;
+    char* out = text_.extend(s.size());
+    std::memcpy(out, inside ? text_.data() + at : s.data(), s.size());
+    return {static_cast<std::uint32_t>(out - text_.data()), static_cast<std::uint32_t>(s.size())};
+  }
+  // Reuses the old bytes when the new string fits in them (repeated updates do not grow the arena).
+  void replace(text_ref& r, std::string_view s) {
+    if (s.size() <= r.length) {
+      if (!s.empty())
+        std::memmove(text_.data() + r.offset, s.data(), s.size());
+      r.length = static_cast<std::uint32_t>(s.size());
+      return;
+    }
+    r = store(s);
+  }
+  void assign(slot& s, attribute_value v) {
+    switch (v.type()) {
+    case attribute_type::string_value: {
+      text_ref r = s.type == attribute_type::string_value ? s.s : text_ref{0, 0};
+      replace(r, v.string_value());
+      s.s = r;
+      break;
+    }
+    case attribute_type::bool_value: s.b = v.bool_value(); break;
+    case attribute_type::int_value: s.i = v.int_value(); break;
+    case attribute_type::double_value: s.d = v.double_value(); break;
+    }
+    s.type = v.type();
+  }
+
+  telemetry::trace_id trace_id_;
+  telemetry::span_id span_id_;
+  telemetry::span_id parent_span_id_;
+  std::uint8_t trace_flags_ = 0;
+  bool parent_remote_ = false;
+  span_kind kind_ = span_kind::internal;
+  telemetry::status_code status_ = status_code::unset;
+  std::uint32_t dropped_attributes_ = 0;
+  std::uint64_t start_ = 0;
+  std::uint64_t end_ = 0;
+  text_ref name_{0, 0};
+  text_ref status_message_{0, 0};
+  text_ref trace_state_{0, 0};
+  otlpconc::detail::small_buffer<slot, 8> attributes_;
+  otlpconc::detail::small_buffer<char, 160> text_;
+};
+
+} // namespace otlpconc::telemetry

@@ -1,0 +1,257 @@
+// otlpconc/telemetry/tracer.hpp: the recording API: tracer, span, and the calling thread's current
+// span.
+//
+// What: tracer::start_span(name, attributes, options) returns a span: set_attribute, set_status,
+//   update_name, end() (or its destructor) hands the finished record to the tracer's
+//   batch_span_processor. The parent is options.parent if given, else the calling thread's current
+//   span (span::make_current), else none (a new trace). Ids come from a per-thread generator
+//   (detail/telemetry_random.hpp); the sampler decides at the start whether the span is recorded.
+// When to use: instrumenting code; propagate span::context() across processes with
+//   format_traceparent / parse_traceparent (trace_context.hpp).
+// When not to: a span is owned by one thread at a time (it is movable, not thread-safe).
+// Guarantees:
+//   - Recording never throws and never blocks on the exporter (except overflow_policy::block, which
+//     waits for room in end()). Out of memory or a refused placement make the span non-recording
+//     and count it dropped; an attribute that cannot be stored is counted in the span's dropped
+//     attributes.
+//   - A span that is not sampled has a valid context (it propagates, unsampled) but records
+//     nothing: its calls cost a branch. Spans started or ended after the processor's shutdown are
+//     counted as accepted and dropped and record nothing.
+//   - end() is idempotent; the first call (or the destructor) hands the span over exactly once.
+//   - Attributes: at most tracer_options::max_attributes distinct keys per span (OpenTelemetry's
+//     default limit, 128); further keys are counted as dropped.
+// Requirements: the processor outlives the tracer and every span; current_span_scope objects are
+//   destroyed in the reverse order of their creation on their thread (they are stack objects).
+#pragma once
+
+#include "otlpconc/detail/telemetry_random.hpp"
+#include "otlpconc/telemetry/batch_span_processor.hpp"
+#include "otlpconc/telemetry/sampler.hpp"
+#include "otlpconc/telemetry/span_data.hpp"
+#include "otlpconc/telemetry/trace_context.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <stdexcept>
+#include <string_view>
+#include <utility>
+
+namespace otlpconc::detail {
+inline constinit thread_local const telemetry::span_context* current_span_context = nullptr;
+} // namespace otlpconc::detail
+
+namespace otlpconc::telemetry {
+
+// The calling thread's current span context (the innermost live current_span_scope), or nullptr.
+inline const span_context* current_span_context() noexcept { return otlpconc::detail::current_span_context; }
+
+// Makes a span context the calling thread's current one for the scope's lifetime.
+class [[nodiscard]] current_span_scope {
+ public:
+  explicit current_span_scope(span_context ctx) noexcept
+      : context_(std::move(ctx)), previous_(otlpconc::detail::current_span_context) {
+    otlpconc::detail::current_span_context = &context_;
+  }
+  ~current_span_scope() { otlpconc::detail::current_span_context = previous_; }
+  current_span_scope(const current_span_scope&) = delete;
+  current_span_scope& operator=(const current_span_scope&) = delete;
+
+ private:
+  span_context context_;
+  const span_context* previous_;
+};
+
+// Nanoseconds since the Unix epoch (the OTLP time base).
+inline std::uint64_t unix_nano_now() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+struct tracer_options {
+  std::shared_ptr<const sampler> span_sampler = always_on(); // null: std::invalid_argument
+  std::uint32_t max_attributes = 128;                       // per span; 0: std::invalid_argument
+};
+
+struct span_start_options {
+  const span_context* parent = nullptr; // explicit parent (local or parsed); nullptr: see `root`
+  bool root = false;                    // true: a new trace even if the thread has a current span
+  span_kind kind = span_kind::internal;
+  std::uint64_t start_time_unix_nano = 0; // 0: now
+};
+
+class tracer;
+
+class span {
+ public:
+  span() noexcept = default; // an invalid, non-recording span
+  span(span&& other) noexcept
+      : data_(std::move(other.data_)), core_(other.core_), max_attributes_(other.max_attributes_),
+        sampled_(other.sampled_), context_(std::move(other.context_)) {}
+  span& operator=(span&& other) noexcept {
+    if (this != &other) {
+      end();
+      data_ = std::move(other.data_);
+      core_ = other.core_;
+      max_attributes_ = other.max_attributes_;
+      sampled_ = other.sampled_;
+      context_ = std::move(other.context_);
+    }
+    return *this;
+  }
+  ~span() { end(); }
+
+  bool is_recording() const noexcept { return data_ != nullptr; }
+  const span_context& context() const noexcept { return context_; }
+
+  span& set_attribute(std::string_view key, attribute_value value) noexcept {
+    if (data_) {
+      try {
+        data_->set_attribute(key, value, max_attributes_);
+      } catch (...) { // out of memory (or a 4 GiB span): counted, the span stays usable
+        data_->count_dropped_attribute();
+      }
+    }
+    return *this;
+  }
+  // OpenTelemetry semantics: the message is kept only with error; ok is final.
+  span& set_status(status_code code, std::string_view message = {}) noexcept {
+    if (data_) {
+      try {
+        data_->set_status(code, message);
+      } catch (...) {
+        data_->set_status(code); // the message did not fit in memory
+      }
+    }
+    return *this;
+  }
+  span& update_name(std::string_view name) noexcept {
+    if (data_) {
+      try {
+        data_->set_name(name);
+      } catch (...) { // keeps the old name
+      }
+    }
+    return *this;
+  }
+  // The recorded data so far (nullptr if not recording); for inspection in tests.
+  const span_data* data() const noexcept { return data_.get(); }
+
+  // Ends the span (end time now, or end_time_unix_nano) and hands it to the processor. Later calls
+  // do nothing.
+  void end(std::uint64_t end_time_unix_nano = 0) noexcept {
+    if (!data_)
+      return;
+    data_->set_end_time(end_time_unix_nano != 0 ? end_time_unix_nano : unix_nano_now());
+    if (sampled_)
+      core_->on_end(std::move(data_));
+    else
+      data_.reset();
+  }
+
+  // Makes this span the calling thread's current span until the returned scope is destroyed.
+  current_span_scope make_current() const noexcept { return current_span_scope(context_); }
+
+ private:
+  friend class tracer;
+
+  pooled_ptr<span_data> data_;
+  otlpconc::detail::bsp_core* core_ = nullptr;
+  std::uint32_t max_attributes_ = 0;
+  bool sampled_ = false;
+  span_context context_;
+};
+
+class tracer {
+ public:
+  explicit tracer(batch_span_processor& processor, tracer_options options = {})
+      : core_(&processor.core()), sampler_(std::move(options.span_sampler)), max_attributes_(options.max_attributes) {
+    if (!sampler_)
+      throw std::invalid_argument("tracer_options: span_sampler must not be null");
+    if (max_attributes_ == 0)
+      throw std::invalid_argument("tracer_options: max_attributes must be at least 1");
+  }
+
+  span start_span(std::string_view name, std::initializer_list<attribute> attributes = {},
+                  const span_start_options& options = {}) noexcept {
+    const span_context* parent = options.parent;
+    if (parent == nullptr && !options.root)
+      parent = current_span_context();
+    if (parent != nullptr && !parent->valid())
+      parent = nullptr;
+
+    span s;
+    s.core_ = core_;
+    s.max_attributes_ = max_attributes_;
+    otlpconc::detail::id_random& random = otlpconc::detail::id_random::local();
+    if (parent != nullptr) {
+      s.context_.trace_id = parent->trace_id;
+      try {
+        s.context_.trace_state = parent->trace_state;
+      } catch (...) { // out of memory: the trace state is not propagated
+      }
+    } else {
+      do {
+        store_u64(s.context_.trace_id.bytes.data(), random.next());
+        store_u64(s.context_.trace_id.bytes.data() + 8, random.next());
+      } while (!s.context_.trace_id.valid());
+    }
+    std::uint64_t id;
+    do
+      id = random.next();
+    while (id == 0);
+    store_u64(s.context_.span_id.bytes.data(), id);
+
+    const sampling_decision decision = sampler_->should_sample(parent, s.context_.trace_id, name, options.kind);
+    if (decision == sampling_decision::drop)
+      return s;
+    s.sampled_ = decision == sampling_decision::record_and_sample;
+    if (s.sampled_)
+      s.context_.trace_flags = trace_flag_sampled;
+    if (core_->closed()) {
+      if (s.sampled_)
+        core_->count_refused();
+      s.sampled_ = false;
+      return s;
+    }
+    try {
+      s.data_ = core_->acquire_span();
+      span_data& d = *s.data_;
+      d.set_ids(s.context_.trace_id, s.context_.span_id, parent ? parent->span_id : telemetry::span_id{},
+                s.context_.trace_flags, parent != nullptr && parent->remote);
+      if (!s.context_.trace_state.empty())
+        d.set_trace_state(s.context_.trace_state);
+      d.set_name(name);
+      d.set_kind(options.kind);
+      d.set_start_time(options.start_time_unix_nano != 0 ? options.start_time_unix_nano : unix_nano_now());
+    } catch (...) { // out of memory or a refused NUMA placement: not recorded, counted
+      s.data_.reset();
+      if (s.sampled_)
+        core_->count_refused();
+      s.sampled_ = false;
+      return s;
+    }
+    for (const attribute& a : attributes)
+      s.set_attribute(a.key, a.value);
+    return s;
+  }
+
+  span start_span(std::string_view name, const span_start_options& options) noexcept {
+    return start_span(name, {}, options);
+  }
+
+  const sampler& span_sampler() const noexcept { return *sampler_; }
+
+ private:
+  static void store_u64(std::uint8_t* out, std::uint64_t v) noexcept {
+    for (int i = 7; i >= 0; --i, v >>= 8)
+      out[i] = static_cast<std::uint8_t>(v);
+  }
+
+  otlpconc::detail::bsp_core* core_;
+  std::shared_ptr<const sampler> sampler_;
+  std::uint32_t max_attributes_;
+};
+
+} // namespace otlpconc::telemetry

@@ -199,7 +199,7 @@ class bsp_core final : public pool_core_base {
       delete st;
     }
     while (auto b = ready_.try_pop())
-      if (*b != marker())
+      if (!is_marker(*b))
         pooled_ptr<bsp_batch>{*b}.reset();
     for (auto& q : recycled_)
       while (auto b = q->try_pop())
@@ -406,21 +406,26 @@ class bsp_core final : public pool_core_base {
         break;
       if (timer || flush || collect)
         collect_stages(false);
+      // Each loop stops when shutdown begins: the final drain takes over, under shutdown's deadline
+      // (a flush cut short this way is answered by the shutdown).
+      constexpr auto no_deadline = clock::time_point::max();
       if (flush) {
         // Everything queued before the marker ended before the flush request.
-        enqueue_marker();
-        while (export_one(true, clock::time_point::max()))
+        enqueue_marker(flush_marker());
+        while (!closed() && export_one(flush_marker(), no_deadline))
           ;
-        call_exporter_flush();
-        std::lock_guard lock(mutex_);
-        flush_done_ = flush_ticket;
-        done_cv_.notify_all();
+        if (!closed()) {
+          call_exporter_flush();
+          std::lock_guard lock(mutex_);
+          flush_done_ = flush_ticket;
+          done_cv_.notify_all();
+        }
       } else if (timer) {
-        while (export_one(false, clock::time_point::max()))
+        while (!closed() && export_one(nullptr, no_deadline))
           ;
       } else {
-        while (full_batch_ready())
-          export_one(false, clock::time_point::max());
+        while (!closed() && full_batch_ready())
+          export_one(nullptr, no_deadline);
       }
       if (timer || flush || exported_since_wait_)
         last_export = clock::now();
@@ -439,7 +444,13 @@ class bsp_core final : public pool_core_base {
   };
   static bsp_batch* busy() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{1}); }
   static bsp_batch* closed_slot() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{2}); }
-  bsp_batch* marker() noexcept { return reinterpret_cast<bsp_batch*>(&marker_byte_); }
+  // Queue entries that are not batches: a flush's and the final drain's end of queue. A flush cut
+  // short by shutdown leaves its marker behind, which later exports skip.
+  bsp_batch* flush_marker() noexcept { return reinterpret_cast<bsp_batch*>(&markers_[0]); }
+  bsp_batch* final_marker() noexcept { return reinterpret_cast<bsp_batch*>(&markers_[1]); }
+  bool is_marker(const bsp_batch* b) const noexcept {
+    return b == reinterpret_cast<const bsp_batch*>(&markers_[0]) || b == reinterpret_cast<const bsp_batch*>(&markers_[1]);
+  }
 
   stage* stage_of(unsigned index) noexcept {
     stage* st = stages_[index].load(std::memory_order_acquire); // (S3') acquire: pairs with (S3)
@@ -633,10 +644,10 @@ class bsp_core final : public pool_core_base {
   }
   std::int64_t carry_spans() const noexcept { return carry_ ? carry_->size - carry_->taken : 0; }
 
-  void enqueue_marker() {
+  void enqueue_marker(bsp_batch* marker) {
     for (;;) {
       try {
-        ready_.push(marker());
+        ready_.push(marker);
         return;
       } catch (...) { // out of memory: try again shortly
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -644,10 +655,10 @@ class bsp_core final : public pool_core_base {
     }
   }
 
-  // Export thread: exports one batch of up to max_export_batch_size spans. until_marker: stop at the
-  // flush marker (and export a partial batch); otherwise a partial batch is exported only when
+  // Export thread: exports one batch of up to max_export_batch_size spans. stop_marker: stop there
+  // (and export a partial batch); otherwise a partial batch is exported only when
   // nothing more is queued. Returns whether it should be called again.
-  bool export_one(bool until_marker, clock::time_point hard_deadline) noexcept {
+  bool export_one(const bsp_batch* stop_marker, clock::time_point hard_deadline) noexcept {
     const std::size_t limit = options_.max_export_batch_size;
     bool marker_seen = false;
     taking_.clear();
@@ -656,10 +667,12 @@ class bsp_core final : public pool_core_base {
         std::optional<bsp_batch*> next = ready_.try_pop();
         if (!next)
           break;
-        if (*next == marker()) {
+        if (*next == stop_marker) {
           marker_seen = true;
           break;
         }
+        if (is_marker(*next))
+          continue; // a flush's marker left behind by shutdown
         carry_.reset(*next);
         ready_spans_->fetch_sub(carry_->size, std::memory_order_relaxed); // a hint (see Q5)
       }
@@ -668,12 +681,9 @@ class bsp_core final : public pool_core_base {
       if (carry_->taken == carry_->size)
         held_.push_back(std::move(carry_)); // released after the export
     }
-    const bool more = until_marker ? !marker_seen : taking_.size() == limit;
-    if (taking_.empty()) {
-      if (until_marker && !marker_seen) // cannot happen (the marker is in the queue); be safe
-        return false;
-      return false;
-    }
+    const bool more = stop_marker != nullptr ? !marker_seen : taking_.size() == limit;
+    if (taking_.empty())
+      return false; // nothing queued (with a stop marker: it was reached)
     release_slots(static_cast<std::int64_t>(taking_.size()));
     const auto now = clock::now();
     if (now >= hard_deadline) { // shutdown's timeout has passed: what is left is dropped
@@ -746,8 +756,8 @@ class bsp_core final : public pool_core_base {
     // (P6) acquire: pairs with (P5): unstaged submitters that saw the processor open have queued.
     while (unstaged_->load(std::memory_order_acquire) != 0)
       std::this_thread::yield();
-    enqueue_marker();
-    while (export_one(true, deadline))
+    enqueue_marker(final_marker());
+    while (export_one(final_marker(), deadline))
       ;
     bool clean = clock::now() < deadline;
     try {
@@ -802,7 +812,7 @@ class bsp_core final : public pool_core_base {
   std::vector<pooled_ptr<bsp_batch>> held_;   // wholly taken batches, released after the export
   bool exported_since_wait_ = false;
   bool late_drops_ = false;
-  char marker_byte_ = 0;
+  char markers_[2] = {};
 };
 
 } // namespace otlpconc::detail

@@ -1,0 +1,474 @@
+// Unit tests of the telemetry pipeline: tracer, batch span processor, exporters.
+#include "otlpconc/telemetry/json_lines_file_exporter.hpp"
+#include "otlpconc/telemetry/tracer.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace otlpconc::telemetry;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool balanced(const batch_span_processor_stats& s) {
+  return s.accepted == s.exported + s.dropped + s.failed && s.queued == 0;
+}
+
+// An exporter whose exports wait while the gate is closed (or until their deadline).
+class gated_exporter final : public span_exporter {
+ public:
+  export_result export_spans(const span_batch_view& batch, clock::time_point deadline) override {
+    std::unique_lock lock(mutex_);
+    ++waiting_;
+    cv_.notify_all();
+    cv_.wait_until(lock, deadline, [&] { return open_; });
+    --waiting_;
+    spans_ += batch.spans.size();
+    return {};
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  bool wait_for_export(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return waiting_ > 0; });
+  }
+  std::size_t spans() {
+    std::lock_guard lock(mutex_);
+    return spans_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int waiting_ = 0;
+  std::size_t spans_ = 0;
+};
+
+std::string temp_path(const char* name) {
+  return (std::filesystem::temp_directory_path() / (std::string(name) + "-" + std::to_string(::getpid()))).string();
+}
+
+} // namespace
+
+TEST_CASE("spans are exported with their attributes, parents and status", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter, {}, resource::for_service("svc"), {"lib", "1.0", {}});
+  tracer t(processor);
+  span_context parent_ctx;
+  {
+    auto parent = t.start_span("parent", {{"k", "v"}, {"n", 7}}, {.kind = span_kind::server});
+    parent_ctx = parent.context();
+    CHECK(parent.is_recording());
+    CHECK(parent.context().sampled());
+    {
+      auto scope = parent.make_current();
+      REQUIRE(current_span_context() != nullptr);
+      auto child = t.start_span("child");
+      child.set_attribute("ok", true).set_status(status_code::error, "failed");
+      CHECK(child.context().trace_id == parent_ctx.trace_id);
+    }
+    CHECK(current_span_context() == nullptr);
+    auto root = t.start_span("root", {}, {.root = true});
+    CHECK_FALSE(root.context().trace_id == parent_ctx.trace_id);
+    auto remote = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a=b");
+    REQUIRE(remote);
+    auto from_remote = t.start_span("server", {}, {.parent = &*remote});
+    CHECK(from_remote.context().trace_state == "a=b");
+  }
+  REQUIRE(processor.force_flush(5s));
+  const auto spans = exporter->spans();
+  REQUIRE(spans.size() == 4);
+  auto find = [&](const std::string& name) -> const span_record& {
+    for (const auto& s : spans)
+      if (s.name == name)
+        return s;
+    FAIL("no span named " << name);
+    return spans.front();
+  };
+  const span_record& parent = find("parent");
+  const span_record& child = find("child");
+  CHECK(child.trace_id == parent.trace_id);
+  CHECK(child.parent_span_id == parent.span_id);
+  CHECK(child.status_code == status_code::error);
+  CHECK(child.status_message == "failed");
+  CHECK(std::get<bool>(*child.find_attribute("ok")));
+  CHECK(std::get<std::string>(*parent.find_attribute("k")) == "v");
+  CHECK(std::get<std::int64_t>(*parent.find_attribute("n")) == 7);
+  CHECK(parent.kind == span_kind::server);
+  CHECK_FALSE(parent.parent_span_id.valid());
+  CHECK(parent.start_time_unix_nano <= parent.end_time_unix_nano);
+  CHECK(parent.start_time_unix_nano > 1'600'000'000'000'000'000ull);
+  const span_record& server = find("server");
+  CHECK(server.trace_id.to_hex() == "4bf92f3577b34da6a3ce929d0e0e4736");
+  CHECK(server.parent_span_id.to_hex() == "00f067aa0ba902b7");
+  CHECK(server.parent_is_remote);
+  CHECK(server.trace_state == "a=b");
+  CHECK_FALSE(find("root").parent_span_id.valid());
+  CHECK(balanced(processor.stats()));
+  CHECK(processor.stats().exported == 4);
+}
+
+TEST_CASE("end is idempotent and moved-from spans end nothing", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor);
+  {
+    auto a = t.start_span("a");
+    span b = std::move(a);
+    CHECK_FALSE(a.is_recording());
+    a.end();
+    b.end(123);
+    b.end();
+    span c = t.start_span("c");
+    c = t.start_span("d"); // assigning ends c first
+  }
+  REQUIRE(processor.force_flush(5s));
+  const auto spans = exporter->spans();
+  REQUIRE(spans.size() == 3);
+  std::multiset<std::string> names;
+  for (const auto& s : spans)
+    names.insert(s.name);
+  CHECK(names == std::multiset<std::string>{"a", "c", "d"});
+  CHECK(processor.stats().accepted == 3);
+}
+
+TEST_CASE("samplers decide what is recorded and exported", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer off(processor, {.span_sampler = always_off()});
+  tracer half(processor, {.span_sampler = trace_id_ratio(0.5)});
+  {
+    auto s = off.start_span("unsampled");
+    CHECK_FALSE(s.is_recording());
+    CHECK(s.context().valid()); // still propagates
+    CHECK_FALSE(s.context().sampled());
+    s.set_attribute("ignored", 1);
+  }
+  int sampled = 0;
+  for (int i = 0; i < 2000; ++i) {
+    auto s = half.start_span("maybe");
+    sampled += s.is_recording();
+    CHECK(s.is_recording() == s.context().sampled());
+  }
+  REQUIRE(processor.force_flush(5s));
+  CHECK(exporter->size() == static_cast<std::size_t>(sampled));
+  CHECK(sampled > 850);
+  CHECK(sampled < 1150);
+  CHECK(processor.stats().accepted == sampled);
+  CHECK_THROWS_AS(tracer(processor, {.span_sampler = nullptr}), std::invalid_argument);
+  CHECK_THROWS_AS(tracer(processor, {.max_attributes = 0}), std::invalid_argument);
+}
+
+TEST_CASE("attributes beyond the tracer's limit are counted as dropped", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor, {.max_attributes = 2});
+  t.start_span("s", {{"a", 1}, {"b", 2}, {"c", 3}}).set_attribute("a", 10).set_attribute("d", 4);
+  REQUIRE(processor.force_flush(5s));
+  const auto spans = exporter->spans();
+  REQUIRE(spans.size() == 1);
+  CHECK(spans[0].attributes.size() == 2);
+  CHECK(std::get<std::int64_t>(*spans[0].find_attribute("a")) == 10);
+  CHECK(spans[0].dropped_attributes_count == 2);
+}
+
+TEST_CASE("batches are full-size and the schedule exports what is left", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor_options options;
+  options.max_export_batch_size = 10;
+  options.max_queue_size = 1000;
+  options.schedule_delay = 50ms;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  for (int i = 0; i < 100; ++i)
+    t.start_span("s");
+  // Full batches go without a flush; the schedule (50 ms) takes the rest, staged spans included.
+  for (int i = 0; i < 200 && exporter->size() < 103; ++i) {
+    if (i == 0)
+      for (int j = 0; j < 3; ++j)
+        t.start_span("tail");
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(exporter->size() == 103);
+  const auto sizes = exporter->batch_sizes();
+  for (std::size_t i = 0; i < sizes.size(); ++i)
+    CHECK(sizes[i] <= 10);
+  std::size_t full = 0;
+  for (std::size_t s : sizes)
+    full += s == 10;
+  CHECK(full >= 10); // the 100 spans went as 10 full batches
+  CHECK(balanced(processor.stats()));
+}
+
+TEST_CASE("force_flush exports spans staged on other threads and those of exited threads", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor);
+  std::thread([&] {
+    for (int i = 0; i < 5; ++i)
+      t.start_span("exited");
+  }).join();
+  std::atomic<bool> recorded{false}, done{false};
+  std::thread idle([&] {
+    for (int i = 0; i < 7; ++i)
+      t.start_span("idle");
+    recorded = true;
+    while (!done)
+      std::this_thread::sleep_for(1ms);
+  });
+  while (!recorded)
+    std::this_thread::sleep_for(1ms);
+  CHECK(processor.force_flush(5s));
+  CHECK(exporter->size() == 12); // the idle thread's 7 spans are still staged in its batch: collected
+  done = true;
+  idle.join();
+  CHECK(balanced(processor.stats()));
+}
+
+TEST_CASE("drop policy: a full queue drops and counts, and accounting balances", "[telemetry]") {
+  auto exporter = std::make_shared<gated_exporter>();
+  batch_span_processor_options options;
+  options.max_queue_size = 16;
+  options.max_export_batch_size = 8;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  for (int i = 0; i < 200; ++i)
+    t.start_span("s");
+  REQUIRE(exporter->wait_for_export(5s)); // one batch is being exported, the queue is full
+  auto s = processor.stats();
+  CHECK(s.accepted == 200);
+  CHECK(s.dropped >= 200 - 16 - 8);
+  exporter->open();
+  REQUIRE(processor.force_flush(5s));
+  s = processor.stats();
+  CHECK(balanced(s));
+  CHECK(s.exported == static_cast<std::int64_t>(exporter->spans()));
+  CHECK(s.exported <= 16 + 8 + 8);
+}
+
+TEST_CASE("block policy: recording waits for room and nothing is dropped", "[telemetry]") {
+  auto exporter = std::make_shared<gated_exporter>();
+  batch_span_processor_options options;
+  options.max_queue_size = 16;
+  options.max_export_batch_size = 8;
+  options.on_full = overflow_policy::block;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  std::atomic<int> recorded{0};
+  std::thread recorder([&] {
+    for (int i = 0; i < 200; ++i) {
+      t.start_span("s");
+      recorded.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  REQUIRE(exporter->wait_for_export(5s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(recorded.load() < 200); // blocked on the full queue
+  exporter->open();
+  recorder.join();
+  REQUIRE(processor.force_flush(5s));
+  const auto s = processor.stats();
+  CHECK(s.dropped == 0);
+  CHECK(s.exported == 200);
+  CHECK(balanced(s));
+}
+
+TEST_CASE("shutdown returns within its timeout while the exporter blocks", "[telemetry]") {
+  auto exporter = std::make_shared<gated_exporter>();
+  batch_span_processor_options options;
+  options.max_export_batch_size = 4;
+  options.max_queue_size = 64;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  for (int i = 0; i < 40; ++i)
+    t.start_span("s");
+  REQUIRE(exporter->wait_for_export(5s));
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(processor.shutdown(200ms));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited >= 200ms);
+  CHECK(waited < 2s);
+  CHECK_FALSE(processor.force_flush(10ms));
+  // Recording after shutdown: a cheap no-op, counted as dropped.
+  auto late = t.start_span("late");
+  CHECK_FALSE(late.is_recording());
+  late.end();
+  exporter->open(); // the export in progress returns; what is left was dropped at the deadline
+  CHECK_FALSE(processor.shutdown(5s)); // finished, but not cleanly (spans were dropped)
+  const auto s = processor.stats();
+  CHECK(balanced(s));
+  CHECK(s.accepted == 41);
+  CHECK(s.dropped >= 1 + 40 - 4 - 4);
+}
+
+TEST_CASE("a processor destroyed while its exporter blocks does not hang", "[telemetry]") {
+  auto exporter = std::make_shared<gated_exporter>();
+  const auto start = std::chrono::steady_clock::now();
+  {
+    batch_span_processor_options options;
+    options.export_timeout = 300ms;
+    options.max_export_batch_size = 1;
+    batch_span_processor processor(exporter, options);
+    tracer t(processor);
+    t.start_span("s");
+    t.start_span("s");
+    REQUIRE(exporter->wait_for_export(5s));
+  } // waits up to export_timeout, then leaves the export thread to finish alone
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  exporter->open();
+  std::this_thread::sleep_for(50ms); // the detached thread finishes with the exporter it shares
+}
+
+TEST_CASE("exporter failures, exceptions and rejections are counted", "[telemetry]") {
+  struct flaky final : span_exporter {
+    int calls = 0;
+    export_result export_spans(const span_batch_view& batch, clock::time_point) override {
+      switch (calls++ % 3) {
+      case 0: return export_result::failure("collector unavailable");
+      case 1: throw std::runtime_error("exporter exploded");
+      default: return {export_status::success, 1, "1 span rejected"};
+      }
+      (void)batch;
+    }
+  };
+  auto exporter = std::make_shared<flaky>();
+  batch_span_processor_options options;
+  options.max_export_batch_size = 5;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  for (int i = 0; i < 15; ++i)
+    t.start_span("s");
+  REQUIRE(processor.force_flush(5s));
+  const auto s = processor.stats();
+  CHECK(balanced(s));
+  CHECK(s.batches == 3);
+  CHECK(s.failed_batches == 3);
+  CHECK(s.failed == 5 + 5 + 1);
+  CHECK(s.exported == 4);
+  CHECK(s.last_error == "1 span rejected");
+}
+
+TEST_CASE("invalid options are rejected naming the field", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  auto rejects = [&](batch_span_processor_options o, const std::string& field) {
+    try {
+      batch_span_processor p(exporter, o);
+      FAIL("accepted options with a bad " << field);
+    } catch (const std::invalid_argument& e) {
+      CHECK_THAT(e.what(), Catch::Contains(field));
+    }
+  };
+  batch_span_processor_options o;
+  o.max_queue_size = 0;
+  rejects(o, "max_queue_size");
+  o = {};
+  o.max_export_batch_size = 0;
+  rejects(o, "max_export_batch_size");
+  o = {};
+  o.max_export_batch_size = 4096;
+  rejects(o, "max_export_batch_size");
+  o = {};
+  o.schedule_delay = 0ms;
+  rejects(o, "schedule_delay");
+  o = {};
+  o.export_timeout = -1ms;
+  rejects(o, "export_timeout");
+  o = {};
+  o.span_pool.max_objects = 10;
+  rejects(o, "span_pool.max_objects");
+  CHECK_THROWS_AS(batch_span_processor(nullptr), std::invalid_argument);
+}
+
+TEST_CASE("OTEL_BSP_* environment variables are read and checked", "[telemetry]") {
+  ::setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
+  ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10", 1);
+  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "250", 1);
+  ::setenv("OTEL_BSP_EXPORT_TIMEOUT", "", 1); // empty: the default
+  auto o = batch_span_processor_options::from_env();
+  CHECK(o.max_queue_size == 100);
+  CHECK(o.max_export_batch_size == 10);
+  CHECK(o.schedule_delay == 250ms);
+  CHECK(o.export_timeout == 30000ms);
+  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "5s", 1);
+  CHECK_THROWS_WITH(batch_span_processor_options::from_env(), Catch::Contains("OTEL_BSP_SCHEDULE_DELAY"));
+  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "-1", 1);
+  CHECK_THROWS_AS(batch_span_processor_options::from_env(), std::invalid_argument);
+  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "250", 1);
+  ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000", 1); // more than the queue
+  CHECK_THROWS_WITH(batch_span_processor_options::from_env(), Catch::Contains("max_export_batch_size"));
+  for (const char* v : {"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY",
+                        "OTEL_BSP_EXPORT_TIMEOUT"})
+    ::unsetenv(v);
+}
+
+TEST_CASE("the JSON Lines file exporter writes one TracesData per line", "[telemetry]") {
+  const std::string path = temp_path("otlpconc-spans.jsonl");
+  {
+    auto exporter = std::make_shared<json_lines_file_exporter>(path, json_lines_file_exporter_options{.truncate = true});
+    batch_span_processor_options options;
+    options.max_export_batch_size = 100;
+    batch_span_processor processor(exporter, options, resource::for_service("file-test"));
+    tracer t(processor);
+    for (int i = 0; i < 250; ++i)
+      t.start_span("line \"" + std::to_string(i) + "\"\n", {{"i", i}});
+    REQUIRE(processor.shutdown(5s));
+    CHECK(processor.stats().exported == 250);
+  }
+  std::ifstream in(path);
+  std::string line;
+  int lines = 0;
+  std::size_t spans = 0;
+  std::set<std::string> names;
+  while (std::getline(in, line)) {
+    ++lines;
+    CHECK(line.rfind("{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\"", 0) == 0);
+    CHECK(line.back() == '}');
+    for (std::size_t at = line.find("\"spanId\""); at != std::string::npos; at = line.find("\"spanId\"", at + 1))
+      ++spans;
+    for (std::size_t at = line.find("\"name\":\"line \\\""); at != std::string::npos;
+         at = line.find("\"name\":\"line \\\"", at + 1))
+      names.insert(line.substr(at, line.find('}', at) - at));
+  }
+  CHECK(lines == 3); // 100 + 100 + 50
+  CHECK(spans == 250);
+  CHECK(names.size() == 250);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("file exporter errors are counted as failures, never crash", "[telemetry]") {
+  CHECK_THROWS_AS(json_lines_file_exporter("/nonexistent-dir/x.jsonl"), std::system_error);
+  CHECK_THROWS_AS(json_lines_file_exporter(temp_path("x"), {.encode_threads = -2}), std::invalid_argument);
+  if (::access("/dev/full", W_OK) != 0)
+    return; // no /dev/full here
+  auto exporter = std::make_shared<json_lines_file_exporter>("/dev/full", json_lines_file_exporter_options{.encode_threads = 0});
+  batch_span_processor processor(exporter);
+  tracer t(processor);
+  for (int i = 0; i < 10; ++i)
+    t.start_span("s");
+  REQUIRE(processor.force_flush(5s));
+  const auto s = processor.stats();
+  CHECK(s.failed == 10);
+  CHECK(s.exported == 0);
+  CHECK_THAT(s.last_error, Catch::Contains("No space left"));
+  CHECK(balanced(s));
+}

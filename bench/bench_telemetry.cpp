@@ -142,7 +142,9 @@ class base_processor {
   std::thread worker_;
 };
 
-std::uint64_t unix_now() { return tel::unix_nano_now(); }
+std::uint64_t unix_now() {
+  return tel::unix_nano_now();
+}
 
 void base_record(base_processor& p, std::mt19937_64& rng) {
   auto s = std::make_unique<base_span>();
@@ -315,12 +317,28 @@ void thread_args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK_CAPTURE(bm_record_baseline, drop, false)->Name("telemetry_record/conventional_cv_buffer/drop")->Apply(thread_args);
-BENCHMARK_CAPTURE(bm_record_ours, drop, tel::overflow_policy::drop)->Name("telemetry_record/batch_span_processor/drop")->Apply(thread_args);
-BENCHMARK_CAPTURE(bm_record_baseline, block, true)->Name("telemetry_record/conventional_cv_buffer/block")->Apply(thread_args);
-BENCHMARK_CAPTURE(bm_record_ours, block, tel::overflow_policy::block)->Name("telemetry_record/batch_span_processor/block")->Apply(thread_args);
-BENCHMARK(bm_steady_baseline)->Name("telemetry_steady/conventional_cv_buffer/20k_per_s")->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_steady_ours)->Name("telemetry_steady/batch_span_processor/20k_per_s")->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_record_baseline, drop, false)
+    ->Name("telemetry_record/conventional_cv_buffer/drop")
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_ours, drop, tel::overflow_policy::drop)
+    ->Name("telemetry_record/batch_span_processor/drop")
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_baseline, block, true)
+    ->Name("telemetry_record/conventional_cv_buffer/block")
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_ours, block, tel::overflow_policy::block)
+    ->Name("telemetry_record/batch_span_processor/block")
+    ->Apply(thread_args);
+BENCHMARK(bm_steady_baseline)
+    ->Name("telemetry_steady/conventional_cv_buffer/20k_per_s")
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(bm_steady_ours)
+    ->Name("telemetry_steady/batch_span_processor/20k_per_s")
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 } // namespace
 

@@ -41,7 +41,8 @@ void bm_rss(benchmark::State& state) {
       for (int t = 0; t < threads; ++t)
         ts.emplace_back([&] {
           for (std::int64_t i = 0; i < total / threads; ++i) {
-            auto s = tracer.start_span("GET /items", {{"http.request.method", "GET"}, {"http.response.status_code", 200}});
+            auto s =
+                tracer.start_span("GET /items", {{"http.request.method", "GET"}, {"http.response.status_code", 200}});
           }
         });
       for (auto& t : ts)
@@ -58,7 +59,11 @@ void bm_rss(benchmark::State& state) {
   }
 }
 
-BENCHMARK(bm_rss)->Name("telemetry_rss/batch_span_processor/1e7_spans")->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(bm_rss)
+    ->Name("telemetry_rss/batch_span_processor/1e7_spans")
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 } // namespace
 

@@ -25,7 +25,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t key_of(const span_id& id) { return id.tail_u64(0); }
+std::uint64_t key_of(const span_id& id) {
+  return id.tail_u64(0);
+}
 
 // Records the span id of every span it receives, split by outcome.
 class flaky_exporter final : public span_exporter {

@@ -47,8 +47,8 @@ TEST_CASE("trace and span ids convert to and from lowercase hex", "[telemetry]")
   CHECK(t->bytes[15] == 0x36);
   CHECK(t->to_hex() == tp_trace);
   CHECK_FALSE(trace_id::from_hex("4BF92F3577B34DA6A3CE929D0E0E4736")); // uppercase
-  CHECK_FALSE(trace_id::from_hex(tp_trace.substr(1)));                  // short
-  CHECK_FALSE(span_id::from_hex("00f067aa0ba902bz"));                   // not hex
+  CHECK_FALSE(trace_id::from_hex(tp_trace.substr(1)));                 // short
+  CHECK_FALSE(span_id::from_hex("00f067aa0ba902bz"));                  // not hex
   CHECK_FALSE(trace_id{}.valid());
   CHECK(span_id::from_hex("0000000000000000").has_value()); // parses, but is the invalid id
   CHECK_FALSE(span_id::from_hex("0000000000000000")->valid());
@@ -84,23 +84,23 @@ TEST_CASE("traceparent: malformed headers are rejected", "[telemetry]") {
   const std::vector<std::string> invalid = {
       "",
       "00",
-      "ff-" + tp_trace + "-" + tp_span + "-01",                      // version ff is invalid
-      "00-4BF92F3577B34DA6A3CE929D0E0E4736-" + tp_span + "-01",      // uppercase trace id
-      "00-" + tp_trace + "-00F067AA0BA902B7-01",                     // uppercase parent id
-      "00-00000000000000000000000000000000-" + tp_span + "-01",      // all-zero trace id
-      "00-" + tp_trace + "-0000000000000000-01",                     // all-zero parent id
-      "00-" + tp_trace + "-" + tp_span + "-01-extra",                // version 00 takes nothing more
-      "00-" + tp_trace + "-" + tp_span + "-011",                     // version 00 is 55 characters
-      "00_" + tp_trace + "-" + tp_span + "-01",                      // wrong delimiter
+      "ff-" + tp_trace + "-" + tp_span + "-01",                 // version ff is invalid
+      "00-4BF92F3577B34DA6A3CE929D0E0E4736-" + tp_span + "-01", // uppercase trace id
+      "00-" + tp_trace + "-00F067AA0BA902B7-01",                // uppercase parent id
+      "00-00000000000000000000000000000000-" + tp_span + "-01", // all-zero trace id
+      "00-" + tp_trace + "-0000000000000000-01",                // all-zero parent id
+      "00-" + tp_trace + "-" + tp_span + "-01-extra",           // version 00 takes nothing more
+      "00-" + tp_trace + "-" + tp_span + "-011",                // version 00 is 55 characters
+      "00_" + tp_trace + "-" + tp_span + "-01",                 // wrong delimiter
       "00-" + tp_trace + "_" + tp_span + "-01",
-      "00-" + tp_trace.substr(1) + "-" + tp_span + "-01",            // short trace id
-      "00-" + tp_trace + "-" + tp_span.substr(1) + "-01",            // short parent id
-      "00-" + tp_trace + "-" + tp_span + "-1",                       // short flags
-      "00-" + tp_trace + "-" + tp_span + "-0g",                      // non-hex flags
-      "0g-" + tp_trace + "-" + tp_span + "-01",                      // non-hex version
-      "000-" + tp_trace + "-" + tp_span + "-01",                     // 3-digit version
-      "00-" + tp_trace.substr(0, 31) + "x-" + tp_span + "-01",       // non-hex trace id
-      "cc-" + tp_trace + "-" + tp_span + "-01x",                     // future version: no '-' after flags
+      "00-" + tp_trace.substr(1) + "-" + tp_span + "-01",      // short trace id
+      "00-" + tp_trace + "-" + tp_span.substr(1) + "-01",      // short parent id
+      "00-" + tp_trace + "-" + tp_span + "-1",                 // short flags
+      "00-" + tp_trace + "-" + tp_span + "-0g",                // non-hex flags
+      "0g-" + tp_trace + "-" + tp_span + "-01",                // non-hex version
+      "000-" + tp_trace + "-" + tp_span + "-01",               // 3-digit version
+      "00-" + tp_trace.substr(0, 31) + "x-" + tp_span + "-01", // non-hex trace id
+      "cc-" + tp_trace + "-" + tp_span + "-01x",               // future version: no '-' after flags
       "00-" + tp_trace + "-" + tp_span + "-01 x",
   };
   for (const std::string& header : invalid) {
@@ -121,19 +121,19 @@ TEST_CASE("tracestate: valid lists are carried, malformed ones discarded", "[tel
   CHECK(normalize_tracestate("").value() == "");
 
   const std::vector<std::string> invalid = {
-      "A=1",                                  // uppercase key
-      "a=1,a=2",                              // duplicate key
-      "a",                                    // no '='
-      "a=",                                   // empty value
-      "a=b=c",                                // '=' in the value
-      "1a=1",                                 // simple keys start with a letter
-      "t@S=1",                                // uppercase system id
-      "t@=1",                                 // empty system id
-      "@s=1",                                 // empty tenant id
-      "t@abcdefghijklmno=1",                  // system id longer than 14
-      std::string(257, 'k') + "=1",           // key longer than 256
-      "a=" + std::string(257, 'v'),           // value longer than 256
-      "a=\x7f",                               // not printable
+      "A=1",                        // uppercase key
+      "a=1,a=2",                    // duplicate key
+      "a",                          // no '='
+      "a=",                         // empty value
+      "a=b=c",                      // '=' in the value
+      "1a=1",                       // simple keys start with a letter
+      "t@S=1",                      // uppercase system id
+      "t@=1",                       // empty system id
+      "@s=1",                       // empty tenant id
+      "t@abcdefghijklmno=1",        // system id longer than 14
+      std::string(257, 'k') + "=1", // key longer than 256
+      "a=" + std::string(257, 'v'), // value longer than 256
+      "a=\x7f",                     // not printable
   };
   CHECK(normalize_tracestate("a=x ") == "a=x"); // whitespace after a member is OWS, not part of the value
   for (const std::string& s : invalid) {
@@ -166,14 +166,16 @@ TEST_CASE("trace_id_ratio follows the 56-bit threshold rule", "[telemetry]") {
 
   trace_id_ratio_sampler never(0.0), always(1.0);
   const std::uint64_t max_r = (std::uint64_t{1} << 56) - 1;
-  CHECK(never.should_sample(nullptr, trace_with_randomness(max_r), "s", span_kind::internal) == sampling_decision::drop);
+  CHECK(never.should_sample(nullptr, trace_with_randomness(max_r), "s", span_kind::internal) ==
+        sampling_decision::drop);
   CHECK(always.should_sample(nullptr, trace_with_randomness(0), "s", span_kind::internal) ==
         sampling_decision::record_and_sample);
 
   // The parent's sampled flag is ignored.
   span_context parent;
   parent.trace_flags = trace_flag_sampled;
-  CHECK(never.should_sample(&parent, trace_with_randomness(max_r), "s", span_kind::internal) == sampling_decision::drop);
+  CHECK(never.should_sample(&parent, trace_with_randomness(max_r), "s", span_kind::internal) ==
+        sampling_decision::drop);
 
   // Frequency and nesting over random ids.
   std::mt19937_64 rng(42);
@@ -256,14 +258,15 @@ TEST_CASE("JSON strings are escaped and made valid UTF-8", "[telemetry]") {
   CHECK(json_of("q\"b\\s/") == "\"q\\\"b\\\\s/\"");
   CHECK(json_of("\n\r\t\b\f") == "\"\\n\\r\\t\\b\\f\"");
   CHECK(json_of(std::string_view("\x00\x01\x1f\x7f", 4)) == "\"\\u0000\\u0001\\u001f\x7f\"");
-  CHECK(json_of("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""); // valid UTF-8 kept
+  CHECK(json_of("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") ==
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""); // valid UTF-8 kept
   const std::string fffd = "\xef\xbf\xbd";
-  CHECK(json_of("\xff") == "\"" + fffd + "\"");                              // never valid
-  CHECK(json_of("\xc0\xaf") == "\"" + fffd + fffd + "\"");                  // overlong
-  CHECK(json_of("\xed\xa0\x80") == "\"" + fffd + fffd + fffd + "\"");       // surrogate
-  CHECK(json_of("\xe2\x82") == "\"" + fffd + fffd + "\"");                  // truncated
+  CHECK(json_of("\xff") == "\"" + fffd + "\"");                                  // never valid
+  CHECK(json_of("\xc0\xaf") == "\"" + fffd + fffd + "\"");                       // overlong
+  CHECK(json_of("\xed\xa0\x80") == "\"" + fffd + fffd + fffd + "\"");            // surrogate
+  CHECK(json_of("\xe2\x82") == "\"" + fffd + fffd + "\"");                       // truncated
   CHECK(json_of("\xf4\x90\x80\x80") == "\"" + fffd + fffd + fffd + fffd + "\""); // above U+10FFFF
-  CHECK(json_of("a\x80z") == "\"a" + fffd + "z\"");                         // stray continuation
+  CHECK(json_of("a\x80z") == "\"a" + fffd + "z\"");                              // stray continuation
 
   // Every byte value in every position: the output is always valid UTF-8 without raw controls.
   std::mt19937 rng(7);
@@ -334,9 +337,10 @@ TEST_CASE("OTLP JSON encodes every span field", "[telemetry]") {
   const span_data* one[] = {&root};
   out.clear();
   otlp_json_encoder().encode(span_batch_view{resource{}, instrumentation_scope{"x", "", {}}, one}, out);
-  CHECK(out == "{\"resourceSpans\":[{\"resource\":{},\"scopeSpans\":[{\"scope\":{\"name\":\"x\"},\"spans\":[{\"traceId\":"
-               "\"4bf92f3577b34da6a3ce929d0e0e4736\",\"spanId\":\"00f067aa0ba902b7\",\"flags\":256,\"name\":\"r\","
-               "\"kind\":1,\"startTimeUnixNano\":\"0\",\"endTimeUnixNano\":\"0\",\"status\":{}}]}]}]}");
+  CHECK(out ==
+        "{\"resourceSpans\":[{\"resource\":{},\"scopeSpans\":[{\"scope\":{\"name\":\"x\"},\"spans\":[{\"traceId\":"
+        "\"4bf92f3577b34da6a3ce929d0e0e4736\",\"spanId\":\"00f067aa0ba902b7\",\"flags\":256,\"name\":\"r\","
+        "\"kind\":1,\"startTimeUnixNano\":\"0\",\"endTimeUnixNano\":\"0\",\"status\":{}}]}]}]}");
 }
 
 TEST_CASE("OTLP JSON encoding on a pool gives the same bytes as on one thread", "[telemetry]") {

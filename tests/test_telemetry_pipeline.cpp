@@ -313,7 +313,7 @@ TEST_CASE("shutdown returns within its timeout while the exporter blocks", "[tel
   auto late = t.start_span("late");
   CHECK_FALSE(late.is_recording());
   late.end();
-  exporter->open(); // the export in progress returns; what is left was dropped at the deadline
+  exporter->open();                    // the export in progress returns; what is left was dropped at the deadline
   CHECK_FALSE(processor.shutdown(5s)); // finished, but not cleanly (spans were dropped)
   const auto s = processor.stats();
   CHECK(balanced(s));
@@ -344,9 +344,12 @@ TEST_CASE("exporter failures, exceptions and rejections are counted", "[telemetr
     int calls = 0;
     export_result export_spans(const span_batch_view& batch, clock::time_point) override {
       switch (calls++ % 3) {
-      case 0: return export_result::failure("collector unavailable");
-      case 1: throw std::runtime_error("exporter exploded");
-      default: return {export_status::success, 1, "1 span rejected"};
+      case 0:
+        return export_result::failure("collector unavailable");
+      case 1:
+        throw std::runtime_error("exporter exploded");
+      default:
+        return {export_status::success, 1, "1 span rejected"};
       }
       (void)batch;
     }
@@ -424,7 +427,8 @@ TEST_CASE("OTEL_BSP_* environment variables are read and checked", "[telemetry]"
 TEST_CASE("the JSON Lines file exporter writes one TracesData per line", "[telemetry]") {
   const std::string path = temp_path("otlpconc-spans.jsonl");
   {
-    auto exporter = std::make_shared<json_lines_file_exporter>(path, json_lines_file_exporter_options{.truncate = true});
+    auto exporter =
+        std::make_shared<json_lines_file_exporter>(path, json_lines_file_exporter_options{.truncate = true});
     batch_span_processor_options options;
     options.max_export_batch_size = 100;
     batch_span_processor processor(exporter, options, resource::for_service("file-test"));
@@ -460,7 +464,8 @@ TEST_CASE("file exporter errors are counted as failures, never crash", "[telemet
   CHECK_THROWS_AS(json_lines_file_exporter(temp_path("x"), {.encode_threads = -2}), std::invalid_argument);
   if (::access("/dev/full", W_OK) != 0)
     return; // no /dev/full here
-  auto exporter = std::make_shared<json_lines_file_exporter>("/dev/full", json_lines_file_exporter_options{.encode_threads = 0});
+  auto exporter =
+      std::make_shared<json_lines_file_exporter>("/dev/full", json_lines_file_exporter_options{.encode_threads = 0});
   batch_span_processor processor(exporter);
   tracer t(processor);
   for (int i = 0; i < 10; ++i)

@@ -79,16 +79,18 @@ enum class overflow_policy : std::uint8_t {
 };
 
 struct batch_span_processor_options {
-  std::size_t max_queue_size = 2048;              // OTEL_BSP_MAX_QUEUE_SIZE
-  std::chrono::milliseconds schedule_delay{5000}; // OTEL_BSP_SCHEDULE_DELAY
-  std::size_t max_export_batch_size = 512;        // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+  std::size_t max_queue_size = 2048;               // OTEL_BSP_MAX_QUEUE_SIZE
+  std::chrono::milliseconds schedule_delay{5000};  // OTEL_BSP_SCHEDULE_DELAY
+  std::size_t max_export_batch_size = 512;         // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
   std::chrono::milliseconds export_timeout{30000}; // OTEL_BSP_EXPORT_TIMEOUT
   overflow_policy on_full = overflow_policy::drop;
   object_pool_options span_pool; // where span records live (NUMA binding, node hook); no limit allowed
 
   // Throws std::invalid_argument naming the field that is out of range.
   void validate() const {
-    auto fail = [](const char* what) { throw std::invalid_argument(std::string("batch_span_processor_options: ") + what); };
+    auto fail = [](const char* what) {
+      throw std::invalid_argument(std::string("batch_span_processor_options: ") + what);
+    };
     if (max_queue_size == 0 || max_queue_size > (std::size_t{1} << 40))
       fail("max_queue_size must be between 1 and 2^40");
     if (max_export_batch_size == 0)
@@ -143,21 +145,20 @@ inline batch_span_processor_options batch_span_processor_options::from_env() {
 }
 
 struct batch_span_processor_stats {
-  std::int64_t accepted = 0;       // spans handed to the processor (sampled spans that ended)
-  std::int64_t exported = 0;       // spans the exporter took
-  std::int64_t dropped = 0;        // queue full, ended after shutdown, left at shutdown's timeout
-  std::int64_t failed = 0;         // spans of failed (or throwing) exports, and rejected spans
-  std::int64_t queued = 0;         // accepted - exported - dropped - failed: in the pipeline now
-  std::int64_t batches = 0;        // export calls
-  std::int64_t failed_batches = 0; // export calls that failed, threw, or reported rejections
+  std::int64_t accepted = 0;             // spans handed to the processor (sampled spans that ended)
+  std::int64_t exported = 0;             // spans the exporter took
+  std::int64_t dropped = 0;              // queue full, ended after shutdown, left at shutdown's timeout
+  std::int64_t failed = 0;               // spans of failed (or throwing) exports, and rejected spans
+  std::int64_t queued = 0;               // accepted - exported - dropped - failed: in the pipeline now
+  std::int64_t batches = 0;              // export calls
+  std::int64_t failed_batches = 0;       // export calls that failed, threw, or reported rejections
   std::int64_t export_thread_cpu_ns = 0; // CPU time of the export thread (exports included)
-  std::string last_error;          // the last failed export's message ("" if none)
+  std::string last_error;                // the last failed export's message ("" if none)
 };
 
 } // namespace otlpconc::telemetry
 
 namespace otlpconc::detail {
-
 
 // A thread's staged spans, then a unit of the queue.
 struct bsp_batch {
@@ -172,14 +173,16 @@ class bsp_core final : public pool_core_base {
  public:
   using clock = std::chrono::steady_clock;
 
-  bsp_core(std::shared_ptr<telemetry::span_exporter> exporter, telemetry::batch_span_processor_options options, telemetry::resource res,
-           telemetry::instrumentation_scope scope)
+  bsp_core(std::shared_ptr<telemetry::span_exporter> exporter, telemetry::batch_span_processor_options options,
+           telemetry::resource res, telemetry::instrumentation_scope scope)
       : options_((options.validate(), std::move(options))),
         exporter_(exporter ? std::move(exporter)
                            : throw std::invalid_argument("batch_span_processor: the exporter is null")),
         resource_(std::move(res)), scope_(std::move(scope)), spans_(options_.span_pool),
-        stage_capacity_(static_cast<std::uint32_t>(std::min<std::size_t>(bsp_batch::capacity, options_.max_export_batch_size))),
-        reserve_chunk_(static_cast<std::uint32_t>(std::clamp<std::size_t>(options_.max_queue_size / 32, 1, stage_capacity_))),
+        stage_capacity_(
+            static_cast<std::uint32_t>(std::min<std::size_t>(bsp_batch::capacity, options_.max_export_batch_size))),
+        reserve_chunk_(
+            static_cast<std::uint32_t>(std::clamp<std::size_t>(options_.max_queue_size / 32, 1, stage_capacity_))),
         stages_(new std::atomic<stage*>[pool_thread_registry::max_threads]) {
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
       stages_[i].store(nullptr, std::memory_order_relaxed);
@@ -265,7 +268,7 @@ class bsp_core final : public pool_core_base {
       pooled_ptr<bsp_batch> batch(raw);
       if (!batch) {
         batch = batches_.try_acquire();
-        if (!batch) { // out of memory: the span is dropped, counted
+        if (!batch) {                                         // out of memory: the span is dropped, counted
           st->slot.store(nullptr, std::memory_order_release); // (S2)
           dropped_.increment();
           return;
@@ -449,7 +452,8 @@ class bsp_core final : public pool_core_base {
   bsp_batch* flush_marker() noexcept { return reinterpret_cast<bsp_batch*>(&markers_[0]); }
   bsp_batch* final_marker() noexcept { return reinterpret_cast<bsp_batch*>(&markers_[1]); }
   bool is_marker(const bsp_batch* b) const noexcept {
-    return b == reinterpret_cast<const bsp_batch*>(&markers_[0]) || b == reinterpret_cast<const bsp_batch*>(&markers_[1]);
+    return b == reinterpret_cast<const bsp_batch*>(&markers_[0]) ||
+           b == reinterpret_cast<const bsp_batch*>(&markers_[1]);
   }
 
   stage* stage_of(unsigned index) noexcept {
@@ -462,7 +466,7 @@ class bsp_core final : public pool_core_base {
     // (S3) seq_cst: publishes the stage to collectors and thread_exit (acquire loads) and is
     // ordered before the re-check (P3) against the seq_cst store of closed_ (P2).
     stages_[index].store(st, std::memory_order_seq_cst);
-    if (closed_.load(std::memory_order_seq_cst)) // (P3)
+    if (closed_.load(std::memory_order_seq_cst))                // (P3)
       st->slot.store(closed_slot(), std::memory_order_relaxed); // the final drain may or may not visit it
     return st;
   }
@@ -492,7 +496,7 @@ class bsp_core final : public pool_core_base {
   void release_slots(std::int64_t n) noexcept {
     if (n == 0)
       return;
-    queued_slots_->fetch_sub(n, std::memory_order_seq_cst); // (Q2) seq_cst: pairs with (Q3)
+    queued_slots_->fetch_sub(n, std::memory_order_seq_cst);   // (Q2) seq_cst: pairs with (Q3)
     if (room_waiters_.load(std::memory_order_seq_cst) != 0) { // (Q3')
       { std::lock_guard lock(mutex_); }
       done_cv_.notify_all();
@@ -807,9 +811,9 @@ class bsp_core final : public pool_core_base {
   std::string last_error_;
 
   // Export thread only.
-  pooled_ptr<bsp_batch> carry_;               // a queued batch whose spans are partly exported
-  std::vector<const telemetry::span_data*> taking_;      // the batch being exported
-  std::vector<pooled_ptr<bsp_batch>> held_;   // wholly taken batches, released after the export
+  pooled_ptr<bsp_batch> carry_;                     // a queued batch whose spans are partly exported
+  std::vector<const telemetry::span_data*> taking_; // the batch being exported
+  std::vector<pooled_ptr<bsp_batch>> held_;         // wholly taken batches, released after the export
   bool exported_since_wait_ = false;
   bool late_drops_ = false;
   char markers_[2] = {};
@@ -826,7 +830,7 @@ class batch_span_processor {
   explicit batch_span_processor(std::shared_ptr<span_exporter> exporter, batch_span_processor_options options = {},
                                 resource res = resource::for_service(), instrumentation_scope scope = {})
       : core_(std::make_shared<otlpconc::detail::bsp_core>(std::move(exporter), std::move(options), std::move(res),
-                                                 std::move(scope))) {
+                                                           std::move(scope))) {
     thread_ = std::thread([core = core_] { core->run(); });
   }
   batch_span_processor(const batch_span_processor&) = delete;

@@ -97,8 +97,8 @@ class json_lines_file_exporter final : public span_exporter {
         const int error = n < 0 ? errno : EIO;
         if (written != 0 && before >= 0)
           (void)!::ftruncate(fd_, before); // keep one valid object per line (regular files)
-        return export_result::failure("json_lines_file_exporter: write to '" + path_ + "' failed: " +
-                                      std::strerror(error));
+        return export_result::failure("json_lines_file_exporter: write to '" + path_ +
+                                      "' failed: " + std::strerror(error));
       }
       written += static_cast<std::size_t>(n);
     }

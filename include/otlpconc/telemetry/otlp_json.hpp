@@ -50,13 +50,27 @@ inline void append_json_string(std::string& out, std::string_view s) {
     const unsigned char c = *p;
     if (c < 0x80) {
       switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default: {
         const char esc[] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]};
         out.append(esc, sizeof esc);
@@ -115,7 +129,9 @@ inline void append_value(std::string& out, attribute_value v) {
     out += "{\"stringValue\":";
     append_json_string(out, v.string_value());
     break;
-  case attribute_type::bool_value: out += v.bool_value() ? "{\"boolValue\":true" : "{\"boolValue\":false"; break;
+  case attribute_type::bool_value:
+    out += v.bool_value() ? "{\"boolValue\":true" : "{\"boolValue\":false";
+    break;
   case attribute_type::int_value: {
     char buf[24];
     auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v.int_value());

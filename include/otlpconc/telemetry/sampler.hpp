@@ -98,8 +98,12 @@ class trace_id_ratio_sampler final : public sampler {
   std::uint64_t threshold_;
 };
 
-inline std::shared_ptr<const sampler> always_on() { return std::make_shared<always_on_sampler>(); }
-inline std::shared_ptr<const sampler> always_off() { return std::make_shared<always_off_sampler>(); }
+inline std::shared_ptr<const sampler> always_on() {
+  return std::make_shared<always_on_sampler>();
+}
+inline std::shared_ptr<const sampler> always_off() {
+  return std::make_shared<always_off_sampler>();
+}
 inline std::shared_ptr<const sampler> trace_id_ratio(double ratio) {
   return std::make_shared<trace_id_ratio_sampler>(ratio);
 }

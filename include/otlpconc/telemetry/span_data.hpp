@@ -51,7 +51,8 @@ class attribute_value {
   attribute_value(bool b) noexcept : type_(attribute_type::bool_value), b_(b) {}
   template <std::integral I>
     requires(!std::same_as<I, bool>)
-  attribute_value(I v) noexcept {
+  attribute_value(I v)
+  noexcept {
     if constexpr (std::is_unsigned_v<I> && sizeof(I) >= sizeof(std::int64_t)) {
       if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
         type_ = attribute_type::double_value;
@@ -103,10 +104,14 @@ struct key_value {
  private:
   static value_type own(attribute_value v) {
     switch (v.type()) {
-    case attribute_type::string_value: return std::string(v.string_value());
-    case attribute_type::bool_value: return v.bool_value();
-    case attribute_type::int_value: return v.int_value();
-    case attribute_type::double_value: break;
+    case attribute_type::string_value:
+      return std::string(v.string_value());
+    case attribute_type::bool_value:
+      return v.bool_value();
+    case attribute_type::int_value:
+      return v.int_value();
+    case attribute_type::double_value:
+      break;
     }
     return v.double_value();
   }
@@ -157,10 +162,14 @@ class span_data {
     const slot& s = attributes_[i];
     const std::string_view key = view(s.key);
     switch (s.type) {
-    case attribute_type::string_value: return {key, view(s.s)};
-    case attribute_type::bool_value: return {key, s.b};
-    case attribute_type::int_value: return {key, s.i};
-    case attribute_type::double_value: break;
+    case attribute_type::string_value:
+      return {key, view(s.s)};
+    case attribute_type::bool_value:
+      return {key, s.b};
+    case attribute_type::int_value:
+      return {key, s.i};
+    case attribute_type::double_value:
+      break;
     }
     return {key, s.d};
   }
@@ -256,7 +265,8 @@ class span_data {
     // s may view this record's own text (a value copied from another attribute), which extend may
     // move: remember where it was.
     const char* const base = text_.data();
-    const bool inside = !std::less<const char*>()(s.data(), base) && std::less<const char*>()(s.data(), base + text_.size());
+    const bool inside =
+        !std::less<const char*>()(s.data(), base) && std::less<const char*>()(s.data(), base + text_.size());
     const std::size_t at = inside ? static_cast<std::size_t>(s.data() - base) : 0;
     char* out = text_.extend(s.size());
     std::memcpy(out, inside ? text_.data() + at : s.data(), s.size());
@@ -280,9 +290,15 @@ class span_data {
       s.s = r;
       break;
     }
-    case attribute_type::bool_value: s.b = v.bool_value(); break;
-    case attribute_type::int_value: s.i = v.int_value(); break;
-    case attribute_type::double_value: s.d = v.double_value(); break;
+    case attribute_type::bool_value:
+      s.b = v.bool_value();
+      break;
+    case attribute_type::int_value:
+      s.i = v.int_value();
+      break;
+    case attribute_type::double_value:
+      s.d = v.double_value();
+      break;
     }
     s.type = v.type();
   }

@@ -186,8 +186,7 @@ inline std::optional<std::string> normalize_tracestate(std::string_view header) 
 
 // Parses a W3C traceparent header (and carries a tracestate header, dropped if malformed). The
 // result is marked remote. std::nullopt when the traceparent is malformed.
-inline std::optional<span_context> parse_traceparent(std::string_view traceparent,
-                                                     std::string_view tracestate = {}) {
+inline std::optional<span_context> parse_traceparent(std::string_view traceparent, std::string_view tracestate = {}) {
   const std::string_view tp = detail::trim_ows(traceparent);
   constexpr std::size_t length_v0 = 55; // "00-" + 32 + "-" + 16 + "-" + 2
   if (tp.size() < length_v0 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')

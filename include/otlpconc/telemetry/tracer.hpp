@@ -45,7 +45,9 @@ inline constinit thread_local const telemetry::span_context* current_span_contex
 namespace otlpconc::telemetry {
 
 // The calling thread's current span context (the innermost live current_span_scope), or nullptr.
-inline const span_context* current_span_context() noexcept { return otlpconc::detail::current_span_context; }
+inline const span_context* current_span_context() noexcept {
+  return otlpconc::detail::current_span_context;
+}
 
 // Makes a span context the calling thread's current one for the scope's lifetime.
 class [[nodiscard]] current_span_scope {
@@ -66,12 +68,13 @@ class [[nodiscard]] current_span_scope {
 // Nanoseconds since the Unix epoch (the OTLP time base).
 inline std::uint64_t unix_nano_now() noexcept {
   return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
 }
 
 struct tracer_options {
   std::shared_ptr<const sampler> span_sampler = always_on(); // null: std::invalid_argument
-  std::uint32_t max_attributes = 128;                       // per span; 0: std::invalid_argument
+  std::uint32_t max_attributes = 128;                        // per span; 0: std::invalid_argument
 };
 
 struct span_start_options {

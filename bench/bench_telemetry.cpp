@@ -1,7 +1,11 @@
-// Telemetry pipeline: otlpconc's batch_span_processor against a conventional batch processor
-// written the way opentelemetry-cpp's is (a heap-allocated span with its attributes in an
-// std::unordered_map, a worker thread, a condition variable and a shared buffer), same binary, same
-// span content (a name and 2 attributes), same counting exporter.
+// Telemetry pipeline: otlpconc's batch_span_processor against conventional batch processors (a
+// worker thread, a condition variable and a shared buffer), same binary, same span content (a name
+// and 2 attributes), same counting exporter. Two baselines share that processor:
+//   otel_cpp_style          records the way opentelemetry-cpp's SDK does: StartSpan returns a
+//                           shared_ptr to a Span object that owns a separately allocated recordable
+//                           (SpanData: name, attributes in an std::unordered_map) and a shared_ptr
+//                           SpanContext, and locks the Span's mutex in SetAttribute and End.
+//   conventional_cv_buffer  a lean version: one heap span with an std::unordered_map, no Span object.
 //
 //   telemetry_record/<impl>/<policy>/threads:N  N recording threads each record a fixed number of
 //       spans, then the processor shuts down (flushing). items/s = exported spans / wall time
@@ -161,6 +165,56 @@ void base_record(base_processor& p, std::mt19937_64& rng) {
   p.on_end(std::move(s));
 }
 
+// The opentelemetry-cpp recording path over the same processor (see the top of the file).
+struct otel_span_context {
+  std::uint8_t trace_id[16];
+  std::uint8_t span_id[8];
+  std::uint8_t flags = 1;
+};
+
+class otel_style_span {
+ public:
+  otel_style_span(base_processor& p, std::mt19937_64& rng, const char* name) : processor_(p) {
+    recordable_ = std::make_unique<base_span>();
+    auto ctx = std::make_shared<otel_span_context>();
+    const std::uint64_t a = rng(), b = rng(), c = rng();
+    std::memcpy(ctx->trace_id, &a, 8);
+    std::memcpy(ctx->trace_id + 8, &b, 8);
+    std::memcpy(ctx->span_id, &c, 8);
+    std::memcpy(recordable_->trace_id, ctx->trace_id, 16);
+    std::memcpy(recordable_->span_id, ctx->span_id, 8);
+    std::memset(recordable_->parent_id, 0, 8);
+    context_ = std::move(ctx);
+    recordable_->name = name;
+    recordable_->start = unix_now();
+  }
+  void set_attribute(const char* key, std::variant<std::string, bool, std::int64_t, double> value) {
+    std::lock_guard lock(mutex_);
+    if (recordable_)
+      recordable_->attributes.insert_or_assign(key, std::move(value));
+  }
+  void end() {
+    std::lock_guard lock(mutex_);
+    if (!recordable_)
+      return;
+    recordable_->end = unix_now();
+    processor_.on_end(std::move(recordable_));
+  }
+
+ private:
+  base_processor& processor_;
+  std::mutex mutex_;
+  std::unique_ptr<base_span> recordable_;
+  std::shared_ptr<otel_span_context> context_;
+};
+
+void otel_style_record(base_processor& p, std::mt19937_64& rng) {
+  std::shared_ptr<otel_style_span> s = std::make_shared<otel_style_span>(p, rng, "GET /items");
+  s->set_attribute("http.request.method", std::string("GET"));
+  s->set_attribute("http.response.status_code", std::int64_t{200});
+  s->end();
+}
+
 // ---- ours -----------------------------------------------------------------------------------
 
 struct counting_exporter final : tel::span_exporter {
@@ -250,6 +304,7 @@ void bm_record_ours(benchmark::State& state, tel::overflow_policy policy) {
   }
 }
 
+template <void (*Record)(base_processor&, std::mt19937_64&)>
 void bm_record_baseline(benchmark::State& state, bool block) {
   const int threads = static_cast<int>(state.range(0));
   for (auto _ : state) {
@@ -257,7 +312,7 @@ void bm_record_baseline(benchmark::State& state, bool block) {
     base_processor processor(2048, 512, std::chrono::milliseconds(5000), block);
     run_result r = run_threads(threads, [&](std::vector<std::int64_t>& lat) {
       std::mt19937_64 rng(std::random_device{}());
-      record_loop([&] { base_record(processor, rng); }, spans_per_thread, lat);
+      record_loop([&] { Record(processor, rng); }, spans_per_thread, lat);
     });
     processor.shutdown();
     const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -299,17 +354,22 @@ void bm_steady_ours(benchmark::State& state) {
   }
 }
 
+template <void (*Record)(base_processor&, std::mt19937_64&)>
 void bm_steady_baseline(benchmark::State& state) {
   for (auto _ : state) {
     const auto t0 = clock_type::now();
     base_processor processor(2048, 512, std::chrono::milliseconds(5000), false);
     std::mt19937_64 rng(std::random_device{}());
-    paced([&] { base_record(processor, rng); });
+    paced([&] { Record(processor, rng); });
     processor.shutdown();
     const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
     steady_counters(state, secs, processor.exported(), processor.batches(), processor.worker_cpu_ns());
   }
 }
+
+void bm_record_otel_style(benchmark::State& state, bool block) { bm_record_baseline<otel_style_record>(state, block); }
+void bm_record_lean(benchmark::State& state, bool block) { bm_record_baseline<base_record>(state, block); }
+void bm_steady_otel_style(benchmark::State& state) { bm_steady_baseline<otel_style_record>(state); }
 
 void thread_args(benchmark::internal::Benchmark* b) {
   for (int t : {1, 2, 4})
@@ -317,20 +377,26 @@ void thread_args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK_CAPTURE(bm_record_baseline, drop, false)
+BENCHMARK_CAPTURE(bm_record_otel_style, drop, false)
+    ->Name("telemetry_record/otel_cpp_style/drop")
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_lean, drop, false)
     ->Name("telemetry_record/conventional_cv_buffer/drop")
     ->Apply(thread_args);
 BENCHMARK_CAPTURE(bm_record_ours, drop, tel::overflow_policy::drop)
     ->Name("telemetry_record/batch_span_processor/drop")
     ->Apply(thread_args);
-BENCHMARK_CAPTURE(bm_record_baseline, block, true)
+BENCHMARK_CAPTURE(bm_record_otel_style, block, true)
+    ->Name("telemetry_record/otel_cpp_style/block")
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_lean, block, true)
     ->Name("telemetry_record/conventional_cv_buffer/block")
     ->Apply(thread_args);
 BENCHMARK_CAPTURE(bm_record_ours, block, tel::overflow_policy::block)
     ->Name("telemetry_record/batch_span_processor/block")
     ->Apply(thread_args);
-BENCHMARK(bm_steady_baseline)
-    ->Name("telemetry_steady/conventional_cv_buffer/20k_per_s")
+BENCHMARK(bm_steady_otel_style)
+    ->Name("telemetry_steady/otel_cpp_style/20k_per_s")
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);

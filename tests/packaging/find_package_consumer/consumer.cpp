@@ -3,7 +3,10 @@
 #include <otlpconc/cache_padded.hpp>
 #include <otlpconc/counter.hpp>
 #include <otlpconc/object_pool.hpp>
+#include <otlpconc/telemetry/tracer.hpp>
 #include <otlpconc/topology.hpp>
+
+#include <memory>
 
 #include <cstdio>
 #include <thread>
@@ -51,7 +54,23 @@ int main() {
   objects.clear();
   if (pool.stats().in_use != 0)
     return 1;
-  std::printf("ok: %lld events, hwloc %s, %u NUMA node(s), %zu pooled objects\n", static_cast<long long>(events.load()),
-              otlpconc::topology::hwloc_enabled ? "on" : "off", topo.numa_nodes(), pool.stats().capacity);
+  // The telemetry pipeline: spans recorded on two threads, all exported.
+  auto exporter = std::make_shared<otlpconc::telemetry::in_memory_exporter>();
+  otlpconc::telemetry::batch_span_processor processor(exporter);
+  otlpconc::telemetry::tracer tracer(processor);
+  std::thread recorder([&] {
+    for (int i = 0; i < 100; ++i)
+      tracer.start_span("consumer", {{"i", i}});
+  });
+  for (int i = 0; i < 100; ++i)
+    tracer.start_span("consumer", {{"i", i}});
+  recorder.join();
+  if (!processor.shutdown() || exporter->size() != 200) {
+    std::fprintf(stderr, "expected 200 exported spans, got %zu\n", exporter->size());
+    return 1;
+  }
+  std::printf("ok: %lld events, hwloc %s, %u NUMA node(s), %zu pooled objects, %zu spans\n",
+              static_cast<long long>(events.load()), otlpconc::topology::hwloc_enabled ? "on" : "off", topo.numa_nodes(),
+              pool.stats().capacity, exporter->size());
   return 0;
 }

@@ -367,9 +367,15 @@ void bm_steady_baseline(benchmark::State& state) {
   }
 }
 
-void bm_record_otel_style(benchmark::State& state, bool block) { bm_record_baseline<otel_style_record>(state, block); }
-void bm_record_lean(benchmark::State& state, bool block) { bm_record_baseline<base_record>(state, block); }
-void bm_steady_otel_style(benchmark::State& state) { bm_steady_baseline<otel_style_record>(state); }
+void bm_record_otel_style(benchmark::State& state, bool block) {
+  bm_record_baseline<otel_style_record>(state, block);
+}
+void bm_record_lean(benchmark::State& state, bool block) {
+  bm_record_baseline<base_record>(state, block);
+}
+void bm_steady_otel_style(benchmark::State& state) {
+  bm_steady_baseline<otel_style_record>(state);
+}
 
 void thread_args(benchmark::internal::Benchmark* b) {
   for (int t : {1, 2, 4})
@@ -377,18 +383,14 @@ void thread_args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK_CAPTURE(bm_record_otel_style, drop, false)
-    ->Name("telemetry_record/otel_cpp_style/drop")
-    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_otel_style, drop, false)->Name("telemetry_record/otel_cpp_style/drop")->Apply(thread_args);
 BENCHMARK_CAPTURE(bm_record_lean, drop, false)
     ->Name("telemetry_record/conventional_cv_buffer/drop")
     ->Apply(thread_args);
 BENCHMARK_CAPTURE(bm_record_ours, drop, tel::overflow_policy::drop)
     ->Name("telemetry_record/batch_span_processor/drop")
     ->Apply(thread_args);
-BENCHMARK_CAPTURE(bm_record_otel_style, block, true)
-    ->Name("telemetry_record/otel_cpp_style/block")
-    ->Apply(thread_args);
+BENCHMARK_CAPTURE(bm_record_otel_style, block, true)->Name("telemetry_record/otel_cpp_style/block")->Apply(thread_args);
 BENCHMARK_CAPTURE(bm_record_lean, block, true)
     ->Name("telemetry_record/conventional_cv_buffer/block")
     ->Apply(thread_args);

@@ -477,3 +477,110 @@ TEST_CASE("file exporter errors are counted as failures, never crash", "[telemet
   CHECK_THAT(s.last_error, Catch::Contains("No space left"));
   CHECK(balanced(s));
 }
+
+TEST_CASE("a throwing node hook while taking recycled records loses and duplicates nothing", "[telemetry]") {
+  if (!otlpconc::topology::hwloc_enabled)
+    return; // needs a synthetic 2-node topology (hwloc)
+  static const otlpconc::topology topo = otlpconc::topology::synthetic("pack:2 numa:1 core:1 pu:1");
+  std::atomic<bool> fail{false};
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor_options options;
+  options.span_pool.topo = &topo;
+  options.span_pool.node_of_thread = [&] {
+    if (fail.exchange(false))
+      throw std::runtime_error("node hook failed");
+    return 1u;
+  };
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  for (int i = 0; i < 128; ++i) // two staged batches of 64
+    t.start_span("first");
+  REQUIRE(processor.force_flush(5s)); // their records come back for reuse
+  for (int i = 0; i < 64; ++i)        // uses up one recycled batch
+    t.start_span("second");
+  fail = true;
+  auto refused = t.start_span("refused"); // the next recycled batch: the hook throws
+  CHECK_FALSE(refused.is_recording());
+  for (int i = 0; i < 500; ++i)
+    t.start_span("third");
+  REQUIRE(processor.force_flush(5s));
+  const auto s = processor.stats();
+  CHECK(balanced(s));
+  CHECK(s.accepted == 128 + 64 + 1 + 500);
+  CHECK(s.dropped == 1);
+  const auto spans = exporter->spans();
+  std::set<std::string> ids;
+  for (const auto& r : spans)
+    ids.insert(r.span_id.to_hex());
+  CHECK(ids.size() == spans.size()); // nothing exported twice
+  CHECK(spans.size() == 128 + 64 + 500);
+}
+
+TEST_CASE("force_flush completes under sustained load", "[telemetry]") {
+  struct slow final : span_exporter {
+    export_result export_spans(const span_batch_view&, clock::time_point) override {
+      std::this_thread::sleep_for(1ms);
+      return {};
+    }
+  };
+  batch_span_processor processor(std::make_shared<slow>());
+  tracer t(processor);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> recorders;
+  for (int i = 0; i < 2; ++i)
+    recorders.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed))
+        t.start_span("load");
+    });
+  std::this_thread::sleep_for(50ms);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(processor.force_flush(10s));
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  stop = true;
+  for (auto& r : recorders)
+    r.join();
+  CHECK(processor.shutdown(10s));
+  CHECK(balanced(processor.stats()));
+}
+
+TEST_CASE("timeouts saturate: milliseconds::max() means no deadline", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor);
+  for (int i = 0; i < 100; ++i)
+    t.start_span("s");
+  CHECK(processor.force_flush(std::chrono::milliseconds::max()));
+  CHECK(exporter->size() == 100);
+  for (int i = 0; i < 100; ++i)
+    t.start_span("s");
+  CHECK(processor.shutdown(std::chrono::milliseconds::max()));
+  const auto s = processor.stats();
+  CHECK(s.exported == 200);
+  CHECK(s.dropped == 0);
+}
+
+TEST_CASE("an exporter that records spans in block mode does not deadlock", "[telemetry]") {
+  struct self_tracing final : span_exporter {
+    tracer* t = nullptr;
+    export_result export_spans(const span_batch_view&, clock::time_point) override {
+      for (int i = 0; i < 40; ++i) // more than the queue holds
+        t->start_span("export");
+      return {};
+    }
+  };
+  auto exporter = std::make_shared<self_tracing>();
+  batch_span_processor_options options;
+  options.max_queue_size = 16;
+  options.max_export_batch_size = 8;
+  options.on_full = overflow_policy::block;
+  batch_span_processor processor(exporter, options);
+  tracer t(processor);
+  exporter->t = &t;
+  for (int i = 0; i < 32; ++i)
+    t.start_span("app");
+  CHECK(processor.force_flush(10s));
+  CHECK(processor.shutdown(10s));
+  const auto s = processor.stats();
+  CHECK(balanced(s));
+  CHECK(s.dropped > 0); // the export thread's own spans beyond the room were dropped, not waited for
+}

@@ -75,11 +75,13 @@ class topology {
   // True when this build uses hwloc (OTLPCONC_HAVE_HWLOC=1).
   static constexpr bool hwloc_enabled = OTLPCONC_HAVE_HWLOC != 0;
 
-  // This machine, loaded on first use (thread-safe) and shared for the life of the process.
-  // Throws topology_error if hwloc cannot load it (then every later call throws again).
+  // This machine, loaded on first use (thread-safe) and shared for the life of the process (leaked
+  // on purpose: pools and threads that outlive static destruction, such as a batch span
+  // processor's detached export thread, still find it). Throws topology_error if hwloc cannot load
+  // it (then every later call throws again).
   static const topology& system() {
-    static const topology instance = load_system();
-    return instance;
+    static const topology* instance = new topology(load_system());
+    return *instance;
   }
 
   // An imaginary machine in hwloc's synthetic syntax, e.g. "pack:2 numa:1 core:2 pu:1" (two

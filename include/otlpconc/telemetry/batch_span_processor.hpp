@@ -30,8 +30,10 @@
 //     exported when max_export_batch_size spans are queued (so batches are full under load; the
 //     processor never drains in a tight loop), when schedule_delay has elapsed since the last
 //     export (whatever is queued), or on force_flush; each export gets a deadline of export_timeout.
-//   - force_flush(timeout): exports everything that ended before the call; returns false on
-//     timeout. shutdown(timeout): refuses new spans, exports what was accepted, shuts the exporter
+//   - force_flush(timeout): hands everything that ended before the call to the exporter (even
+//     under sustained load), then calls the exporter's force_flush; returns false on timeout or if
+//     that force_flush failed (failed exports are in stats()). Timeouts saturate: milliseconds::max()
+//     means no deadline. shutdown(timeout): refuses new spans, exports what was accepted, shuts the exporter
 //     down, and returns within its timeout even if the exporter blocks (false then; call it again
 //     to wait longer). After shutdown's timeout the export thread finishes the export in progress
 //     and counts what is left as dropped. The destructor calls shutdown(export_timeout) if it was
@@ -40,7 +42,9 @@
 //   - Ordering: a span's writes on the recording thread happen-before the exporter reads it.
 // Memory: spans in flight (max_queue_size waiting, one batch exporting, up to 64 per thread staged)
 //   plus the pools' caches; per processor a table of 1024 thread slots (8 KiB).
-// Requirements: the processor outlives its tracers and their spans.
+// Requirements: the processor outlives its tracers and their spans. An exporter that may block past
+//   the destructor's wait must not rely on static objects (its thread may outlive main). An
+//   exporter that records spans itself never waits for room (its spans are dropped when full).
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
@@ -160,6 +164,10 @@ struct batch_span_processor_stats {
 
 namespace otlpconc::detail {
 
+// The processor whose export thread the calling thread is (an exporter that records spans itself
+// must not block waiting for room that only its own thread can make).
+inline constinit thread_local const void* bsp_export_thread_core = nullptr;
+
 // A thread's staged spans, then a unit of the queue.
 struct bsp_batch {
   static constexpr std::uint32_t capacity = 64;
@@ -219,6 +227,7 @@ class bsp_core final : public pool_core_base {
     if (st != nullptr) {
       bsp_batch* fresh = st->fresh;
       if (fresh == nullptr || fresh->size == 0) {
+        st->fresh = nullptr; // before anything can throw: never leave a released batch here
         pooled_ptr<bsp_batch>{fresh}.reset();
         st->fresh = fresh = take_recycled();
       }
@@ -277,7 +286,8 @@ class bsp_core final : public pool_core_base {
       if (batch->size == batch->reserved && !reserve(*batch)) {
         // The queue is full. Let the export thread take back what idle threads hold.
         request_collect();
-        if (options_.on_full == telemetry::overflow_policy::drop) {
+        if (options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this) {
+          // (An exporter recording spans must not wait for room: only its own thread makes room.)
           park(st, std::move(batch));
           if (!yielded) {
             // On a busy machine the export thread may be runnable but not running: give it this
@@ -318,6 +328,7 @@ class bsp_core final : public pool_core_base {
     stage* st = stages_[index].load(std::memory_order_acquire); // (T1) acquire: pairs with (S3)
     if (st == nullptr)
       return;
+    recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)});
     bsp_batch* raw = st->slot.exchange(busy(), std::memory_order_acquire); // (S1), as on_end
     if (raw == closed_slot()) {
       st->slot.store(closed_slot(), std::memory_order_relaxed);
@@ -326,18 +337,19 @@ class bsp_core final : public pool_core_base {
     if (raw != nullptr)
       enqueue(raw);
     st->slot.store(nullptr, std::memory_order_release); // (S2)
-    recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)});
   }
 
   bool force_flush(std::chrono::milliseconds timeout) {
-    const auto deadline = clock::now() + timeout;
+    const auto deadline = after(clock::now(), timeout);
     std::unique_lock lock(mutex_);
     if (closing_)
       return wait_shut_down(lock, deadline) && clean_shutdown_;
     const std::uint64_t ticket = ++flush_requested_;
+    flush_pending_.store(true, std::memory_order_relaxed); // a hint for the export loops (F1)
     work_cv_.notify_one();
-    return done_cv_.wait_until(lock, deadline, [&] { return flush_done_ >= ticket || shut_down_; }) &&
-           (flush_done_ >= ticket || clean_shutdown_);
+    if (!done_cv_.wait_until(lock, deadline, [&] { return flush_done_ >= ticket || shut_down_; }))
+      return false;
+    return flush_done_ >= ticket ? flush_ok_ : clean_shutdown_;
   }
 
   // Whether shutdown finished without dropping spans at its deadline (and the exporter's shutdown
@@ -350,7 +362,7 @@ class bsp_core final : public pool_core_base {
   // Starts the shutdown (first call) and waits up to timeout for it to finish. Returns whether the
   // export thread has finished.
   bool shutdown(std::chrono::milliseconds timeout) {
-    const auto deadline = clock::now() + timeout;
+    const auto deadline = after(clock::now(), timeout);
     std::unique_lock lock(mutex_);
     if (!closing_) {
       closing_ = true;
@@ -383,13 +395,14 @@ class bsp_core final : public pool_core_base {
 
   // The export thread's body.
   void run() noexcept {
+    bsp_export_thread_core = this;
     auto last_export = clock::now();
     for (;;) {
       bool timer = false, flush = false, collect = false, closing = false;
       std::uint64_t flush_ticket = 0;
       {
         std::unique_lock lock(mutex_);
-        const auto due = last_export + options_.schedule_delay;
+        const auto due = after(last_export, options_.schedule_delay);
         for (;;) {
           closing = closing_;
           flush = flush_requested_ != flush_done_;
@@ -404,6 +417,7 @@ class bsp_core final : public pool_core_base {
           work_cv_.wait_until(lock, due);
         }
         flush_ticket = flush_requested_;
+        flush_pending_.store(false, std::memory_order_relaxed); // (F1) this round answers them
       }
       if (closing)
         break;
@@ -418,16 +432,19 @@ class bsp_core final : public pool_core_base {
         while (!closed() && export_one(flush_marker(), no_deadline))
           ;
         if (!closed()) {
-          call_exporter_flush();
+          const bool ok = call_exporter_flush();
           std::lock_guard lock(mutex_);
           flush_done_ = flush_ticket;
+          flush_ok_ = ok;
           done_cv_.notify_all();
         }
       } else if (timer) {
-        while (!closed() && export_one(nullptr, no_deadline))
+        // Under sustained load these loops could go on for ever: a pending flush or shutdown sends
+        // the thread back to the top, where it is answered.
+        while (!needs_attention() && export_one(nullptr, no_deadline))
           ;
       } else {
-        while (!closed() && full_batch_ready())
+        while (!needs_attention() && full_batch_ready())
           export_one(nullptr, no_deadline);
       }
       if (timer || flush || exported_since_wait_)
@@ -576,7 +593,7 @@ class bsp_core final : public pool_core_base {
       }
       if (!reserve(*batch)) {
         request_collect();
-        if (options_.on_full == telemetry::overflow_policy::drop) {
+        if (options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this) {
           dropped_.increment();
           return;
         }
@@ -694,7 +711,7 @@ class bsp_core final : public pool_core_base {
       dropped_.add(static_cast<std::int64_t>(taking_.size()));
       late_drops_ = true;
     } else {
-      const auto deadline = std::min(hard_deadline, now + options_.export_timeout);
+      const auto deadline = std::min(hard_deadline, after(now, options_.export_timeout));
       telemetry::export_result result;
       try {
         result = exporter_->export_spans(telemetry::span_batch_view{resource_, scope_, taking_}, deadline);
@@ -737,11 +754,23 @@ class bsp_core final : public pool_core_base {
     }
   }
 
-  void call_exporter_flush() noexcept {
+  bool call_exporter_flush() noexcept {
     try {
-      exporter_->force_flush(clock::now() + options_.export_timeout);
+      return exporter_->force_flush(after(clock::now(), options_.export_timeout));
     } catch (...) {
+      return false;
     }
+  }
+
+  bool needs_attention() const noexcept { return closed() || flush_pending_.load(std::memory_order_relaxed); }
+
+  // t + d, saturated at time_point::max() (a timeout of milliseconds::max() means "no deadline").
+  static clock::time_point after(clock::time_point t, std::chrono::milliseconds d) noexcept {
+    if (d.count() <= 0)
+      return t;
+    if (d >= std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - t))
+      return clock::time_point::max();
+    return t + std::chrono::duration_cast<clock::duration>(d);
   }
 
   void note_cpu_time() noexcept {
@@ -757,8 +786,9 @@ class bsp_core final : public pool_core_base {
       deadline = shutdown_deadline_;
     }
     collect_stages(true);
-    // (P6) acquire: pairs with (P5): unstaged submitters that saw the processor open have queued.
-    while (unstaged_->load(std::memory_order_acquire) != 0)
+    // (P6) seq_cst: after (P2) in the single total order, so it sees every (P4) increment whose
+    // submitter read closed_ as false; acquire pairs with (P5): their spans are queued.
+    while (unstaged_->load(std::memory_order_seq_cst) != 0)
       std::this_thread::yield();
     enqueue_marker(final_marker());
     while (export_one(final_marker(), deadline))
@@ -797,6 +827,7 @@ class bsp_core final : public pool_core_base {
   cache_padded<std::atomic<std::int64_t>> unstaged_{std::in_place, 0};     // unstaged submissions in progress
   std::atomic<bool> closed_{false};
   std::atomic<bool> collect_requested_{false};
+  std::atomic<bool> flush_pending_{false}; // a hint: a force_flush waits (the mutex-guarded counts decide)
   std::atomic<int> room_waiters_{0};
   std::atomic<std::int64_t> export_cpu_ns_{0};
 
@@ -806,7 +837,7 @@ class bsp_core final : public pool_core_base {
   std::condition_variable work_cv_; // the export thread waits for work
   std::condition_variable done_cv_; // flushes, shutdowns and block-mode recorders wait
   std::uint64_t flush_requested_ = 0, flush_done_ = 0;
-  bool closing_ = false, shut_down_ = false, clean_shutdown_ = false;
+  bool closing_ = false, shut_down_ = false, clean_shutdown_ = false, flush_ok_ = true;
   clock::time_point shutdown_deadline_{};
   std::string last_error_;
 
@@ -852,8 +883,11 @@ class batch_span_processor {
   // down, within timeout; false otherwise (and also when spans were dropped at the timeout).
   bool shutdown(std::chrono::milliseconds timeout = std::chrono::milliseconds(30000)) {
     const bool done = core_->shutdown(timeout);
-    if (done && thread_.joinable())
-      thread_.join();
+    if (done) {
+      std::lock_guard lock(join_mutex_); // concurrent shutdown calls join once
+      if (thread_.joinable())
+        thread_.join();
+    }
     return done && core_->shut_down_cleanly();
   }
 
@@ -866,6 +900,7 @@ class batch_span_processor {
  private:
   std::shared_ptr<otlpconc::detail::bsp_core> core_;
   std::thread thread_;
+  std::mutex join_mutex_;
 };
 
 } // namespace otlpconc::telemetry

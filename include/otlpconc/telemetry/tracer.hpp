@@ -52,8 +52,15 @@ inline const span_context* current_span_context() noexcept {
 // Makes a span context the calling thread's current one for the scope's lifetime.
 class [[nodiscard]] current_span_scope {
  public:
-  explicit current_span_scope(span_context ctx) noexcept
-      : context_(std::move(ctx)), previous_(otlpconc::detail::current_span_context) {
+  explicit current_span_scope(const span_context& ctx) noexcept : previous_(otlpconc::detail::current_span_context) {
+    context_.trace_id = ctx.trace_id;
+    context_.span_id = ctx.span_id;
+    context_.trace_flags = ctx.trace_flags;
+    context_.remote = ctx.remote;
+    try {
+      context_.trace_state = ctx.trace_state;
+    } catch (...) { // out of memory: children do not inherit the trace state
+    }
     otlpconc::detail::current_span_context = &context_;
   }
   ~current_span_scope() { otlpconc::detail::current_span_context = previous_; }

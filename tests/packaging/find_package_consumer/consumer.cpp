@@ -70,7 +70,7 @@ int main() {
     return 1;
   }
   std::printf("ok: %lld events, hwloc %s, %u NUMA node(s), %zu pooled objects, %zu spans\n",
-              static_cast<long long>(events.load()), otlpconc::topology::hwloc_enabled ? "on" : "off", topo.numa_nodes(),
-              pool.stats().capacity, exporter->size());
+              static_cast<long long>(events.load()), otlpconc::topology::hwloc_enabled ? "on" : "off",
+              topo.numa_nodes(), pool.stats().capacity, exporter->size());
   return 0;
 }

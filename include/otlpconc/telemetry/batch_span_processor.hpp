@@ -276,7 +276,7 @@ class bsp_core final : public pool_core_base {
       }
       pooled_ptr<bsp_batch> batch(raw);
       if (!batch) {
-        batch = batches_.try_acquire();
+        batch = new_batch();
         if (!batch) {                                         // out of memory: the span is dropped, counted
           st->slot.store(nullptr, std::memory_order_release); // (S2)
           dropped_.increment();
@@ -488,6 +488,15 @@ class bsp_core final : public pool_core_base {
     return st;
   }
 
+  // An empty batch, or null when out of memory (a slab cannot be allocated).
+  pooled_ptr<bsp_batch> new_batch() noexcept {
+    try {
+      return batches_.try_acquire();
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
   void park(stage* st, pooled_ptr<bsp_batch> batch) noexcept {
     // (S2) release: the batch's contents (the spans' records) happen-before a collector's (C1).
     st->slot.store(batch.release(), std::memory_order_release);
@@ -586,7 +595,7 @@ class bsp_core final : public pool_core_base {
       return;
     }
     for (;;) {
-      pooled_ptr<bsp_batch> batch = batches_.try_acquire();
+      pooled_ptr<bsp_batch> batch = new_batch();
       if (!batch) {
         dropped_.increment();
         return;

@@ -267,6 +267,8 @@ TEST_CASE("JSON strings are escaped and made valid UTF-8", "[telemetry]") {
   CHECK(json_of("\xe2\x82") == "\"" + fffd + fffd + "\"");                       // truncated
   CHECK(json_of("\xf4\x90\x80\x80") == "\"" + fffd + fffd + fffd + fffd + "\""); // above U+10FFFF
   CHECK(json_of("a\x80z") == "\"a" + fffd + "z\"");                              // stray continuation
+  CHECK(json_of("\xe2\x82\xc3\xa9") == "\"" + fffd + fffd + "\xc3\xa9\"");       // a lead byte cut short by another
+  CHECK(json_of("\xf0\x9f\xc0\x80") == "\"" + fffd + fffd + fffd + fffd + "\""); // bad third byte
 
   // Every byte value in every position: the output is always valid UTF-8 without raw controls.
   std::mt19937 rng(7);
@@ -279,12 +281,21 @@ TEST_CASE("JSON strings are escaped and made valid UTF-8", "[telemetry]") {
     bool ok = out.front() == '"' && out.back() == '"';
     while (ok && i + 1 < out.size()) {
       const auto c = static_cast<unsigned char>(out[i]);
-      std::size_t len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+      std::size_t len = c < 0x80 ? 1 : c >= 0xf5 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
       ok = len != 0 && c >= 0x20 && i + len < out.size();
       if (ok && c == '"')
         ok = false; // quotes are always escaped (the escape's backslash is consumed below)
-      if (ok && c == '\\')
+      if (ok && c == '\\') {
         len = out[i + 1] == 'u' ? 6 : 2;
+      } else if (ok && len > 1) {
+        // Unicode table 3-7: the second byte's range depends on the lead; the others are 80..BF.
+        const auto second = static_cast<unsigned char>(out[i + 1]);
+        const unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        const unsigned char hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        ok = second >= lo && second <= hi;
+        for (std::size_t k = 2; ok && k < len; ++k)
+          ok = static_cast<unsigned char>(out[i + k]) >= 0x80 && static_cast<unsigned char>(out[i + k]) <= 0xbf;
+      }
       i += len;
     }
     INFO("input round " << round);

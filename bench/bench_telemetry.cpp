@@ -15,6 +15,7 @@
 //       options. Counters: avg_batch (spans per export, the final flush included) and
 //       export_cpu_pct (CPU time of the export thread over the wall time, in percent of a core).
 #include "bench_common.hpp"
+#include "telemetry_common.hpp"
 
 #include "otlpconc/telemetry/tracer.hpp"
 
@@ -217,13 +218,7 @@ void otel_style_record(base_processor& p, std::mt19937_64& rng) {
 
 // ---- ours -----------------------------------------------------------------------------------
 
-struct counting_exporter final : tel::span_exporter {
-  std::atomic<std::int64_t> spans{0};
-  tel::export_result export_spans(const tel::span_batch_view& batch, clock::time_point) override {
-    spans.fetch_add(static_cast<std::int64_t>(batch.spans.size()), std::memory_order_relaxed);
-    return {};
-  }
-};
+using otlpconc::bench::counting_exporter;
 
 void ours_record(tel::tracer& t) {
   auto s = t.start_span("GET /items", {{"http.request.method", "GET"}, {"http.response.status_code", 200}});

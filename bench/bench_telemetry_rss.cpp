@@ -3,6 +3,7 @@
 // drops), to a counting exporter. Alone in its process, so that the process's peak resident set
 // (getrusage) is the pipeline's: counter peak_rss_mb. items/s: exported spans per second.
 #include "bench_common.hpp"
+#include "telemetry_common.hpp"
 
 #include "otlpconc/telemetry/tracer.hpp"
 
@@ -18,13 +19,7 @@ namespace {
 
 namespace tel = otlpconc::telemetry;
 
-struct counting_exporter final : tel::span_exporter {
-  std::atomic<std::int64_t> spans{0};
-  tel::export_result export_spans(const tel::span_batch_view& batch, clock::time_point) override {
-    spans.fetch_add(static_cast<std::int64_t>(batch.spans.size()), std::memory_order_relaxed);
-    return {};
-  }
-};
+using otlpconc::bench::counting_exporter;
 
 void bm_rss(benchmark::State& state) {
   constexpr int threads = 2;

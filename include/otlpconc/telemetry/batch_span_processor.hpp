@@ -286,8 +286,7 @@ class bsp_core final : public pool_core_base {
       if (batch->size == batch->reserved && !reserve(*batch)) {
         // The queue is full. Let the export thread take back what idle threads hold.
         request_collect();
-        if (options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this) {
-          // (An exporter recording spans must not wait for room: only its own thread makes room.)
+        if (drops_when_full()) {
           park(st, std::move(batch));
           if (!yielded) {
             // On a busy machine the export thread may be runnable but not running: give it this
@@ -305,11 +304,8 @@ class bsp_core final : public pool_core_base {
         else
           batch.reset();
         st->slot.store(nullptr, std::memory_order_release); // (S2)
-        wait_for_room();
-        if (closed()) {
-          dropped_.increment();
+        if (!wait_for_room_or_drop())
           return;
-        }
         continue;
       }
       batch->spans[batch->size++] = std::move(span);
@@ -529,6 +525,21 @@ class bsp_core final : public pool_core_base {
     }
   }
 
+  // What a span that finds the queue full does: dropped with the drop policy, and always on the
+  // export thread (an exporter recording spans must not wait for room only its own thread makes).
+  bool drops_when_full() const noexcept {
+    return options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this;
+  }
+
+  // Block policy: waits for room. False when shutdown ended the wait: the span is dropped, counted.
+  bool wait_for_room_or_drop() {
+    wait_for_room();
+    if (!closed())
+      return true;
+    dropped_.increment();
+    return false;
+  }
+
   void wait_for_room() {
     std::unique_lock lock(mutex_);
     // (Q3) seq_cst: either this waiter's check below sees the release (Q2), or the releaser sees
@@ -602,16 +613,13 @@ class bsp_core final : public pool_core_base {
       }
       if (!reserve(*batch)) {
         request_collect();
-        if (options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this) {
+        if (drops_when_full()) {
           dropped_.increment();
           return;
         }
         batch.reset();
-        wait_for_room();
-        if (closed()) {
-          dropped_.increment();
+        if (!wait_for_room_or_drop())
           return;
-        }
         continue;
       }
       batch->spans[batch->size++] = std::move(span);

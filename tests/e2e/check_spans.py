@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Reads an otlpconc-loadgen JSON Lines file back and checks every span against the summary.
+
+Each line must be one OTLP TracesData JSON object with OTLP JSON's rules (hex ids of the right
+length, 64-bit integers as decimal strings, enums as integers). Every span carries loadgen.thread
+and loadgen.seq; the spans of thread t must be exactly seq 0 .. recorded[t]-1, each once, when
+nothing was dropped or failed (otherwise each at most once, and as many as were exported).
+Usage: check_spans.py SPANS.jsonl SUMMARY.json
+"""
+import json
+import re
+import sys
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+DEC = re.compile(r"^-?[0-9]+$")
+
+
+def fail(msg):
+    sys.exit(f"check_spans: {msg}")
+
+
+def main(spans_path, summary_path):
+    with open(summary_path) as f:
+        summary = json.load(f)
+    seen = {}
+    span_ids = set()
+    count = 0
+    with open(spans_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                fail(f"line {lineno} is not terminated (a partial write?)")
+            doc = json.loads(line)
+            for rs in doc["resourceSpans"]:
+                attrs = {a["key"]: a["value"] for a in rs["resource"].get("attributes", [])}
+                if attrs.get("service.name") != {"stringValue": "otlpconc-loadgen"}:
+                    fail(f"line {lineno}: wrong resource {attrs}")
+                for ss in rs["scopeSpans"]:
+                    if ss["scope"]["name"] != "otlpconc.loadgen":
+                        fail(f"line {lineno}: wrong scope {ss['scope']}")
+                    for s in ss["spans"]:
+                        count += 1
+                        if not HEX32.match(s["traceId"]) or not HEX16.match(s["spanId"]):
+                            fail(f"line {lineno}: bad ids {s['traceId']} {s['spanId']}")
+                        if s["spanId"] in span_ids:
+                            fail(f"span id {s['spanId']} exported twice")
+                        span_ids.add(s["spanId"])
+                        if s["name"] != "loadgen.work" or s["kind"] != 1:
+                            fail(f"line {lineno}: bad name or kind: {s['name']} {s['kind']}")
+                        start, end = s["startTimeUnixNano"], s["endTimeUnixNano"]
+                        if not (DEC.match(start) and DEC.match(end)) or int(end) < int(start):
+                            fail(f"line {lineno}: bad times {start} {end}")
+                        a = {x["key"]: x["value"] for x in s["attributes"]}
+                        t, seq = int(a["loadgen.thread"]["intValue"]), int(a["loadgen.seq"]["intValue"])
+                        key = (t, seq)
+                        if key in seen:
+                            fail(f"thread {t} seq {seq} exported twice")
+                        seen[key] = True
+    if count != summary["exported"]:
+        fail(f"{count} spans in the file, the summary says {summary['exported']} exported")
+    if summary["accepted"] != summary["exported"] + summary["dropped"] + summary["failed"]:
+        fail(f"summary does not balance: {summary}")
+    if summary["dropped"] == 0 and summary["failed"] == 0:
+        for t, n in enumerate(summary["per_thread"]):
+            for seq in range(n):
+                if (t, seq) not in seen:
+                    fail(f"thread {t} seq {seq} is missing")
+        if len(seen) != sum(summary["per_thread"]):
+            fail("spans the threads did not record")
+    print(f"check_spans: {count} spans checked, {len(summary['per_thread'])} threads, every span once")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])

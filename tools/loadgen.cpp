@@ -1,7 +1,14 @@
 // otlpconc-loadgen: N application threads record spans through the batch span processor into the
-// OTLP JSON Lines file exporter, with a live progress line and a final summary (see --help).
+// OTLP JSON Lines file exporter or, with --endpoint, to an OTLP/HTTP receiver; a live progress line
+// and a final summary (see --help).
 #include "otlpconc/telemetry/json_lines_file_exporter.hpp"
 #include "otlpconc/telemetry/tracer.hpp"
+#if defined(OTLPCONC_HAVE_CURL) && OTLPCONC_HAVE_CURL
+#include "otlpconc/telemetry/otlp_http_exporter.hpp"
+#define LOADGEN_HAVE_HTTP 1
+#else
+#define LOADGEN_HAVE_HTTP 0
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <utility>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,13 +37,19 @@ using steady = std::chrono::steady_clock;
 constexpr const char* help_text = R"(usage: otlpconc-loadgen [options]
 
 Records spans on N threads through otlpconc's batch span processor and exports them as OTLP JSON
-Lines (one TracesData object per line, the OpenTelemetry Collector's otlpjsonfile format).
+Lines (one TracesData object per line, the OpenTelemetry Collector's otlpjsonfile format) or, with
+--endpoint, to an OTLP/HTTP receiver such as an OpenTelemetry Collector.
 
   --threads N         recording threads (default 2)
   --duration SECONDS  run time (default 5; decimals allowed)
   --spans N           record exactly N spans in all instead of running for a duration
   --rate N            spans per second over all threads (default 0: as fast as possible)
   --output FILE       where the spans go (default otlpconc-spans.jsonl; replaced)
+  --endpoint URL      send them to an OTLP/HTTP receiver instead, for example
+                      http://localhost:4318/v1/traces (JSON encoding; retries 429/502/503/504
+                      with backoff and Retry-After)
+  --header K=V        an HTTP header for every request (repeatable; with --endpoint)
+  --export-timeout-ms N  one export's time limit, retries included (default 30000)
   --policy P          queue-full policy: drop (OpenTelemetry's) or block (default block)
   --queue-size N      the processor's max queue size (default 2048)
   --batch-size N      max export batch size (default 512)
@@ -49,7 +63,8 @@ Each span is named "loadgen.work" and carries loadgen.thread (int) and loadgen.s
 per thread), so a reader can check that every span arrived once. The progress line (spans/s,
 queued, dropped) is shown when standard error is a terminal. Exit status: 0 when every recorded
 span is accounted for (exported, dropped or failed) and the pipeline shut down; 1 on a runtime
-error; 2 on a bad option.
+error; 2 on a bad option. Spans that failed to export (a receiver down past the export timeout,
+say) are accounted for: they are counted, reported and do not change the exit status.
 )";
 
 struct options {
@@ -58,6 +73,10 @@ struct options {
   std::optional<std::uint64_t> spans;
   double rate = 0;
   std::string output = "otlpconc-spans.jsonl";
+  bool output_given = false;
+  std::string endpoint;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::uint64_t export_timeout_ms = 30000;
   tel::overflow_policy policy = tel::overflow_policy::block;
   std::size_t queue_size = 2048;
   std::size_t batch_size = 512;
@@ -113,8 +132,22 @@ options parse(int argc, char** argv) {
         throw bad_option("--rate: must not be negative");
     } else if (arg == "--output") {
       o.output = value;
+      o.output_given = true;
       if (o.output.empty())
         throw bad_option("--output: empty file name");
+    } else if (arg == "--endpoint") {
+      o.endpoint = value;
+      if (o.endpoint.rfind("http://", 0) != 0 && o.endpoint.rfind("https://", 0) != 0)
+        throw bad_option("--endpoint: expected an http:// or https:// URL, got '" + o.endpoint + "'");
+    } else if (arg == "--header") {
+      const std::size_t eq = value.find('=');
+      if (eq == 0 || eq == std::string_view::npos)
+        throw bad_option("--header: expected NAME=VALUE, got '" + std::string(value) + "'");
+      o.headers.emplace_back(std::string(value.substr(0, eq)), std::string(value.substr(eq + 1)));
+    } else if (arg == "--export-timeout-ms") {
+      o.export_timeout_ms = parse_number<std::uint64_t>(arg, value);
+      if (o.export_timeout_ms == 0 || o.export_timeout_ms > 86'400'000)
+        throw bad_option("--export-timeout-ms: must be 1 to 86400000");
     } else if (arg == "--policy") {
       if (value == "drop")
         o.policy = tel::overflow_policy::drop;
@@ -136,6 +169,14 @@ options parse(int argc, char** argv) {
       throw bad_option(std::string(arg) + ": unknown option (see --help)");
     }
   }
+  if (!o.endpoint.empty() && o.output_given)
+    throw bad_option("--output and --endpoint: choose one destination");
+  if (o.endpoint.empty() && !o.headers.empty())
+    throw bad_option("--header: only with --endpoint");
+#if !LOADGEN_HAVE_HTTP
+  if (!o.endpoint.empty())
+    throw bad_option("--endpoint: this otlpconc-loadgen was built without libcurl (OTLPCONC_WITH_CURL)");
+#endif
   return o;
 }
 
@@ -177,9 +218,24 @@ int run(const options& o) {
   bsp.max_export_batch_size = o.batch_size;
   bsp.schedule_delay = std::chrono::milliseconds(static_cast<std::int64_t>(std::min<std::uint64_t>(o.delay_ms, 1ull << 40)));
   bsp.on_full = o.policy;
+  bsp.export_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.export_timeout_ms));
   bsp.validate(); // bad values are option errors (exit 2), reported before anything is created
 
-  auto exporter = std::make_shared<tel::json_lines_file_exporter>(o.output, tel::json_lines_file_exporter_options{.truncate = true});
+  std::shared_ptr<tel::span_exporter> exporter;
+#if LOADGEN_HAVE_HTTP
+  std::shared_ptr<tel::otlp_http_exporter> http;
+  if (!o.endpoint.empty()) {
+    tel::otlp_http_exporter_options ho;
+    ho.endpoint = o.endpoint;
+    ho.headers = o.headers;
+    ho.timeout = bsp.export_timeout;
+    http = std::make_shared<tel::otlp_http_exporter>(ho);
+    exporter = http;
+  }
+#endif
+  const std::string destination = o.endpoint.empty() ? o.output : o.endpoint;
+  if (!exporter)
+    exporter = std::make_shared<tel::json_lines_file_exporter>(o.output, tel::json_lines_file_exporter_options{.truncate = true});
   tel::batch_span_processor processor(exporter, bsp, tel::resource::for_service("otlpconc-loadgen"),
                                       {"otlpconc.loadgen", "1", {}});
   tel::tracer tracer(processor, {.span_sampler = tel::trace_id_ratio(o.sample_ratio)});
@@ -275,7 +331,7 @@ int run(const options& o) {
   const bool balanced = s.accepted == s.exported + s.dropped + s.failed && s.queued == 0;
 
   std::printf("otlpconc-loadgen: %u threads, %s policy, queue %zu, batch %zu -> %s\n", o.threads,
-              o.policy == tel::overflow_policy::drop ? "drop" : "block", o.queue_size, o.batch_size, o.output.c_str());
+              o.policy == tel::overflow_policy::drop ? "drop" : "block", o.queue_size, o.batch_size, destination.c_str());
   std::printf("  recorded        %12llu spans  %sspans/s over %.2f s\n", static_cast<unsigned long long>(total),
               human(static_cast<double>(total) / rec_secs).c_str(), rec_secs);
   std::printf("  exported        %12lld spans  %sspans/s to the end of the final flush (%.2f s)\n",
@@ -287,6 +343,19 @@ int run(const options& o) {
   std::printf("  export thread   %.3f s of CPU (%.1f%% of one core), %lld exports\n", export_cpu,
               100.0 * export_cpu / all_secs, static_cast<long long>(s.batches));
   std::printf("  peak RSS        %.1f MB\n", rss_mb);
+  std::string wire_json;
+#if LOADGEN_HAVE_HTTP
+  if (http) {
+    const auto w = http->stats();
+    std::printf("  HTTP            %llu requests (%llu retries, %llu transport errors), %.1f MB sent, last status %ld\n",
+                static_cast<unsigned long long>(w.requests), static_cast<unsigned long long>(w.retries),
+                static_cast<unsigned long long>(w.transport_errors), static_cast<double>(w.bytes_sent) / 1e6,
+                w.last_status);
+    wire_json = ",\"http_requests\":" + std::to_string(w.requests) + ",\"http_retries\":" + std::to_string(w.retries) +
+                ",\"http_transport_errors\":" + std::to_string(w.transport_errors) +
+                ",\"http_bytes_sent\":" + std::to_string(w.bytes_sent);
+  }
+#endif
   if (!s.last_error.empty())
     std::printf("  last error      %s\n", s.last_error.c_str());
   if (!o.summary_json.empty()) {
@@ -302,8 +371,8 @@ int run(const options& o) {
                  static_cast<long long>(s.exported), static_cast<long long>(s.dropped), static_cast<long long>(s.failed));
     for (unsigned t = 0; t < o.threads; ++t)
       std::fprintf(f, "%s%llu", t ? "," : "", static_cast<unsigned long long>(recorded[t]));
-    std::fprintf(f, "],\"p50_ns\":%.0f,\"p99_ns\":%.0f,\"p999_ns\":%.0f,\"export_cpu_s\":%.6f,\"peak_rss_mb\":%.1f}\n",
-                 p50, p99, p999, export_cpu, rss_mb);
+    std::fprintf(f, "],\"p50_ns\":%.0f,\"p99_ns\":%.0f,\"p999_ns\":%.0f,\"export_cpu_s\":%.6f,\"peak_rss_mb\":%.1f%s}\n",
+                 p50, p99, p999, export_cpu, rss_mb, wire_json.c_str());
     std::fclose(f);
   }
   if (!balanced || !clean) {

@@ -1,60 +1,115 @@
 #!/usr/bin/env python3
-"""A scripted OTLP/HTTP receiver on loopback, for the exporter's tests.
+"""A scripted OTLP/HTTP receiver on loopback, for the exporter's tests and the end-to-end test.
 
 Usage: otlp_server.py PORT_FILE LOG_FILE [RESPONSE ...]
-Listens on 127.0.0.1 (an ephemeral port, written to PORT_FILE), answers POST /v1/traces with the
-scripted responses in order, then 200 for every later request. A response is STATUS[:retry-after=S]
-[:partial=N]. Every request is checked (path, Content-Type: application/json, a TracesData body)
-and appended to LOG_FILE as one JSON line: status returned, span count, span ids.
+Listens on 127.0.0.1 (an ephemeral port, written to PORT_FILE once listening) and answers each POST
+with the next scripted response, then 200 for every later request. A response is STATUS followed
+by '|'-separated options:
+  retry-after=VALUE  a Retry-After header (seconds or an HTTP date)
+  partial=N          a partialSuccess body rejecting N spans, errorMessage "scripted rejection"
+  body=TEXT          this response body instead of {}
+  hang=SECONDS       wait this long before answering
+  close              close the connection without answering (a transport error)
+Every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
+body whose spans have 32/16-hex ids) and appended to LOG_FILE as one JSON line: path, request
+headers (lower-cased names), status returned, span count, span ids, and the spans' loadgen.thread
+and loadgen.seq attributes when present. A request that fails the checks is answered 400 and its
+"error" logged.
 """
 import http.server
 import json
+import os
+import re
 import sys
 import threading
+import time
 
 port_file, log_file, script = sys.argv[1], sys.argv[2], list(sys.argv[3:])
 lock = threading.Lock()
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def parse_spans(body):
+    doc = json.loads(body)
+    ids, keys = [], []
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                if not HEX32.match(s["traceId"]) or not HEX16.match(s["spanId"]):
+                    raise ValueError(f"bad ids {s['traceId']} {s['spanId']}")
+                ids.append(s["spanId"])
+                a = {x["key"]: x["value"] for x in s.get("attributes", [])}
+                if "loadgen.thread" in a and "loadgen.seq" in a:
+                    keys.append([int(a["loadgen.thread"]["intValue"]), int(a["loadgen.seq"]["intValue"])])
+    return ids, keys
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a Collector does
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        entry = {"path": self.path, "content_type": self.headers.get("Content-Type")}
+        entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
         try:
-            doc = json.loads(body)
-            ids = [s["spanId"] for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
-            entry["spans"], entry["ids"] = len(ids), ids
-        except Exception as e:  # a malformed body is recorded, answered 400
+            if self.path != "/v1/traces":
+                raise ValueError(f"wrong path {self.path}")
+            if self.headers.get("Content-Type") != "application/json":
+                raise ValueError(f"wrong Content-Type {self.headers.get('Content-Type')}")
+            entry["ids"], entry["keys"] = parse_spans(body)
+            entry["spans"] = len(entry["ids"])
+        except Exception as e:  # recorded, answered 400
             entry["error"] = str(e)
         with lock:
             spec = script.pop(0) if script else "200"
-        parts = spec.split(":")
+        parts = spec.split("|")
         status = int(parts[0])
-        headers, reply = {}, b"{}"
+        headers, reply, hang, close = {}, b"{}", 0.0, False
         for p in parts[1:]:
-            k, v = p.split("=", 1)
+            k, _, v = p.partition("=")
             if k == "retry-after":
                 headers["Retry-After"] = v
             elif k == "partial":
                 reply = json.dumps({"partialSuccess": {"rejectedSpans": v, "errorMessage": "scripted rejection"}}).encode()
-        if "error" in entry or self.path != "/v1/traces" or entry["content_type"] != "application/json":
+            elif k == "body":
+                reply = v.encode()
+            elif k == "hang":
+                hang = float(v)
+            elif k == "close":
+                close = True
+            else:
+                raise SystemExit(f"otlp_server.py: unknown response option {p}")
+        if "error" in entry:
             status = 400
-        entry["status"] = status
+        entry["status"] = 0 if close else status
         with lock, open(log_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        if hang:
+            time.sleep(hang)
+        if close:
+            self.close_connection = True
+            return
+        try:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout, shutdown)
+            self.close_connection = True
 
     def log_message(self, *args):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-with open(port_file, "w") as f:
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+server = Server(("127.0.0.1", 0), Handler)
+with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
+os.replace(port_file + ".tmp", port_file)
 server.serve_forever()

@@ -6,6 +6,9 @@
 #   MODE=subdirectory  build CONSUMER_DIR, which add_subdirectory()s OTLPCONC_SOURCE_DIR.
 # EXPECT_HWLOC (0/1): the consumer checks that otlpconc::topology::hwloc_enabled matches, and the
 # installed package files must mention hwloc exactly when it is 1.
+# EXPECT_CURL (0/1): the package has the otlpconc::otlp_http target and otlpconc-otlp-http.pc exactly
+# when it is 1; then consumer_http is built (CMake and pkg-config) and run too. WITH_HWLOC=OFF also
+# configures OTLPCONC_WITH_CURL=OFF.
 cmake_minimum_required(VERSION 3.25)
 
 function(run)
@@ -20,15 +23,15 @@ file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(build ${WORK_DIR}/build)
 set(configure_args -S ${CONSUMER_DIR} -B ${build} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX}
-                   -DCMAKE_BUILD_TYPE=Release -DEXPECT_HWLOC=${EXPECT_HWLOC})
+                   -DCMAKE_BUILD_TYPE=Release -DEXPECT_HWLOC=${EXPECT_HWLOC} -DEXPECT_CURL=${EXPECT_CURL})
 
 if(MODE STREQUAL "install")
   set(prefix ${WORK_DIR}/prefix)
   if(WITH_HWLOC STREQUAL "OFF")
     set(PROJECT_BUILD_DIR ${WORK_DIR}/project)
     run(${CMAKE_COMMAND} -S ${OTLPCONC_SOURCE_DIR} -B ${PROJECT_BUILD_DIR} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX}
-        -DOTLPCONC_WITH_HWLOC=OFF -DOTLPCONC_BUILD_TESTS=OFF -DOTLPCONC_BUILD_STRESS=OFF -DOTLPCONC_BUILD_BENCH=OFF
-        -DOTLPCONC_BUILD_EXAMPLES=OFF)
+        -DOTLPCONC_WITH_HWLOC=OFF -DOTLPCONC_WITH_CURL=OFF -DOTLPCONC_BUILD_TESTS=OFF -DOTLPCONC_BUILD_STRESS=OFF -DOTLPCONC_BUILD_BENCH=OFF
+        -DOTLPCONC_BUILD_EXAMPLES=OFF -DOTLPCONC_BUILD_TOOLS=OFF)
   endif()
   run(${CMAKE_COMMAND} --install ${PROJECT_BUILD_DIR} --prefix ${prefix})
   foreach(f include/otlpconc/counter.hpp share/cmake/otlpconc/otlpconcConfig.cmake
@@ -49,9 +52,32 @@ if(MODE STREQUAL "install")
       message(FATAL_ERROR "${f} mentions hwloc although the build has none:\n${text}")
     endif()
   endforeach()
+  # ... and libcurl exactly when the build used it (only in the otlp_http target and its .pc file).
+  foreach(f share/cmake/otlpconc/otlpconcConfig.cmake share/cmake/otlpconc/otlpconcTargets.cmake)
+    file(READ ${prefix}/${f} text)
+    string(FIND "${text}" "CURL" upper)
+    if(EXPECT_CURL AND upper EQUAL -1)
+      message(FATAL_ERROR "${f} does not carry the libcurl dependency")
+    elseif(NOT EXPECT_CURL AND NOT upper EQUAL -1)
+      message(FATAL_ERROR "${f} mentions libcurl although the build has none:\n${text}")
+    endif()
+  endforeach()
+  if(EXPECT_CURL AND NOT EXISTS ${prefix}/share/pkgconfig/otlpconc-otlp-http.pc)
+    message(FATAL_ERROR "install is missing share/pkgconfig/otlpconc-otlp-http.pc")
+  elseif(NOT EXPECT_CURL AND EXISTS ${prefix}/share/pkgconfig/otlpconc-otlp-http.pc)
+    message(FATAL_ERROR "otlpconc-otlp-http.pc installed although the build has no libcurl")
+  endif()
+  file(READ ${prefix}/share/pkgconfig/otlpconc.pc text)
+  string(FIND "${text}" "curl" lower)
+  if(NOT lower EQUAL -1)
+    message(FATAL_ERROR "otlpconc.pc must not require libcurl (only otlpconc-otlp-http.pc does):\n${text}")
+  endif()
   run(${CMAKE_COMMAND} ${configure_args} -DCMAKE_PREFIX_PATH=${prefix})
   run(${CMAKE_COMMAND} --build ${build})
   run(${build}/consumer)
+  if(EXPECT_CURL)
+    run(${build}/consumer_http)
+  endif()
 
   # pkg-config path: the .pc file alone must be enough to compile and link.
   find_program(PKG_CONFIG pkg-config REQUIRED)
@@ -62,10 +88,20 @@ if(MODE STREQUAL "install")
   run(${CXX} ${flags} -DEXPECT_HWLOC=${EXPECT_HWLOC} ${CONSUMER_DIR}/consumer.cpp -o ${WORK_DIR}/pkgconfig_consumer
       ${flags})
   run(${WORK_DIR}/pkgconfig_consumer)
+  if(EXPECT_CURL)
+    run(${PKG_CONFIG} --cflags --libs otlpconc-otlp-http)
+    string(STRIP "${last_output}" flags)
+    separate_arguments(flags UNIX_COMMAND "${flags}")
+    run(${CXX} ${flags} ${CONSUMER_DIR}/consumer_http.cpp -o ${WORK_DIR}/pkgconfig_consumer_http ${flags})
+    run(${WORK_DIR}/pkgconfig_consumer_http)
+  endif()
 elseif(MODE STREQUAL "subdirectory")
   run(${CMAKE_COMMAND} ${configure_args} -DOTLPCONC_SOURCE_DIR=${OTLPCONC_SOURCE_DIR})
   run(${CMAKE_COMMAND} --build ${build})
   run(${build}/consumer)
+  if(EXPECT_CURL)
+    run(${build}/consumer_http)
+  endif()
 else()
   message(FATAL_ERROR "MODE must be install or subdirectory")
 endif()

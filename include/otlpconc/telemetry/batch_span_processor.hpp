@@ -49,6 +49,7 @@
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
+#include "otlpconc/detail/env.hpp"
 #include "otlpconc/detail/pool_threads.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/object_pool.hpp"
@@ -67,6 +68,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -121,20 +123,13 @@ struct batch_span_processor_options {
 
 inline batch_span_processor_options batch_span_processor_options::from_env(batch_span_processor_options base) {
   auto read = [](const char* name, auto& field) {
-    const char* text = std::getenv(name);
-    if (text == nullptr || *text == '\0')
+    const std::optional<std::uint64_t> v = detail::env_uint(name, std::uint64_t{1} << 40);
+    if (!v)
       return;
-    std::uint64_t v = 0;
-    const std::string_view s(text);
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || end != s.data() + s.size())
-      throw std::invalid_argument(std::string(name) + ": expected a non-negative integer, got '" + text + "'");
-    if (v > std::uint64_t{1} << 40)
-      throw std::invalid_argument(std::string(name) + ": out of range: '" + text + "'");
     if constexpr (std::is_same_v<std::remove_reference_t<decltype(field)>, std::chrono::milliseconds>)
-      field = std::chrono::milliseconds(static_cast<std::int64_t>(v));
+      field = std::chrono::milliseconds(static_cast<std::int64_t>(*v));
     else
-      field = static_cast<std::size_t>(v);
+      field = static_cast<std::size_t>(*v);
   };
   read("OTEL_BSP_SCHEDULE_DELAY", base.schedule_delay);
   read("OTEL_BSP_EXPORT_TIMEOUT", base.export_timeout);

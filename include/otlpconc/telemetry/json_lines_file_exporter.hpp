@@ -18,6 +18,7 @@
 
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
+#include "otlpconc/detail/encode_pool.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
 
 #include <algorithm>
@@ -47,28 +48,14 @@ class json_lines_file_exporter final : public span_exporter {
  public:
   explicit json_lines_file_exporter(std::string path, json_lines_file_exporter_options options = {})
       : path_(std::move(path)), options_(options) {
-    if (options_.encode_threads < -1 || options_.encode_threads > 64)
-      throw std::invalid_argument("json_lines_file_exporter_options: encode_threads must be -1 (automatic) or 0 to 64");
+    // Checked before the file is opened or created.
+    pool_ = detail::make_encode_pool(options_.encode_threads, "json_lines_file_exporter_options");
     int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
     if (options_.truncate)
       flags |= O_TRUNC;
     fd_ = ::open(path_.c_str(), flags, 0644);
     if (fd_ < 0)
       throw std::system_error(errno, std::generic_category(), "json_lines_file_exporter: cannot open '" + path_ + "'");
-    int threads = options_.encode_threads;
-    if (threads == -1) {
-      const unsigned hw = std::thread::hardware_concurrency();
-      threads = hw <= 1 ? 0 : static_cast<int>(std::min(4u, std::max(1u, hw / 2)));
-    }
-    try {
-      if (threads > 0)
-        // Chunk exceptions reach the encoder through task_group::wait(); the handler only sees one
-        // nobody waited for (a chunk that threw while spawning the next failed), which is dropped.
-        pool_ = std::make_unique<work_stealing_pool>(static_cast<std::size_t>(threads), [](std::exception_ptr) {});
-    } catch (...) {
-      ::close(fd_);
-      throw;
-    }
     encoder_ = otlp_json_encoder(pool_.get());
   }
   ~json_lines_file_exporter() override {

@@ -1,27 +1,39 @@
 // otlpconc/telemetry/otlp_http_exporter.hpp: exports span batches to an OpenTelemetry Collector (or
-// any OTLP/HTTP receiver) with POST /v1/traces, JSON encoding, through libcurl.
+// any OTLP/HTTP receiver) with POST /v1/traces and the OTLP JSON encoding, through libcurl.
 //
-// What: each export encodes the batch once (otlp_json.hpp, on the exporter's encoding pool) and
-//   POSTs it with Content-Type: application/json, retrying as the OTLP/HTTP specification says.
-// When to use: sending spans to a Collector fleet. Requires libcurl (OTLPCONC_WITH_CURL, AUTO).
+// What: each export encodes the batch once (otlp_json.hpp, large batches in parallel on the
+//   exporter's encoding pool) and POSTs it with Content-Type: application/json, retrying as the
+//   OTLP/HTTP specification says. One connection, kept alive between exports.
+// When to use: sending spans to a Collector fleet or any OTLP/HTTP receiver. Link the CMake target
+//   otlpconc::otlp_http (it exists when otlpconc was configured with libcurl: OTLPCONC_WITH_CURL,
+//   AUTO by default) or use pkg-config's otlpconc-otlp-http.
+// When not to: OTLP/gRPC receivers (not spoken here), or when a local file is enough
+//   (json_lines_file_exporter.hpp).
 // Guarantees:
-//   - Retries 429, 502, 503 and 504 and transport errors (connection refused or reset, timeouts),
-//     with exponential backoff (initial_backoff, x1.5, at most max_backoff) and +-20% jitter, and
-//     honours Retry-After (seconds or an HTTP date) when the receiver sends it. Other 4xx and 5xx
-//     fail at once (not retryable).
-//   - The whole export, retries and waits included, ends by the earlier of the processor's deadline
-//     and options.timeout; a wait that would pass it is not started (the export fails instead).
+//   - Retries 429, 502, 503 and 504 and transport failures (connection refused or reset, timeouts)
+//     with exponential backoff (initial_backoff, times backoff_multiplier, at most max_backoff),
+//     each wait jittered by +-20%; a Retry-After header (seconds or an HTTP date) replaces the
+//     computed wait. Every other status (other 4xx, 500, 501, 3xx) fails at once.
+//   - The whole export, retries and waits included, ends by the earlier of the processor's
+//     deadline and options.timeout; a wait that would end after it is not started: the export
+//     fails at once, naming the last error.
 //   - A 2xx response with partialSuccess.rejectedSpans reports those spans as rejected (the
-//     processor counts them failed) and its errorMessage as the error.
-//   - shutdown() interrupts a backoff wait: the export in progress fails at once.
-//   - Never throws from export_spans; the constructor throws std::invalid_argument for a bad
-//     endpoint or options, std::runtime_error if libcurl cannot be initialized.
+//     processor counts them failed) with the receiver's errorMessage. An unparsable 2xx body is a
+//     success (the receiver took the request).
+//   - shutdown() interrupts a request in flight and a backoff wait: the export fails at once.
+//   - export_spans never throws; exports are serialized (one connection, one buffer). The
+//     constructor throws std::invalid_argument for bad options (naming the field),
+//     std::runtime_error when libcurl cannot be initialized.
+// Memory: one request body (the largest batch's encoding, kept for reuse) and libcurl's connection.
 #pragma once
 
 #if !defined(OTLPCONC_HAVE_CURL) || !OTLPCONC_HAVE_CURL
-#error "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: configure otlpconc with OTLPCONC_WITH_CURL (Debian: libcurl4-openssl-dev)"
+#error "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
 #endif
 
+#include "otlpconc/detail/encode_pool.hpp"
+#include "otlpconc/detail/env.hpp"
+#include "otlpconc/detail/otlp_response.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
@@ -32,74 +44,172 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
 namespace otlpconc::telemetry {
 
 struct otlp_http_exporter_options {
-  std::string endpoint = "http://localhost:4318/v1/traces";
+  std::string endpoint = "http://localhost:4318/v1/traces"; // the full URL, path included
   std::vector<std::pair<std::string, std::string>> headers; // sent with every request
-  std::chrono::milliseconds timeout{10000};                 // one export, retries included
+  std::chrono::milliseconds timeout{10000};                 // one export, retries and waits included
   std::chrono::milliseconds initial_backoff{1000};
   std::chrono::milliseconds max_backoff{5000};
-  int max_attempts = 5;
-  int encode_threads = 0; // as json_lines_file_exporter_options (-1: automatic)
+  double backoff_multiplier = 1.5;
+  int max_attempts = 5; // requests per export, the first included
+  // Threads of the encoding pool, as json_lines_file_exporter_options::encode_threads (-1:
+  // automatic, 0: encode on the export thread).
+  int encode_threads = -1;
+
+  // Throws std::invalid_argument naming the first bad field.
+  void validate() const {
+    auto fail = [](const std::string& what) { throw std::invalid_argument("otlp_http_exporter_options: " + what); };
+    if (endpoint.rfind("http://", 0) != 0 && endpoint.rfind("https://", 0) != 0)
+      fail("endpoint must be an http:// or https:// URL, got '" + endpoint + "'");
+    if (endpoint.find_first_of(" \t\r\n") != std::string::npos)
+      fail("endpoint must not contain white space: '" + endpoint + "'");
+    constexpr std::chrono::milliseconds day{86'400'000};
+    if (timeout.count() <= 0 || timeout > day)
+      fail("timeout must be positive and at most a day");
+    if (initial_backoff.count() <= 0 || max_backoff < initial_backoff || max_backoff > day)
+      fail("initial_backoff must be positive, max_backoff at least initial_backoff and at most a day");
+    if (!(backoff_multiplier >= 1.0 && backoff_multiplier <= 10.0))
+      fail("backoff_multiplier must be between 1 and 10");
+    if (max_attempts < 1 || max_attempts > 1000)
+      fail("max_attempts must be 1 to 1000");
+    for (const auto& [name, value] : headers) {
+      const bool bad_name =
+          name.empty() || name.find_first_of(" \t:\r\n") != std::string::npos;
+      if (bad_name || value.find_first_of("\r\n") != std::string::npos)
+        fail("bad header '" + name + "' (a name without ':' or white space, a value without line breaks)");
+    }
+    if (encode_threads < -1 || encode_threads > 64)
+      fail("encode_threads must be -1 (automatic) or 0 to 64");
+  }
+
+  // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first):
+  //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces"),
+  //   OTEL_EXPORTER_OTLP_TRACES_HEADERS or OTEL_EXPORTER_OTLP_HEADERS ("k=v,k2=v2", percent-decoded,
+  //   added to base's headers), OTEL_EXPORTER_OTLP_TRACES_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT
+  //   (milliseconds), OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL (only
+  //   "http/json" is spoken here: anything else throws). Unset or empty keeps base's value; a
+  //   malformed one throws std::invalid_argument naming the variable. The result is validated.
+  static otlp_http_exporter_options from_env(otlp_http_exporter_options base) {
+    using detail::env_text;
+    auto pick = [](const char* specific, const char* general) {
+      return env_text(specific) ? specific : general;
+    };
+    if (auto v = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+      base.endpoint = *v;
+    } else if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+      std::string e = *g;
+      while (!e.empty() && e.back() == '/')
+        e.pop_back();
+      base.endpoint = e + "/v1/traces";
+    }
+    const char* protocol = pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
+    if (auto v = env_text(protocol); v && *v != "http/json")
+      throw std::invalid_argument(std::string(protocol) + ": only http/json is supported by otlp_http_exporter, got '" +
+                                  *v + "'");
+    const char* timeout_var = pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+    if (auto ms = detail::env_uint(timeout_var, 86'400'000)) {
+      if (*ms == 0)
+        throw std::invalid_argument(std::string(timeout_var) + ": must be positive");
+      base.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(*ms));
+    }
+    const char* headers_var = pick("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
+    if (auto v = env_text(headers_var))
+      parse_headers(headers_var, *v, base.headers);
+    try {
+      base.validate();
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(e.what()) + " (from the OTEL_EXPORTER_OTLP_* environment)");
+    }
+    return base;
+  }
+  static otlp_http_exporter_options from_env() { return from_env(otlp_http_exporter_options()); }
+
+ private:
+  static void parse_headers(const char* var, std::string_view text, std::vector<std::pair<std::string, std::string>>& out) {
+    auto trim = [](std::string_view s) {
+      while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+      while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+      return s;
+    };
+    auto decode = [&](std::string_view s) {
+      std::string r;
+      for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+          r.push_back(s[i]);
+          continue;
+        }
+        auto hex = [](char c) {
+          return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        };
+        if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0)
+          throw std::invalid_argument(std::string(var) + ": bad percent escape in '" + std::string(text) + "'");
+        r.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+        i += 2;
+      }
+      return r;
+    };
+    while (!text.empty()) {
+      const std::size_t comma = text.find(',');
+      const std::string_view item = trim(text.substr(0, comma));
+      text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+      if (item.empty())
+        continue;
+      const std::size_t eq = item.find('=');
+      if (eq == std::string_view::npos || trim(item.substr(0, eq)).empty())
+        throw std::invalid_argument(std::string(var) + ": expected key=value pairs separated by commas, got '" +
+                                    std::string(item) + "'");
+      out.emplace_back(decode(trim(item.substr(0, eq))), decode(trim(item.substr(eq + 1))));
+    }
+  }
 };
 
 class otlp_http_exporter final : public span_exporter {
  public:
   explicit otlp_http_exporter(otlp_http_exporter_options options = {}) : options_(std::move(options)) {
-    if (options_.endpoint.rfind("http://", 0) != 0 && options_.endpoint.rfind("https://", 0) != 0)
-      throw std::invalid_argument("otlp_http_exporter_options: endpoint must start with http:// or https://, got '" +
-                                  options_.endpoint + "'");
-    if (options_.timeout.count() <= 0 || options_.initial_backoff.count() <= 0 ||
-        options_.max_backoff < options_.initial_backoff)
-      throw std::invalid_argument(
-          "otlp_http_exporter_options: timeout and initial_backoff must be positive, max_backoff >= initial_backoff");
-    if (options_.max_attempts < 1)
-      throw std::invalid_argument("otlp_http_exporter_options: max_attempts must be at least 1");
-    for (const auto& [name, value] : options_.headers)
-      if (name.empty() || name.find_first_of(":\r\n") != std::string::npos || value.find_first_of("\r\n") != std::string::npos)
-        throw std::invalid_argument("otlp_http_exporter_options: bad header '" + name + "'");
-    if (options_.encode_threads < -1 || options_.encode_threads > 64)
-      throw std::invalid_argument("otlp_http_exporter_options: encode_threads must be -1 or 0 to 64");
-    global_init();
-    curl_ = curl_easy_init();
-    if (curl_ == nullptr)
-      throw std::runtime_error("otlp_http_exporter: curl_easy_init failed");
-    int threads = options_.encode_threads;
-    if (threads == -1) {
-      const unsigned hw = std::thread::hardware_concurrency();
-      threads = hw <= 1 ? 0 : static_cast<int>(std::min(4u, std::max(1u, hw / 2)));
-    }
-    if (threads > 0)
-      pool_ = std::make_unique<work_stealing_pool>(static_cast<std::size_t>(threads), [](std::exception_ptr) {});
+    options_.validate();
+    pool_ = detail::make_encode_pool(options_.encode_threads, "otlp_http_exporter_options");
     encoder_ = otlp_json_encoder(pool_.get());
-    headers_ = curl_slist_append(nullptr, "Content-Type: application/json");
+    static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (global != CURLE_OK)
+      throw std::runtime_error(std::string("otlp_http_exporter: curl_global_init failed: ") +
+                               curl_easy_strerror(global));
+    easy_.reset(curl_easy_init());
+    multi_.reset(curl_multi_init());
+    if (!easy_ || !multi_)
+      throw std::runtime_error("otlp_http_exporter: libcurl could not create a handle");
+    append_header("Content-Type: application/json");
     for (const auto& [name, value] : options_.headers)
-      headers_ = curl_slist_append(headers_, (name + ": " + value).c_str());
+      append_header(name + ": " + value);
   }
-  ~otlp_http_exporter() override {
-    curl_slist_free_all(headers_);
-    curl_easy_cleanup(curl_);
-  }
+  ~otlp_http_exporter() override = default;
   otlp_http_exporter(const otlp_http_exporter&) = delete;
   otlp_http_exporter& operator=(const otlp_http_exporter&) = delete;
 
-  // Counters of what happened on the wire (for tests and the load generator).
+  const otlp_http_exporter_options& options() const noexcept { return options_; }
+
+  // What happened on the wire (for tests, dashboards and the load generator).
   struct wire_stats {
-    std::uint64_t requests = 0; // POSTs sent (retries included)
-    std::uint64_t retries = 0;
-    std::uint64_t last_status = 0;
+    std::uint64_t requests = 0;         // POSTs sent, retries included
+    std::uint64_t retries = 0;          // requests after a retryable failure
+    std::uint64_t transport_errors = 0; // requests that got no HTTP response
+    std::uint64_t bytes_sent = 0;       // request bodies
+    long last_status = 0;               // the last HTTP status (0: none yet, or a transport error)
   };
   wire_stats stats() const {
     std::lock_guard lock(state_mutex_);
@@ -108,166 +218,214 @@ class otlp_http_exporter final : public span_exporter {
 
   export_result export_spans(const span_batch_view& batch, clock::time_point deadline) override {
     std::lock_guard lock(export_mutex_);
-    deadline = std::min(deadline, clock::now() + options_.timeout);
-    body_.clear();
     try {
-      encoder_.encode(batch, body_);
+      return export_unguarded(batch, deadline);
+    } catch (const std::bad_alloc&) {
+      return export_result::failure("otlp_http_exporter: out of memory");
     } catch (const std::exception& e) {
-      return export_result::failure(std::string("otlp_http_exporter: encoding failed: ") + e.what());
-    }
-    auto backoff = options_.initial_backoff;
-    std::string error;
-    for (int attempt = 1;; ++attempt) {
-      if (shut_down())
-        return export_result::failure("otlp_http_exporter: shut down");
-      const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-      if (remaining.count() <= 0)
-        return export_result::failure(error.empty() ? "otlp_http_exporter: deadline passed" : error + " (deadline passed)");
-      const attempt_result r = post(remaining);
-      {
-        std::lock_guard state(state_mutex_);
-        ++wire_.requests;
-        wire_.last_status = r.status;
-      }
-      if (r.status >= 200 && r.status < 300)
-        return partial_success(r.body);
-      const bool retryable = r.status == 0 || r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
-      error = r.status == 0 ? "otlp_http_exporter: " + r.transport_error
-                            : "otlp_http_exporter: HTTP " + std::to_string(r.status) + " from " + options_.endpoint;
-      if (!retryable || attempt >= options_.max_attempts)
-        return export_result::failure(error);
-      auto wait = jittered(backoff);
-      if (r.retry_after)
-        wait = *r.retry_after;
-      if (clock::now() + wait >= deadline)
-        return export_result::failure(error + " (the retry would pass the deadline)");
-      if (!sleep_unless_shut_down(wait))
-        return export_result::failure("otlp_http_exporter: shut down");
-      {
-        std::lock_guard state(state_mutex_);
-        ++wire_.retries;
-      }
-      backoff = std::min(options_.max_backoff, std::chrono::milliseconds(backoff.count() * 3 / 2));
+      return export_result::failure(std::string("otlp_http_exporter: ") + e.what());
     }
   }
 
+  // Interrupts the request or wait in progress and fails every later export at once.
   void shutdown(clock::time_point) override {
-    std::lock_guard lock(state_mutex_);
-    shut_down_ = true;
+    {
+      std::lock_guard lock(state_mutex_);
+      shut_down_ = true;
+    }
     wake_.notify_all();
+    curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the poll in (perform) consumes it
   }
 
  private:
-  struct attempt_result {
-    long status = 0; // 0: transport error
+  struct easy_deleter {
+    void operator()(CURL* h) const noexcept { curl_easy_cleanup(h); }
+  };
+  struct multi_deleter {
+    void operator()(CURLM* h) const noexcept { curl_multi_cleanup(h); }
+  };
+  struct slist_deleter {
+    void operator()(curl_slist* l) const noexcept { curl_slist_free_all(l); }
+  };
+
+  struct response {
+    long status = 0; // 0: no HTTP response (transport_error says why)
     std::string transport_error;
     std::string body;
     std::optional<std::chrono::milliseconds> retry_after;
+    bool interrupted = false;
   };
 
-  static void global_init() {
-    static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (rc != CURLE_OK)
-      throw std::runtime_error(std::string("otlp_http_exporter: curl_global_init failed: ") + curl_easy_strerror(rc));
+  void append_header(const std::string& line) {
+    curl_slist* grown = curl_slist_append(headers_.get(), line.c_str());
+    if (grown == nullptr)
+      throw std::bad_alloc();
+    (void)headers_.release();
+    headers_.reset(grown);
+  }
+
+  export_result export_unguarded(const span_batch_view& batch, clock::time_point deadline) {
+    const auto start = clock::now();
+    if (deadline - start > options_.timeout) // (no overflow: timeout is at most a day)
+      deadline = start + options_.timeout;
+    body_.clear();
+    encoder_.encode(batch, body_);
+    auto backoff = options_.initial_backoff;
+    std::string error;
+    for (int attempt = 1;; ++attempt) {
+      if (is_shut_down())
+        return export_result::failure("otlp_http_exporter: shut down");
+      const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+      if (remaining.count() <= 0)
+        return export_result::failure(error.empty() ? "otlp_http_exporter: the export deadline passed"
+                                                    : error + " (then the export deadline passed)");
+      if (attempt > 1) {
+        std::lock_guard state(state_mutex_);
+        ++wire_.retries;
+      }
+      const response r = perform(remaining);
+      if (r.interrupted)
+        return export_result::failure("otlp_http_exporter: shut down during a request");
+      if (r.status >= 200 && r.status < 300)
+        return accepted(r.body);
+      const bool retryable = r.status == 0 || r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
+      error = r.status == 0 ? "otlp_http_exporter: " + r.transport_error + " (" + options_.endpoint + ")"
+                            : "otlp_http_exporter: HTTP " + std::to_string(r.status) + " from " + options_.endpoint +
+                                  excerpt(r.body);
+      if (!retryable)
+        return export_result::failure(error);
+      if (attempt >= options_.max_attempts)
+        return export_result::failure(error + " (" + std::to_string(attempt) + " attempts)");
+      const auto wait = r.retry_after ? *r.retry_after : jittered(backoff);
+      if (clock::now() + wait >= deadline)
+        return export_result::failure(error + " (the next attempt would start after the export deadline)");
+      if (!sleep_unless_shut_down(wait))
+        return export_result::failure("otlp_http_exporter: shut down while waiting to retry");
+      backoff = std::min(options_.max_backoff, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   backoff * options_.backoff_multiplier));
+    }
+  }
+
+  // A 2xx: the request was taken; a partial success names the spans the receiver rejected.
+  static export_result accepted(const std::string& body) {
+    export_result result;
+    const auto partial = detail::otlp_json_reader(body).partial_success();
+    if (!partial || partial->rejected == 0)
+      return result;
+    result.rejected_spans = partial->rejected;
+    result.error = "otlp_http_exporter: the receiver rejected " + std::to_string(partial->rejected) + " spans" +
+                   (partial->message.empty() ? std::string() : ": " + partial->message);
+    return result;
+  }
+
+  // The start of an error response's body, printable ASCII only, for the error message.
+  static std::string excerpt(const std::string& body) {
+    std::string out;
+    for (char c : body) {
+      if (out.size() >= 200) {
+        out += "...";
+        break;
+      }
+      out.push_back(c >= 0x20 && c < 0x7f ? c : ' ');
+    }
+    return out.empty() ? out : ": " + out;
+  }
+
+  response perform(std::chrono::milliseconds timeout) {
+    response r;
+    CURL* h = easy_.get();
+    curl_easy_reset(h); // keeps the connection (it lives in the multi handle's cache)
+    curl_easy_setopt(h, CURLOPT_URL, options_.endpoint.c_str());
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_.data());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_.size()));
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers_.get());
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "otlpconc-otlp-http/0.1");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &otlp_http_exporter::on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &otlp_http_exporter::on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+    {
+      std::lock_guard state(state_mutex_);
+      ++wire_.requests;
+      wire_.bytes_sent += body_.size();
+    }
+    if (const CURLMcode mc = curl_multi_add_handle(multi_.get(), h); mc != CURLM_OK) {
+      r.transport_error = curl_multi_strerror(mc);
+      return r;
+    }
+    CURLcode result = CURLE_OK;
+    for (;;) {
+      int running = 0;
+      CURLMcode mc = curl_multi_perform(multi_.get(), &running);
+      if (mc == CURLM_OK && running == 0) {
+        int left = 0;
+        while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left))
+          if (msg->msg == CURLMSG_DONE)
+            result = msg->data.result;
+        break;
+      }
+      if (mc == CURLM_OK && is_shut_down()) {
+        r.interrupted = true;
+        break;
+      }
+      // Sleeps until a socket is ready, libcurl's own timer (the request timeout among them) is due,
+      // or shutdown() wakes it (the wakeup is sticky: one sent after the check above is not lost).
+      if (mc == CURLM_OK)
+        mc = curl_multi_poll(multi_.get(), nullptr, 0, 10000, nullptr);
+      if (mc != CURLM_OK) {
+        result = CURLE_RECV_ERROR;
+        r.transport_error = curl_multi_strerror(mc);
+        break;
+      }
+    }
+    curl_multi_remove_handle(multi_.get(), h);
+    if (!r.interrupted && result == CURLE_OK)
+      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+    else if (r.transport_error.empty())
+      r.transport_error = curl_easy_strerror(result);
+    {
+      std::lock_guard state(state_mutex_);
+      wire_.last_status = r.status;
+      if (r.status == 0 && !r.interrupted)
+        ++wire_.transport_errors;
+    }
+    return r;
   }
 
   static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* r = static_cast<attempt_result*>(user);
+    auto* r = static_cast<response*>(user);
     const std::size_t bytes = size * n;
-    if (r->body.size() < (1u << 20)) // a response larger than 1 MiB is not an OTLP response: truncated
-      r->body.append(data, std::min(bytes, (std::size_t{1} << 20) - r->body.size()));
+    constexpr std::size_t limit = std::size_t{1} << 20; // an OTLP response is small: the rest is ignored
+    try {
+      if (r->body.size() < limit)
+        r->body.append(data, std::min(bytes, limit - r->body.size()));
+    } catch (...) {
+      return 0; // out of memory: libcurl fails the transfer
+    }
     return bytes;
   }
 
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* r = static_cast<attempt_result*>(user);
+    auto* r = static_cast<response*>(user);
     const std::size_t bytes = size * n;
-    std::string_view line(data, bytes);
+    const std::string_view line(data, bytes);
     constexpr std::string_view name = "retry-after:";
     if (line.size() > name.size()) {
-      std::string lower(line.substr(0, name.size()));
-      for (char& c : lower)
-        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-      if (lower == name) {
-        std::string value(line.substr(name.size()));
-        while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
-          value.pop_back();
-        while (!value.empty() && value.front() == ' ')
-          value.erase(0, 1);
-        r->retry_after = parse_retry_after(value);
+      bool match = true;
+      for (std::size_t i = 0; i < name.size() && match; ++i) {
+        const char c = line[i];
+        match = (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == name[i];
       }
+      if (match)
+        if (const auto s = detail::parse_retry_after(line.substr(name.size()), std::time(nullptr)))
+          r->retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(*s);
     }
+    if (line.rfind("HTTP/", 0) == 0) // a new response (after 100 Continue): forget the last one's
+      r->retry_after.reset();
     return bytes;
-  }
-
-  // Retry-After: delay-seconds or an HTTP date. Unparsable: ignored.
-  static std::optional<std::chrono::milliseconds> parse_retry_after(const std::string& value) {
-    if (value.empty())
-      return std::nullopt;
-    if (value.find_first_not_of("0123456789") == std::string::npos) {
-      if (value.size() > 9)
-        return std::chrono::milliseconds(std::int64_t{999'999'999} * 1000);
-      return std::chrono::milliseconds(std::stoll(value) * 1000);
-    }
-    const time_t when = curl_getdate(value.c_str(), nullptr);
-    if (when < 0)
-      return std::nullopt;
-    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    return std::chrono::milliseconds(std::max<std::int64_t>(0, static_cast<std::int64_t>(when - now)) * 1000);
-  }
-
-  attempt_result post(std::chrono::milliseconds timeout) {
-    attempt_result r;
-    curl_easy_reset(curl_);
-    curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
-    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body_.data());
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_.size()));
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
-    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<std::int64_t>(1, timeout.count())));
-    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &otlp_http_exporter::on_body);
-    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, &otlp_http_exporter::on_header);
-    curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &r);
-    const CURLcode rc = curl_easy_perform(curl_);
-    if (rc != CURLE_OK) {
-      r.status = 0;
-      r.transport_error = curl_easy_strerror(rc);
-      return r;
-    }
-    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
-    return r;
-  }
-
-  // {"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}} (rejectedSpans is an int64: a
-  // string in OTLP JSON, a number from some receivers).
-  static export_result partial_success(const std::string& body) {
-    export_result result;
-    const std::size_t key = body.find("\"rejectedSpans\"");
-    if (key == std::string::npos)
-      return result;
-    std::size_t at = body.find(':', key);
-    if (at == std::string::npos)
-      return result;
-    ++at;
-    while (at < body.size() && (body[at] == ' ' || body[at] == '"'))
-      ++at;
-    std::uint64_t rejected = 0;
-    while (at < body.size() && body[at] >= '0' && body[at] <= '9')
-      rejected = rejected * 10 + static_cast<std::uint64_t>(body[at++] - '0');
-    result.rejected_spans = rejected;
-    if (rejected != 0) {
-      result.error = "otlp_http_exporter: the receiver rejected " + std::to_string(rejected) + " spans";
-      const std::size_t msg = body.find("\"errorMessage\"");
-      if (msg != std::string::npos) {
-        const std::size_t open = body.find('"', body.find(':', msg) + 1);
-        const std::size_t close = open == std::string::npos ? open : body.find('"', open + 1);
-        if (close != std::string::npos)
-          result.error += ": " + body.substr(open + 1, close - open - 1);
-      }
-    }
-    return result;
   }
 
   std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
@@ -275,23 +433,25 @@ class otlp_http_exporter final : public span_exporter {
     return std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>(base.count()) * factor(rng_)));
   }
 
-  bool shut_down() const {
+  bool is_shut_down() const {
     std::lock_guard lock(state_mutex_);
     return shut_down_;
   }
+  // false: shut down before the wait ended.
   bool sleep_unless_shut_down(std::chrono::milliseconds wait) {
     std::unique_lock lock(state_mutex_);
     return !wake_.wait_for(lock, wait, [&] { return shut_down_; });
   }
 
-  const otlp_http_exporter_options options_;
-  CURL* curl_ = nullptr;
-  curl_slist* headers_ = nullptr;
+  otlp_http_exporter_options options_;
   std::unique_ptr<work_stealing_pool> pool_;
   otlp_json_encoder encoder_;
+  std::unique_ptr<CURL, easy_deleter> easy_;
+  std::unique_ptr<CURLM, multi_deleter> multi_;
+  std::unique_ptr<curl_slist, slist_deleter> headers_;
   std::string body_;
   std::minstd_rand rng_{std::random_device{}()};
-  std::mutex export_mutex_;
+  std::mutex export_mutex_; // serializes exports
   mutable std::mutex state_mutex_;
   std::condition_variable wake_;
   bool shut_down_ = false;

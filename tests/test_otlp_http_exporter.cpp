@@ -1,0 +1,425 @@
+// Tests of otlp_http_exporter against a real HTTP server on loopback (tests/e2e/otlp_server.py,
+// started by each test), which checks every request and answers with scripted failures.
+#include "loopback_server.hpp"
+
+#include "otlpconc/telemetry/otlp_http_exporter.hpp"
+#include "otlpconc/telemetry/tracer.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace otlpconc::telemetry;
+using namespace std::chrono_literals;
+using otlpconc_test::loopback_server;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+// `n` spans with distinct, known ids.
+struct test_batch {
+  explicit test_batch(std::size_t n) : spans(n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016zx", 0x1000 + i);
+      const auto sid = span_id::from_hex(hex).value();
+      const auto tid = trace_id::from_hex(std::string("0af7651916cd43dd8448eb211c80319c")).value();
+      spans[i].set_ids(tid, sid, span_id{}, 1, false);
+      spans[i].set_name("op");
+      spans[i].set_start_time(1000);
+      spans[i].set_end_time(2000);
+      ids.push_back(hex);
+      pointers.push_back(&spans[i]);
+    }
+  }
+  span_batch_view view() const { return {res, scope, pointers}; }
+
+  resource res = resource::for_service("http-test");
+  instrumentation_scope scope{"http-test", "1", {}};
+  std::vector<span_data> spans;
+  std::vector<const span_data*> pointers;
+  std::vector<std::string> ids;
+};
+
+otlp_http_exporter_options fast_options(const loopback_server& server) {
+  otlp_http_exporter_options o;
+  o.endpoint = server.url();
+  o.initial_backoff = 20ms;
+  o.max_backoff = 100ms;
+  o.timeout = 20s;
+  o.encode_threads = 0;
+  return o;
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+double seconds_since(steady::time_point t) { return std::chrono::duration<double>(steady::now() - t).count(); }
+
+} // namespace
+
+TEST_CASE("otlp_http_exporter posts OTLP JSON with the configured headers", "[otlp_http]") {
+  loopback_server server({});
+  auto o = fast_options(server);
+  o.headers = {{"X-Tenant", "acme"}, {"Authorization", "Bearer s3cret"}};
+  otlp_http_exporter exporter(o);
+  test_batch batch(3);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  INFO(r.error);
+  CHECK(r.status == export_status::success);
+  CHECK(r.rejected_spans == 0);
+  const auto log = server.requests();
+  REQUIRE(log.size() == 1);
+  CHECK(has(log[0], "\"path\": \"/v1/traces\""));
+  CHECK(has(log[0], "\"content-type\": \"application/json\""));
+  CHECK(has(log[0], "\"x-tenant\": \"acme\""));
+  CHECK(has(log[0], "\"authorization\": \"Bearer s3cret\""));
+  CHECK(has(log[0], "\"spans\": 3"));
+  for (const auto& id : batch.ids)
+    CHECK(has(log[0], "\"" + id + "\""));
+  CHECK_FALSE(has(log[0], "\"error\""));
+  const auto w = exporter.stats();
+  CHECK(w.requests == 1);
+  CHECK(w.retries == 0);
+  CHECK(w.last_status == 200);
+  CHECK(w.bytes_sent > 100);
+}
+
+TEST_CASE("otlp_http_exporter retries 429, 502, 503 and 504, then succeeds", "[otlp_http]") {
+  loopback_server server({"429", "502", "503", "504"});
+  otlp_http_exporter exporter(fast_options(server));
+  test_batch batch(2);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  INFO(r.error);
+  CHECK(r.status == export_status::success);
+  const auto log = server.requests();
+  REQUIRE(log.size() == 5);
+  for (const auto& line : log) // every attempt carries the same batch
+    CHECK((has(line, "\"spans\": 2") && has(line, batch.ids[0]) && has(line, batch.ids[1])));
+  CHECK(has(log[0], "\"status\": 429"));
+  CHECK(has(log[4], "\"status\": 200"));
+  const auto w = exporter.stats();
+  CHECK(w.requests == 5);
+  CHECK(w.retries == 4);
+}
+
+TEST_CASE("otlp_http_exporter does not retry other statuses", "[otlp_http]") {
+  for (const char* status : {"400", "401", "403", "404", "413", "500", "501", "301"}) {
+    INFO("status " << status);
+    loopback_server server({std::string(status) + "|body={\"code\":3,\"message\":\"bad things\"}"});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, std::string("HTTP ") + status));
+    CHECK(has(r.error, "bad things")); // the receiver's explanation reaches the error
+    CHECK(server.requests().size() == 1);
+    CHECK(exporter.stats().retries == 0);
+  }
+}
+
+TEST_CASE("otlp_http_exporter honours Retry-After in seconds and as an HTTP date", "[otlp_http]") {
+  SECTION("seconds: the wait replaces the (much shorter) backoff") {
+    loopback_server server({"503|retry-after=1"});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    const double took = seconds_since(t0);
+    CHECK(r.status == export_status::success);
+    CHECK(server.requests().size() == 2);
+    CHECK(took >= 0.95);
+    CHECK(took < 5.0);
+  }
+  SECTION("an HTTP date in the past: retry at once") {
+    loopback_server server({"503|retry-after=Wed, 21 Oct 2015 07:28:00 GMT"});
+    auto o = fast_options(server);
+    o.initial_backoff = 3000ms; // the backoff would take 2.4 s or more: the date must replace it
+    o.max_backoff = 3000ms;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::success);
+    CHECK(seconds_since(t0) < 2.0);
+    CHECK(server.requests().size() == 2);
+  }
+}
+
+TEST_CASE("otlp_http_exporter counts the spans of a partial success as rejected", "[otlp_http]") {
+  loopback_server server({"200|partial=3"});
+  otlp_http_exporter exporter(fast_options(server));
+  test_batch batch(10);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  CHECK(r.status == export_status::success);
+  CHECK(r.rejected_spans == 3);
+  CHECK(has(r.error, "rejected 3 spans"));
+  CHECK(has(r.error, "scripted rejection"));
+  CHECK(server.requests().size() == 1); // a partial success is not retried
+}
+
+TEST_CASE("otlp_http_exporter: the timeout bounds the whole export, retries included", "[otlp_http]") {
+  SECTION("a receiver that keeps answering 503") {
+    loopback_server server({"503", "503", "503", "503", "503", "503", "503", "503", "503", "503", "503", "503", "503",
+                            "503", "503", "503", "503", "503", "503", "503", "503", "503", "503", "503", "503"});
+    auto o = fast_options(server);
+    o.timeout = 600ms;
+    o.initial_backoff = 50ms;
+    o.max_backoff = 200ms;
+    o.max_attempts = 1000;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    const double took = seconds_since(t0);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "HTTP 503"));
+    CHECK(took < 1.5);
+    const auto n = server.requests().size();
+    CHECK(n >= 2);  // it did retry
+    CHECK(n <= 12); // with backoff, not in a tight loop
+  }
+  SECTION("the processor's deadline is earlier than options.timeout") {
+    loopback_server server({"503", "503", "503", "503", "503", "503", "503", "503", "503", "503"});
+    auto o = fast_options(server);
+    o.max_attempts = 1000;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 300ms);
+    CHECK(r.status == export_status::failure);
+    CHECK(seconds_since(t0) < 1.2);
+  }
+  SECTION("a Retry-After beyond the deadline fails at once instead of waiting") {
+    loopback_server server({"429|retry-after=30"});
+    auto o = fast_options(server);
+    o.timeout = 2000ms;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "HTTP 429"));
+    CHECK(has(r.error, "deadline"));
+    CHECK(seconds_since(t0) < 1.5);
+    CHECK(server.requests().size() == 1);
+  }
+  SECTION("a receiver that never answers: the request is cut at the deadline") {
+    loopback_server server({"200|hang=20"});
+    auto o = fast_options(server);
+    o.timeout = 700ms;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const auto t0 = steady::now();
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    const double took = seconds_since(t0);
+    CHECK(r.status == export_status::failure);
+    CHECK(took >= 0.6);
+    CHECK(took < 2.0);
+    CHECK(exporter.stats().transport_errors == 1);
+  }
+  SECTION("max_attempts ends the retries") {
+    loopback_server server({"503", "503", "503", "503", "503"});
+    auto o = fast_options(server);
+    o.max_attempts = 3;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "3 attempts"));
+    CHECK(server.requests().size() == 3);
+  }
+}
+
+TEST_CASE("otlp_http_exporter retries transport failures", "[otlp_http]") {
+  SECTION("a connection closed without an answer, then success") {
+    loopback_server server({"200|close", "200|close"});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    INFO(r.error);
+    CHECK(r.status == export_status::success);
+    CHECK(server.requests().size() == 3);
+    CHECK(exporter.stats().transport_errors == 2);
+  }
+  SECTION("nothing listening: every attempt fails to connect") {
+    std::string url;
+    {
+      loopback_server gone({});
+      url = gone.url(); // a port nothing listens on once the server has stopped
+    }
+    otlp_http_exporter_options o;
+    o.endpoint = url;
+    o.initial_backoff = 10ms;
+    o.max_backoff = 20ms;
+    o.max_attempts = 3;
+    o.encode_threads = 0;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "onnect")); // libcurl: "Couldn't connect to server"
+    const auto w = exporter.stats();
+    CHECK(w.requests == 3);
+    CHECK(w.transport_errors == 3);
+  }
+}
+
+TEST_CASE("otlp_http_exporter: shutdown interrupts a request in flight and a retry wait", "[otlp_http]") {
+  for (const char* script : {"200|hang=20", "503|retry-after=20"}) {
+    INFO(script);
+    loopback_server server({script});
+    auto o = fast_options(server);
+    o.timeout = 60s;
+    otlp_http_exporter exporter(o);
+    test_batch batch(1);
+    auto result = std::async(std::launch::async, [&] { return exporter.export_spans(batch.view(), steady::now() + 60s); });
+    const auto give_up = steady::now() + 10s;
+    while (server.requests().empty() && steady::now() < give_up)
+      std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(100ms); // into the request, or into the wait
+    const auto t0 = steady::now();
+    exporter.shutdown(steady::now() + 1s);
+    REQUIRE(result.wait_for(5s) == std::future_status::ready);
+    const export_result r = result.get();
+    CHECK(seconds_since(t0) < 1.5);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "shut down"));
+    CHECK(server.requests().size() == 1);
+    // After shutdown nothing is sent.
+    CHECK(exporter.export_spans(batch.view(), steady::now() + 1s).status == export_status::failure);
+    CHECK(server.requests().size() == 1);
+  }
+}
+
+TEST_CASE("the processor over otlp_http_exporter: 503s with Retry-After, counts reconciled", "[otlp_http]") {
+  loopback_server server({"503|retry-after=1", "503", "200|partial=2", "500"});
+  auto o = fast_options(server);
+  auto exporter = std::make_shared<otlp_http_exporter>(o);
+  batch_span_processor_options bo;
+  bo.max_export_batch_size = 50;
+  bo.max_queue_size = 10000;
+  bo.on_full = overflow_policy::block;
+  batch_span_processor processor(exporter, bo);
+  tracer t(processor);
+  std::set<std::string> recorded;
+  for (int i = 0; i < 400; ++i) {
+    auto span = t.start_span("work", {{"i", i}});
+    recorded.insert(span.context().span_id.to_hex());
+  }
+  REQUIRE(processor.shutdown(30000ms));
+  const auto s = processor.stats();
+  // The log: 1 request 503 (Retry-After), 1 request 503, then one 200 with 2 rejected, one 500
+  // (a whole batch failed, not retried), then 200s.
+  std::set<std::string> delivered; // ids in requests answered 2xx
+  std::size_t failed_batch_spans = 0;
+  const auto log = server.requests();
+  for (std::size_t k = 0; k < log.size(); ++k) {
+    INFO(log[k]);
+    CHECK_FALSE(has(log[k], "\"error\""));
+    const bool ok = has(log[k], "\"status\": 200");
+    std::size_t at = log[k].find("\"ids\": [");
+    REQUIRE(at != std::string::npos);
+    const std::size_t end = log[k].find(']', at);
+    std::size_t spans_here = 0;
+    for (at = log[k].find('"', at + 8); at < end; at = log[k].find('"', at + 18)) {
+      const std::string id = log[k].substr(at + 1, 16);
+      CHECK(recorded.count(id) == 1);
+      ++spans_here;
+      if (ok)
+        CHECK(delivered.insert(id).second); // no span delivered twice
+    }
+    if (has(log[k], "\"status\": 500"))
+      failed_batch_spans = spans_here;
+  }
+  CHECK(log.size() >= 400 / 50 + 2); // at least 8 batches, the first sent 3 times
+  CHECK(failed_batch_spans > 0);
+  CHECK(s.accepted == 400);
+  CHECK(s.exported + s.failed + s.dropped == 400);
+  CHECK(s.dropped == 0);
+  CHECK(s.failed == static_cast<std::int64_t>(failed_batch_spans + 2));
+  CHECK(s.exported == static_cast<std::int64_t>(delivered.size()) - 2); // the 2 rejected were delivered but not taken
+  CHECK(exporter->stats().retries == 2);
+}
+
+TEST_CASE("otlp_http_exporter_options are checked, naming the field", "[otlp_http]") {
+  auto bad = [](auto change, const char* what) {
+    otlp_http_exporter_options o;
+    change(o);
+    CHECK_THROWS_WITH(otlp_http_exporter(o), Catch::Contains(what));
+  };
+  bad([](auto& o) { o.endpoint = "localhost:4318/v1/traces"; }, "endpoint");
+  bad([](auto& o) { o.endpoint = "http://local host/v1/traces"; }, "endpoint");
+  bad([](auto& o) { o.timeout = 0ms; }, "timeout");
+  bad([](auto& o) { o.initial_backoff = 0ms; }, "initial_backoff");
+  bad([](auto& o) { o.max_backoff = o.initial_backoff / 2; }, "max_backoff");
+  bad([](auto& o) { o.backoff_multiplier = 0.5; }, "backoff_multiplier");
+  bad([](auto& o) { o.max_attempts = 0; }, "max_attempts");
+  bad([](auto& o) { o.headers = {{"Bad:Name", "x"}}; }, "header");
+  bad([](auto& o) { o.headers = {{"X-Ok", "line\r\nInjected: yes"}}; }, "header");
+  bad([](auto& o) { o.encode_threads = -2; }, "encode_threads");
+  CHECK_NOTHROW(otlp_http_exporter(otlp_http_exporter_options{}));
+}
+
+TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter", "[otlp_http]") {
+  const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT",        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "OTEL_EXPORTER_OTLP_HEADERS",         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT",         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL",        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"};
+  for (const char* v : vars)
+    ::unsetenv(v);
+  {
+    const auto o = otlp_http_exporter_options::from_env();
+    CHECK(o.endpoint == "http://localhost:4318/v1/traces");
+    CHECK(o.timeout == 10000ms);
+  }
+  ::setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/", 1);
+  ::setenv("OTEL_EXPORTER_OTLP_HEADERS", " api-key = a%20b%2Cc , x-team=core,", 1);
+  ::setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2500", 1);
+  ::setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", 1);
+  {
+    const auto o = otlp_http_exporter_options::from_env();
+    CHECK(o.endpoint == "http://collector:4318/v1/traces");
+    REQUIRE(o.headers.size() == 2);
+    CHECK(o.headers[0] == std::pair<std::string, std::string>("api-key", "a b,c"));
+    CHECK(o.headers[1] == std::pair<std::string, std::string>("x-team", "core"));
+    CHECK(o.timeout == 2500ms);
+  }
+  // The signal-specific variables win, and the traces endpoint is used as is.
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://other:443/custom/path", 1);
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700", 1);
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=v", 1);
+  {
+    const auto o = otlp_http_exporter_options::from_env();
+    CHECK(o.endpoint == "https://other:443/custom/path");
+    CHECK(o.timeout == 700ms);
+    REQUIRE(o.headers.size() == 1);
+    CHECK(o.headers[0].first == "k");
+  }
+  auto rejects = [](const char* var, const char* value, const char* expect) {
+    INFO(var << "=" << value);
+    ::setenv(var, value, 1);
+    CHECK_THROWS_WITH(otlp_http_exporter_options::from_env(), Catch::Contains(expect));
+  };
+  rejects("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+  ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+  rejects("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL");
+  ::unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL");
+  rejects("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
+  rejects("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
+  ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
+  rejects("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue", "OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+  rejects("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=%zz", "OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+  ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+  rejects("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318", "endpoint");
+  for (const char* v : vars)
+    ::unsetenv(v);
+}

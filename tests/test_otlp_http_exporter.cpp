@@ -60,9 +60,13 @@ otlp_http_exporter_options fast_options(const loopback_server& server) {
   return o;
 }
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
-double seconds_since(steady::time_point t) { return std::chrono::duration<double>(steady::now() - t).count(); }
+double seconds_since(steady::time_point t) {
+  return std::chrono::duration<double>(steady::now() - t).count();
+}
 
 } // namespace
 
@@ -281,7 +285,8 @@ TEST_CASE("otlp_http_exporter: shutdown interrupts a request in flight and a ret
     o.timeout = 60s;
     otlp_http_exporter exporter(o);
     test_batch batch(1);
-    auto result = std::async(std::launch::async, [&] { return exporter.export_spans(batch.view(), steady::now() + 60s); });
+    auto result =
+        std::async(std::launch::async, [&] { return exporter.export_spans(batch.view(), steady::now() + 60s); });
     const auto give_up = steady::now() + 10s;
     while (server.requests().empty() && steady::now() < give_up)
       std::this_thread::sleep_for(10ms);
@@ -370,10 +375,10 @@ TEST_CASE("otlp_http_exporter_options are checked, naming the field", "[otlp_htt
 }
 
 TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter", "[otlp_http]") {
-  const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT",        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                        "OTEL_EXPORTER_OTLP_HEADERS",         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                        "OTEL_EXPORTER_OTLP_TIMEOUT",         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                        "OTEL_EXPORTER_OTLP_PROTOCOL",        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"};
+  const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "OTEL_EXPORTER_OTLP_HEADERS",  "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT",  "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"};
   for (const char* v : vars)
     ::unsetenv(v);
   {

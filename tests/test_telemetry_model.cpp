@@ -1,4 +1,5 @@
 // Unit tests of the telemetry data model: ids, W3C trace context, samplers, OTLP JSON encoding.
+#include "otlpconc/detail/otlp_response.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
@@ -378,4 +379,77 @@ TEST_CASE("OTLP JSON encoding on a pool gives the same bytes as on one thread", 
   on_pool.encode(span_batch_view{res, scope, spans}, parallel); // scratch buffers reused
   CHECK(parallel == serial);
   CHECK(serial.find("\"span 299\"") != std::string::npos);
+}
+
+TEST_CASE("OTLP/HTTP responses: partial success is read by a strict JSON reader", "[telemetry]") {
+  using otlpconc::detail::otlp_json_reader;
+  auto read = [](std::string_view body) { return otlp_json_reader(body).partial_success(); };
+  // Full success: an empty object, or no partialSuccess, or rejectedSpans 0.
+  for (std::string_view ok : {"{}", " { } ", R"({"other":[1,2,{"a":null}],"x":true})", R"({"partialSuccess":{}})",
+                              R"({"partialSuccess":{"rejectedSpans":"0","errorMessage":""}})"}) {
+    INFO(ok);
+    const auto r = read(ok);
+    REQUIRE(r);
+    CHECK(r->rejected == 0);
+  }
+  {
+    const auto r =
+        read(R"({"partialSuccess":{"rejectedSpans":"42","errorMessage":"too \"big\" \u00e9\ud83d\ude00\n"}})");
+    REQUIRE(r);
+    CHECK(r->rejected == 42);
+    CHECK(r->message == "too \"big\" \xc3\xa9\xf0\x9f\x98\x80\n");
+  }
+  {
+    const auto r = read(R"({ "partialSuccess" : { "errorMessage" : "x" , "rejectedSpans" : 7 } })"); // a number
+    REQUIRE(r);
+    CHECK(r->rejected == 7);
+    CHECK(r->message == "x");
+  }
+  {
+    // Text inside strings is never a key: the message mentions "rejectedSpans".
+    const auto r =
+        read(R"({"note":"\"rejectedSpans\":\"9\"","partialSuccess":{"errorMessage":"\"rejectedSpans\": 5"}})");
+    REQUIRE(r);
+    CHECK(r->rejected == 0);
+  }
+  {
+    const auto r = read(R"({"partialSuccess":{"errorMessage":"lone \ud800 surrogate","rejectedSpans":"1"}})");
+    REQUIRE(r);
+    CHECK(r->message == "lone \xef\xbf\xbd surrogate"); // U+FFFD
+  }
+  // Malformed: nullopt (the exporter then treats the 2xx as a full success).
+  for (std::string_view bad :
+       {"", "[]", "{", R"({"partialSuccess":{"rejectedSpans":"-1"}})", R"({"partialSuccess":{"rejectedSpans":"1x"}})",
+        R"({"partialSuccess":{"rejectedSpans":"99999999999999999999"}})", R"({"a":"unterminated})", R"({"a":1}x)",
+        R"({"a":"\q"})", "{\"a\":\"raw\x01control\"}", R"({"a" 1})", R"({"a":1,})"}) {
+    INFO(bad);
+    CHECK_FALSE(read(bad));
+  }
+  // Deep nesting is refused, not a stack overflow.
+  CHECK_FALSE(read(std::string(100000, '[')));
+  std::string deep = "{\"a\":";
+  for (int i = 0; i < 100; ++i)
+    deep += "{\"a\":";
+  CHECK_FALSE(read(deep + "1" + std::string(101, '}') + "}"));
+}
+
+TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetry]") {
+  using otlpconc::detail::parse_retry_after;
+  using std::chrono::seconds;
+  // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
+  const std::time_t now = 1445412480;
+  CHECK(parse_retry_after("120", now) == seconds(120));
+  CHECK(parse_retry_after(" 0 \r\n", now) == seconds(0));
+  CHECK(parse_retry_after("99999999999999", now) == seconds(999'999'999));                   // capped, not overflowed
+  CHECK(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now) == seconds(30));             // IMF-fixdate
+  CHECK(parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now) == seconds(60));         // RFC 850
+  CHECK(parse_retry_after("Wed Oct 21 08:28:00 2015", now) == seconds(3600));                // asctime
+  CHECK(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now) == seconds(0));              // past: now
+  CHECK(parse_retry_after("Sat, 29 Feb 2020 00:00:00 GMT", 1582934400 - 10) == seconds(10)); // a leap day
+  for (std::string_view bad :
+       {"", "soon", "-5", "1.5", "Wed, 21 Oct 2015 07:28:00", "Wed, 32 Oct 2015 07:28:00 GMT",
+        "Wed, 21 Foo 2015 07:28:00 GMT", "Wed, 21 Oct 2015 25:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT extra"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_retry_after(bad, now));
+  }
 }

@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <utility>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +26,7 @@
 #include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -216,7 +216,8 @@ int run(const options& o) {
   tel::batch_span_processor_options bsp;
   bsp.max_queue_size = o.queue_size;
   bsp.max_export_batch_size = o.batch_size;
-  bsp.schedule_delay = std::chrono::milliseconds(static_cast<std::int64_t>(std::min<std::uint64_t>(o.delay_ms, 1ull << 40)));
+  bsp.schedule_delay =
+      std::chrono::milliseconds(static_cast<std::int64_t>(std::min<std::uint64_t>(o.delay_ms, 1ull << 40)));
   bsp.on_full = o.policy;
   bsp.export_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.export_timeout_ms));
   bsp.validate(); // bad values are option errors (exit 2), reported before anything is created
@@ -235,7 +236,8 @@ int run(const options& o) {
 #endif
   const std::string destination = o.endpoint.empty() ? o.output : o.endpoint;
   if (!exporter)
-    exporter = std::make_shared<tel::json_lines_file_exporter>(o.output, tel::json_lines_file_exporter_options{.truncate = true});
+    exporter = std::make_shared<tel::json_lines_file_exporter>(o.output,
+                                                               tel::json_lines_file_exporter_options{.truncate = true});
   tel::batch_span_processor processor(exporter, bsp, tel::resource::for_service("otlpconc-loadgen"),
                                       {"otlpconc.loadgen", "1", {}});
   tel::tracer tracer(processor, {.span_sampler = tel::trace_id_ratio(o.sample_ratio)});
@@ -273,7 +275,8 @@ int run(const options& o) {
         lat.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count());
       ++seq;
       if (per_thread_rate > 0 && seq % 16 == 0) {
-        next_tick += std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(16.0 / per_thread_rate));
+        next_tick +=
+            std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(16.0 / per_thread_rate));
         std::this_thread::sleep_until(next_tick);
       }
     }
@@ -298,7 +301,8 @@ int run(const options& o) {
       std::fprintf(stderr, "\r%6.1f s  accepted %12lld  exported %9s/s  queued %6lld  dropped %lld  failed %lld   ",
                    std::chrono::duration<double>(now - start).count(), static_cast<long long>(s.accepted),
                    human(static_cast<double>(s.exported - last_exported) / dt).c_str(),
-                   static_cast<long long>(s.queued), static_cast<long long>(s.dropped), static_cast<long long>(s.failed));
+                   static_cast<long long>(s.queued), static_cast<long long>(s.dropped),
+                   static_cast<long long>(s.failed));
       last_exported = s.exported;
       last = now;
     }
@@ -331,7 +335,8 @@ int run(const options& o) {
   const bool balanced = s.accepted == s.exported + s.dropped + s.failed && s.queued == 0;
 
   std::printf("otlpconc-loadgen: %u threads, %s policy, queue %zu, batch %zu -> %s\n", o.threads,
-              o.policy == tel::overflow_policy::drop ? "drop" : "block", o.queue_size, o.batch_size, destination.c_str());
+              o.policy == tel::overflow_policy::drop ? "drop" : "block", o.queue_size, o.batch_size,
+              destination.c_str());
   std::printf("  recorded        %12llu spans  %sspans/s over %.2f s\n", static_cast<unsigned long long>(total),
               human(static_cast<double>(total) / rec_secs).c_str(), rec_secs);
   std::printf("  exported        %12lld spans  %sspans/s to the end of the final flush (%.2f s)\n",
@@ -347,10 +352,10 @@ int run(const options& o) {
 #if LOADGEN_HAVE_HTTP
   if (http) {
     const auto w = http->stats();
-    std::printf("  HTTP            %llu requests (%llu retries, %llu transport errors), %.1f MB sent, last status %ld\n",
-                static_cast<unsigned long long>(w.requests), static_cast<unsigned long long>(w.retries),
-                static_cast<unsigned long long>(w.transport_errors), static_cast<double>(w.bytes_sent) / 1e6,
-                w.last_status);
+    std::printf(
+        "  HTTP            %llu requests (%llu retries, %llu transport errors), %.1f MB sent, last status %ld\n",
+        static_cast<unsigned long long>(w.requests), static_cast<unsigned long long>(w.retries),
+        static_cast<unsigned long long>(w.transport_errors), static_cast<double>(w.bytes_sent) / 1e6, w.last_status);
     wire_json = ",\"http_requests\":" + std::to_string(w.requests) + ",\"http_retries\":" + std::to_string(w.retries) +
                 ",\"http_transport_errors\":" + std::to_string(w.transport_errors) +
                 ",\"http_bytes_sent\":" + std::to_string(w.bytes_sent);
@@ -368,10 +373,12 @@ int run(const options& o) {
                  "{\"threads\":%u,\"recorded\":%llu,\"accepted\":%lld,\"exported\":%lld,\"dropped\":%lld,"
                  "\"failed\":%lld,\"per_thread\":[",
                  o.threads, static_cast<unsigned long long>(total), static_cast<long long>(s.accepted),
-                 static_cast<long long>(s.exported), static_cast<long long>(s.dropped), static_cast<long long>(s.failed));
+                 static_cast<long long>(s.exported), static_cast<long long>(s.dropped),
+                 static_cast<long long>(s.failed));
     for (unsigned t = 0; t < o.threads; ++t)
       std::fprintf(f, "%s%llu", t ? "," : "", static_cast<unsigned long long>(recorded[t]));
-    std::fprintf(f, "],\"p50_ns\":%.0f,\"p99_ns\":%.0f,\"p999_ns\":%.0f,\"export_cpu_s\":%.6f,\"peak_rss_mb\":%.1f%s}\n",
+    std::fprintf(f,
+                 "],\"p50_ns\":%.0f,\"p99_ns\":%.0f,\"p999_ns\":%.0f,\"export_cpu_s\":%.6f,\"peak_rss_mb\":%.1f%s}\n",
                  p50, p99, p999, export_cpu, rss_mb, wire_json.c_str());
     std::fclose(f);
   }

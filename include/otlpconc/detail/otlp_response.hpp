@@ -158,14 +158,30 @@ class otlp_json_reader {
       const char e = s_[i_++];
       char plain = 0;
       switch (e) {
-      case '"': plain = '"'; break;
-      case '\\': plain = '\\'; break;
-      case '/': plain = '/'; break;
-      case 'b': plain = '\b'; break;
-      case 'f': plain = '\f'; break;
-      case 'n': plain = '\n'; break;
-      case 'r': plain = '\r'; break;
-      case 't': plain = '\t'; break;
+      case '"':
+        plain = '"';
+        break;
+      case '\\':
+        plain = '\\';
+        break;
+      case '/':
+        plain = '/';
+        break;
+      case 'b':
+        plain = '\b';
+        break;
+      case 'f':
+        plain = '\f';
+        break;
+      case 'n':
+        plain = '\n';
+        break;
+      case 'r':
+        plain = '\r';
+        break;
+      case 't':
+        plain = '\t';
+        break;
       case 'u': {
         std::uint32_t cp = 0;
         if (!hex4(cp))
@@ -198,7 +214,10 @@ class otlp_json_reader {
       return false;
     for (int k = 0; k < 4; ++k) {
       const char h = s_[i_++];
-      const int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+      const int d = h >= '0' && h <= '9'   ? h - '0'
+                    : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                    : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                           : -1;
       if (d < 0)
         return false;
       cp = cp * 16 + static_cast<std::uint32_t>(d);
@@ -233,7 +252,8 @@ class otlp_json_reader {
 inline std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, std::time_t now) {
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
     value.remove_prefix(1);
-  while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r' || value.back() == '\n'))
+  while (!value.empty() &&
+         (value.back() == ' ' || value.back() == '\t' || value.back() == '\r' || value.back() == '\n'))
     value.remove_suffix(1);
   if (value.empty())
     return std::nullopt;
@@ -305,7 +325,7 @@ inline std::optional<std::chrono::seconds> parse_retry_after(std::string_view va
   const int y = year - (month < 2 ? 1 : 0);
   const int era = y / 400;
   const int yoe = y - era * 400;
-  const int mp = (month + 9) % 12;
+  const int mp = (month + 10) % 12; // March is 0
   const int doy = (153 * mp + 2) / 5 + day - 1;
   const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   const std::int64_t days = std::int64_t{era} * 146097 + doe - 719468;

@@ -16,9 +16,9 @@
 //     exports fail ("exporter is shut down").
 #pragma once
 
+#include "otlpconc/detail/encode_pool.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
-#include "otlpconc/detail/encode_pool.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
 
 #include <algorithm>

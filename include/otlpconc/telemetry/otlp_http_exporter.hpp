@@ -28,7 +28,8 @@
 #pragma once
 
 #if !defined(OTLPCONC_HAVE_CURL) || !OTLPCONC_HAVE_CURL
-#error "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
+#error                                                                                                                 \
+    "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
 #endif
 
 #include "otlpconc/detail/encode_pool.hpp"
@@ -87,8 +88,7 @@ struct otlp_http_exporter_options {
     if (max_attempts < 1 || max_attempts > 1000)
       fail("max_attempts must be 1 to 1000");
     for (const auto& [name, value] : headers) {
-      const bool bad_name =
-          name.empty() || name.find_first_of(" \t:\r\n") != std::string::npos;
+      const bool bad_name = name.empty() || name.find_first_of(" \t:\r\n") != std::string::npos;
       if (bad_name || value.find_first_of("\r\n") != std::string::npos)
         fail("bad header '" + name + "' (a name without ':' or white space, a value without line breaks)");
     }
@@ -105,9 +105,7 @@ struct otlp_http_exporter_options {
   //   malformed one throws std::invalid_argument naming the variable. The result is validated.
   static otlp_http_exporter_options from_env(otlp_http_exporter_options base) {
     using detail::env_text;
-    auto pick = [](const char* specific, const char* general) {
-      return env_text(specific) ? specific : general;
-    };
+    auto pick = [](const char* specific, const char* general) { return env_text(specific) ? specific : general; };
     if (auto v = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
       base.endpoint = *v;
     } else if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
@@ -139,7 +137,8 @@ struct otlp_http_exporter_options {
   static otlp_http_exporter_options from_env() { return from_env(otlp_http_exporter_options()); }
 
  private:
-  static void parse_headers(const char* var, std::string_view text, std::vector<std::pair<std::string, std::string>>& out) {
+  static void parse_headers(const char* var, std::string_view text,
+                            std::vector<std::pair<std::string, std::string>>& out) {
     auto trim = [](std::string_view s) {
       while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
         s.remove_prefix(1);
@@ -155,7 +154,10 @@ struct otlp_http_exporter_options {
           continue;
         }
         auto hex = [](char c) {
-          return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+          return c >= '0' && c <= '9'   ? c - '0'
+                 : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                        : -1;
         };
         if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0)
           throw std::invalid_argument(std::string(var) + ": bad percent escape in '" + std::string(text) + "'");
@@ -301,8 +303,8 @@ class otlp_http_exporter final : public span_exporter {
         return export_result::failure(error + " (the next attempt would start after the export deadline)");
       if (!sleep_unless_shut_down(wait))
         return export_result::failure("otlp_http_exporter: shut down while waiting to retry");
-      backoff = std::min(options_.max_backoff, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                   backoff * options_.backoff_multiplier));
+      backoff = std::min(options_.max_backoff,
+                         std::chrono::duration_cast<std::chrono::milliseconds>(backoff * options_.backoff_multiplier));
     }
   }
 

@@ -20,7 +20,8 @@ int main() {
   const span_data* spans[] = {&span};
   const resource res = resource::for_service("consumer");
   const instrumentation_scope scope{"consumer", "1"};
-  const export_result r = exporter.export_spans({res, scope, spans}, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  const export_result r =
+      exporter.export_spans({res, scope, spans}, std::chrono::steady_clock::now() + std::chrono::seconds(5));
   if (r.status == export_status::success || r.error.find("otlp_http_exporter") == std::string::npos) {
     std::fprintf(stderr, "expected a failed export naming the exporter, got status %d: %s\n",
                  static_cast<int>(r.status), r.error.c_str());

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds the release preset and runs the benchmark
+# The benchmark comparison (run after the main job, scripts/loadgen.sh): installs what is missing, builds the release preset and runs
 # comparison: every implementation side by side in one binary, repetitions interleaved in random
 # order, medians reported. Writes docs/benchmarks.md (tables + plots) and prints the tables.
 #

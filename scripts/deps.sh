@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, and only those that are missing.
-# Usage: scripts/deps.sh test|bench|all
+# Usage: scripts/deps.sh run|test|bench|all
+#   run    what building and running otlpconc-loadgen needs (scripts/loadgen.sh)
 #   test   what the test command needs (compilers, sanitizer runtimes, Catch2, clang-format, ...)
 #   bench  what the benchmark comparison needs, plus the optional peers when they can be installed
 # As root, missing packages are installed with apt-get (after one 'apt-get update'). Otherwise the
@@ -8,16 +9,17 @@
 set -euo pipefail
 
 mode=${1:-all}
-common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev)
+common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev python3)
 test_only=(clang libclang-rt-14-dev clang-format)
 bench_only=(python3-matplotlib)
 optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev)
 
 case "$mode" in
+  run) required=("${common[@]}"); want_optional=0 ;;
   test) required=("${common[@]}" "${test_only[@]}"); want_optional=0 ;;
   bench) required=("${common[@]}" "${bench_only[@]}"); want_optional=1 ;;
   all) required=("${common[@]}" "${test_only[@]}" "${bench_only[@]}"); want_optional=1 ;;
-  *) echo "usage: $0 test|bench|all" >&2; exit 2 ;;
+  *) echo "usage: $0 run|test|bench|all" >&2; exit 2 ;;
 esac
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark comparison (run after the main job, scripts/loadgen.sh): installs what is missing, builds the release preset and runs
-# comparison: every implementation side by side in one binary, repetitions interleaved in random
-# order, medians reported. Writes docs/benchmarks.md (tables + plots) and prints the tables.
+# The benchmark comparison (run it after the main job, scripts/loadgen.sh): installs what is
+# missing, builds the release preset and runs every implementation side by side in one binary,
+# repetitions interleaved in random order, medians reported. Writes docs/benchmarks.md (tables +
+# plots) and prints the tables.
 #
 # Usage: scripts/bench.sh [--quick] [--filter REGEX] [--out FILE]
 #   --quick         2 repetitions of 0.05 s instead of 5 of 0.2 s (a smoke run, noisy)
@@ -20,7 +21,7 @@ while (($#)); do
     --quick) reps=2 min_time=0.05 ;;
     --filter) filter=${2:?--filter needs a regex}; shift ;;
     --out) out=${2:?--out needs a file}; shift ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

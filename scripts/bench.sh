@@ -21,7 +21,7 @@ while (($#)); do
     --quick) reps=2 min_time=0.05 ;;
     --filter) filter=${2:?--filter needs a regex}; shift ;;
     --out) out=${2:?--out needs a file}; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,13 @@
 #include <vector>
 
 namespace {
+
+// Ctrl-C ends the run early (the summary is still printed); a second one kills the process.
+volatile std::sig_atomic_t interrupted = 0;
+extern "C" void on_sigint(int) {
+  interrupted = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
 
 namespace tel = otlpconc::telemetry;
 using steady = std::chrono::steady_clock;
@@ -65,7 +73,8 @@ per thread), so a reader can check that every span arrived once. The progress li
 queued, dropped) is shown when standard error is a terminal. Exit status: 0 when every recorded
 span is accounted for (exported, dropped or failed) and the pipeline shut down; 1 on a runtime
 error; 2 on a bad option. Spans that failed to export (a receiver down past the export timeout,
-say) are accounted for: they are counted, reported and do not change the exit status.
+say) are accounted for: they are counted, reported and do not change the exit status. Ctrl-C ends the
+run early with the summary (a second Ctrl-C kills it).
 )";
 
 struct options {
@@ -112,8 +121,14 @@ options parse(int argc, char** argv) {
       o.quiet = true;
       continue;
     }
+    static constexpr std::string_view with_value[] = {
+        "--threads",      "--duration",          "--spans",  "--rate",       "--output",     "--endpoint",
+        "--header",       "--export-timeout-ms", "--policy", "--queue-size", "--batch-size", "--delay-ms",
+        "--sample-ratio", "--summary-json"};
+    if (std::find(std::begin(with_value), std::end(with_value), arg) == std::end(with_value))
+      throw bad_option(std::string(arg) + ": unknown option (see --help)");
     if (i + 1 >= argc)
-      throw bad_option(std::string(arg) + (arg.rfind("--", 0) == 0 ? ": missing value" : ": unknown option"));
+      throw bad_option(std::string(arg) + ": missing value");
     const std::string_view value = argv[++i];
     if (arg == "--threads") {
       o.threads = parse_number<unsigned>(arg, value);
@@ -289,13 +304,14 @@ int run(const options& o) {
     threads.emplace_back(worker, t);
 
   const bool progress = !o.quiet && ::isatty(STDERR_FILENO);
+  std::signal(SIGINT, on_sigint);
   const auto deadline = start + std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(o.duration));
   std::int64_t last_exported = 0;
   auto last = start;
   while (true) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const auto now = steady::now();
-    const bool done = o.spans ? next_ticket.load() >= *o.spans : now >= deadline;
+    const bool done = interrupted != 0 || (o.spans ? next_ticket.load() >= *o.spans : now >= deadline);
     if (progress && (now - last >= std::chrono::milliseconds(500) || done)) {
       const auto s = processor.stats();
       const double dt = std::chrono::duration<double>(now - last).count();

@@ -10,7 +10,9 @@ by '|'-separated options:
   body=TEXT          this response body instead of {}
   hang=SECONDS       wait this long before answering
   close              close the connection without answering (a transport error)
-Every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
+With OTLP_SERVER_SINK=1 in the environment it only reads each body and answers 200, checking and
+logging nothing (a fast receiver, for throughput runs of otlpconc-loadgen --endpoint).
+Otherwise every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
 body whose spans have 32/16-hex ids) and appended to LOG_FILE as one JSON line: path, request
 headers (lower-cased names), status returned, span count, span ids, and the spans' loadgen.thread
 and loadgen.seq attributes when present. A request that fails the checks is answered 400 and its
@@ -28,6 +30,7 @@ port_file, log_file, script = sys.argv[1], sys.argv[2], list(sys.argv[3:])
 lock = threading.Lock()
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
+SINK = os.environ.get("OTLP_SERVER_SINK") == "1"
 
 
 def parse_spans(body):
@@ -47,9 +50,17 @@ def parse_spans(body):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a Collector does
+    disable_nagle_algorithm = True  # the status line, headers and body are separate writes
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if SINK:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
         entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
         try:
             if self.path != "/v1/traces":

@@ -196,6 +196,7 @@ class otlp_http_exporter final : public span_exporter {
     if (!easy_ || !multi_)
       throw std::runtime_error("otlp_http_exporter: libcurl could not create a handle");
     append_header("Content-Type: application/json");
+    append_header("Expect:"); // no "Expect: 100-continue" round trip before a large body
     for (const auto& [name, value] : options_.headers)
       append_header(name + ": " + value);
   }

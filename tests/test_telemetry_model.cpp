@@ -445,6 +445,7 @@ TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetr
   CHECK(parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now) == seconds(60));         // RFC 850
   CHECK(parse_retry_after("Wed Oct 21 08:28:00 2015", now) == seconds(3600));                // asctime
   CHECK(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now) == seconds(0));              // past: now
+  CHECK(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now) == seconds(999'999'999));    // capped
   CHECK(parse_retry_after("Sat, 29 Feb 2020 00:00:00 GMT", 1582934400 - 10) == seconds(10)); // a leap day
   for (std::string_view bad :
        {"", "soon", "-5", "1.5", "Wed, 21 Oct 2015 07:28:00", "Wed, 32 Oct 2015 07:28:00 GMT",

@@ -47,6 +47,8 @@ def main(loadgen, work):
         print(run.stdout, end="")
         if run.returncode != 0:
             fail(f"otlpconc-loadgen exited {run.returncode}: {run.stderr}")
+        if server.poll() is not None:
+            fail(f"the receiver exited during the run (status {server.returncode})")
     finally:
         server.terminate()
         server.wait()

@@ -4,6 +4,7 @@
 // strings (an errorMessage that mentions "rejectedSpans", say) is never mistaken for a key.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <ctime>
@@ -330,7 +331,8 @@ inline std::optional<std::chrono::seconds> parse_retry_after(std::string_view va
   const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   const std::int64_t days = std::int64_t{era} * 146097 + doe - 719468;
   const std::int64_t when = days * 86400 + hh * 3600 + mm * 60 + ss;
-  return std::chrono::seconds(when > now ? when - now : 0);
+  // Capped like delay-seconds: a date centuries ahead must not overflow a nanosecond clock.
+  return std::chrono::seconds(when > now ? std::min<std::int64_t>(when - now, 999'999'999) : 0);
 }
 
 } // namespace otlpconc::detail

@@ -10,7 +10,8 @@
 // When not to: OTLP/gRPC receivers (not spoken here), or when a local file is enough
 //   (json_lines_file_exporter.hpp).
 // Guarantees:
-//   - Retries 429, 502, 503 and 504 and transport failures (connection refused or reset, timeouts)
+//   - Retries 429, 502, 503 and 504 and transient transport failures (name resolution, connection
+//     refused or reset, timeouts; not a bad URL or a TLS verification failure)
 //     with exponential backoff (initial_backoff, times backoff_multiplier, at most max_backoff),
 //     each wait jittered by +-20%; a Retry-After header (seconds or an HTTP date) replaces the
 //     computed wait. Every other status (other 4xx, 500, 501, 3xx) fails at once.
@@ -20,7 +21,8 @@
 //   - A 2xx response with partialSuccess.rejectedSpans reports those spans as rejected (the
 //     processor counts them failed) with the receiver's errorMessage. An unparsable 2xx body is a
 //     success (the receiver took the request).
-//   - shutdown() interrupts a request in flight and a backoff wait: the export fails at once.
+//   - shutdown() interrupts a request in flight and a backoff wait (the export fails at once) and
+//     returns once that export has returned, so the exporter can then be destroyed.
 //   - export_spans never throws; exports are serialized (one connection, one buffer). The
 //     constructor throws std::invalid_argument for bad options (naming the field),
 //     std::runtime_error when libcurl cannot be initialized.
@@ -230,15 +232,21 @@ class otlp_http_exporter final : public span_exporter {
     }
   }
 
-  // Interrupts the request or wait in progress and fails every later export at once.
-  void shutdown(clock::time_point) override {
+  // Interrupts the request or wait in progress, fails every later export at once, and returns when
+  // the interrupted export has returned (or at the deadline, a day at most): after it returns true
+  // the exporter may be destroyed. false: an export was still running at the deadline.
+  bool shutdown_and_wait(clock::time_point deadline) {
     {
       std::lock_guard lock(state_mutex_);
       shut_down_ = true;
     }
     wake_.notify_all();
-    curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the poll in (perform) consumes it
+    curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the poll in perform() consumes it
+    const auto cap = clock::now() + std::chrono::hours(24);
+    std::unique_lock idle(export_mutex_, std::min(deadline, cap)); // the export in flight is done
+    return idle.owns_lock();
   }
+  void shutdown(clock::time_point deadline) override { (void)shutdown_and_wait(deadline); }
 
  private:
   struct easy_deleter {
@@ -253,6 +261,7 @@ class otlp_http_exporter final : public span_exporter {
 
   struct response {
     long status = 0; // 0: no HTTP response (transport_error says why)
+    CURLcode curl_code = CURLE_OK;
     std::string transport_error;
     std::string body;
     std::optional<std::chrono::milliseconds> retry_after;
@@ -291,7 +300,8 @@ class otlp_http_exporter final : public span_exporter {
         return export_result::failure("otlp_http_exporter: shut down during a request");
       if (r.status >= 200 && r.status < 300)
         return accepted(r.body);
-      const bool retryable = r.status == 0 || r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
+      const bool retryable = r.status == 0 ? transient(r.curl_code)
+                                           : r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
       error = r.status == 0 ? "otlp_http_exporter: " + r.transport_error + " (" + options_.endpoint + ")"
                             : "otlp_http_exporter: HTTP " + std::to_string(r.status) + " from " + options_.endpoint +
                                   excerpt(r.body);
@@ -300,12 +310,32 @@ class otlp_http_exporter final : public span_exporter {
       if (attempt >= options_.max_attempts)
         return export_result::failure(error + " (" + std::to_string(attempt) + " attempts)");
       const auto wait = r.retry_after ? *r.retry_after : jittered(backoff);
-      if (clock::now() + wait >= deadline)
+      if (wait >= deadline - clock::now()) // (a difference: a huge wait cannot overflow a time point)
         return export_result::failure(error + " (the next attempt would start after the export deadline)");
       if (!sleep_unless_shut_down(wait))
         return export_result::failure("otlp_http_exporter: shut down while waiting to retry");
       backoff = std::min(options_.max_backoff,
                          std::chrono::duration_cast<std::chrono::milliseconds>(backoff * options_.backoff_multiplier));
+    }
+  }
+
+  // Transport failures worth retrying: the receiver unreachable or the exchange cut. A bad URL, an
+  // unsupported protocol or a TLS verification failure will not get better: the export fails.
+  static bool transient(CURLcode code) noexcept {
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return true;
+    default:
+      return false;
     }
   }
 
@@ -385,6 +415,7 @@ class otlp_http_exporter final : public span_exporter {
       }
     }
     curl_multi_remove_handle(multi_.get(), h);
+    r.curl_code = result;
     if (!r.interrupted && result == CURLE_OK)
       curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
     else if (r.transport_error.empty())
@@ -454,7 +485,7 @@ class otlp_http_exporter final : public span_exporter {
   std::unique_ptr<curl_slist, slist_deleter> headers_;
   std::string body_;
   std::minstd_rand rng_{std::random_device{}()};
-  std::mutex export_mutex_; // serializes exports
+  std::timed_mutex export_mutex_; // serializes exports; shutdown waits on it
   mutable std::mutex state_mutex_;
   std::condition_variable wake_;
   bool shut_down_ = false;

@@ -46,6 +46,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -222,14 +223,29 @@ class otlp_http_exporter final : public span_exporter {
   }
 
   export_result export_spans(const span_batch_view& batch, clock::time_point deadline) override {
-    std::lock_guard lock(export_mutex_);
-    try {
-      return export_unguarded(batch, deadline);
-    } catch (const std::bad_alloc&) {
-      return export_result::failure("otlp_http_exporter: out of memory");
-    } catch (const std::exception& e) {
-      return export_result::failure(std::string("otlp_http_exporter: ") + e.what());
+    {
+      std::lock_guard state(state_mutex_);
+      ++exports_in_flight_; // waiting for export_mutex_ included: shutdown_and_wait waits for it too
     }
+    export_result result;
+    {
+      std::lock_guard lock(export_mutex_);
+      try {
+        result = export_unguarded(batch, deadline);
+      } catch (const std::bad_alloc&) {
+        result = export_result::failure("otlp_http_exporter: out of memory");
+      } catch (const std::exception& e) {
+        result = export_result::failure(std::string("otlp_http_exporter: ") + e.what());
+      }
+    }
+    {
+      // The last touch of the exporter: notified under the lock, so a shutdown_and_wait that sees
+      // the count reach 0 may destroy the exporter right away.
+      std::lock_guard state(state_mutex_);
+      --exports_in_flight_;
+      idle_.notify_all();
+    }
+    return result;
   }
 
   // Interrupts the request or wait in progress, fails every later export at once, and returns when
@@ -243,8 +259,8 @@ class otlp_http_exporter final : public span_exporter {
     wake_.notify_all();
     curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the poll in perform() consumes it
     const auto cap = clock::now() + std::chrono::hours(24);
-    std::unique_lock idle(export_mutex_, std::min(deadline, cap)); // the export in flight is done
-    return idle.owns_lock();
+    std::unique_lock lock(state_mutex_);
+    return idle_.wait_until(lock, std::min(deadline, cap), [&] { return exports_in_flight_ == 0; });
   }
   void shutdown(clock::time_point deadline) override { (void)shutdown_and_wait(deadline); }
 
@@ -485,9 +501,11 @@ class otlp_http_exporter final : public span_exporter {
   std::unique_ptr<curl_slist, slist_deleter> headers_;
   std::string body_;
   std::minstd_rand rng_{std::random_device{}()};
-  std::timed_mutex export_mutex_; // serializes exports; shutdown waits on it
+  std::mutex export_mutex_; // serializes exports
   mutable std::mutex state_mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_; // shutdown -> a retry wait
+  std::condition_variable idle_; // the last export in flight -> shutdown_and_wait
+  std::size_t exports_in_flight_ = 0;
   bool shut_down_ = false;
   wire_stats wire_;
 };

@@ -4,6 +4,8 @@
 // strings (an errorMessage that mentions "rejectedSpans", say) is never mistaken for a key.
 #pragma once
 
+#include "otlpconc/detail/text.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -214,11 +216,7 @@ class otlp_json_reader {
     if (s_.size() - i_ < 4)
       return false;
     for (int k = 0; k < 4; ++k) {
-      const char h = s_[i_++];
-      const int d = h >= '0' && h <= '9'   ? h - '0'
-                    : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                    : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                           : -1;
+      const int d = hex_value(s_[i_++]);
       if (d < 0)
         return false;
       cp = cp * 16 + static_cast<std::uint32_t>(d);
@@ -251,11 +249,9 @@ class otlp_json_reader {
 // Retry-After (RFC 9110 10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate, RFC 850 or asctime
 // form) turned into a delay from `now` (a date in the past: zero). nullopt when unparsable.
 inline std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, std::time_t now) {
-  while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-    value.remove_prefix(1);
-  while (!value.empty() &&
-         (value.back() == ' ' || value.back() == '\t' || value.back() == '\r' || value.back() == '\n'))
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) // the header line's CRLF
     value.remove_suffix(1);
+  value = trim_ows(value);
   if (value.empty())
     return std::nullopt;
   if (value.find_first_not_of("0123456789") == std::string_view::npos) {

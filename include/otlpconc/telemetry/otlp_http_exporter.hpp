@@ -37,6 +37,7 @@
 #include "otlpconc/detail/encode_pool.hpp"
 #include "otlpconc/detail/env.hpp"
 #include "otlpconc/detail/otlp_response.hpp"
+#include "otlpconc/detail/text.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
@@ -142,13 +143,7 @@ struct otlp_http_exporter_options {
  private:
   static void parse_headers(const char* var, std::string_view text,
                             std::vector<std::pair<std::string, std::string>>& out) {
-    auto trim = [](std::string_view s) {
-      while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-      while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-      return s;
-    };
+    using detail::trim_ows;
     auto decode = [&](std::string_view s) {
       std::string r;
       for (std::size_t i = 0; i < s.size(); ++i) {
@@ -156,30 +151,26 @@ struct otlp_http_exporter_options {
           r.push_back(s[i]);
           continue;
         }
-        auto hex = [](char c) {
-          return c >= '0' && c <= '9'   ? c - '0'
-                 : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                        : -1;
-        };
-        if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0)
+        const int hi = i + 2 < s.size() ? detail::hex_value(s[i + 1]) : -1;
+        const int lo = i + 2 < s.size() ? detail::hex_value(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0)
           throw std::invalid_argument(std::string(var) + ": bad percent escape in '" + std::string(text) + "'");
-        r.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+        r.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;
       }
       return r;
     };
     while (!text.empty()) {
       const std::size_t comma = text.find(',');
-      const std::string_view item = trim(text.substr(0, comma));
+      const std::string_view item = trim_ows(text.substr(0, comma));
       text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
       if (item.empty())
         continue;
       const std::size_t eq = item.find('=');
-      if (eq == std::string_view::npos || trim(item.substr(0, eq)).empty())
+      if (eq == std::string_view::npos || trim_ows(item.substr(0, eq)).empty())
         throw std::invalid_argument(std::string(var) + ": expected key=value pairs separated by commas, got '" +
                                     std::string(item) + "'");
-      out.emplace_back(decode(trim(item.substr(0, eq))), decode(trim(item.substr(eq + 1))));
+      out.emplace_back(decode(trim_ows(item.substr(0, eq))), decode(trim_ows(item.substr(eq + 1))));
     }
   }
 };

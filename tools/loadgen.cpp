@@ -271,9 +271,11 @@ int run(const options& o) {
     auto next_tick = steady::now();
     constexpr std::uint64_t claim = 256;
     std::uint64_t budget = 0; // spans this thread may still record (--spans)
+    // (L1) relaxed: only a flag; the join after (L3) orders everything the thread wrote.
     while (!stop.load(std::memory_order_relaxed)) {
       if (o.spans) {
         if (budget == 0) {
+          // (L2) relaxed: a ticket counter; no data is published through it.
           const std::uint64_t first = next_ticket.fetch_add(claim, std::memory_order_relaxed);
           if (first >= *o.spans)
             break;
@@ -311,7 +313,9 @@ int run(const options& o) {
   while (true) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const auto now = steady::now();
-    const bool done = interrupted != 0 || (o.spans ? next_ticket.load() >= *o.spans : now >= deadline);
+    // relaxed: reads the counter of (L2) only to decide when to stop; nothing is read through it.
+    const bool done =
+        interrupted != 0 || (o.spans ? next_ticket.load(std::memory_order_relaxed) >= *o.spans : now >= deadline);
     if (progress && (now - last >= std::chrono::milliseconds(500) || done)) {
       const auto s = processor.stats();
       const double dt = std::chrono::duration<double>(now - last).count();
@@ -326,7 +330,7 @@ int run(const options& o) {
     if (done)
       break;
   }
-  stop = true;
+  stop.store(true, std::memory_order_relaxed); // (L3) seen by (L1); the joins below synchronize
   for (auto& th : threads)
     th.join();
   const auto recorded_at = steady::now();

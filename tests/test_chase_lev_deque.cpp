@@ -3,11 +3,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 using otlpconc::chase_lev_deque;
@@ -241,4 +243,70 @@ TEST_CASE("lin_check: the deque model rejects wrong answers", "[lin_check]") {
   REQUIRE_FALSE(otlpconc::testing::is_linearizable(
       std::vector{op(K::push, 1, false, 0, 1), op(K::pop, 1, false, 2, 3), op(K::steal, 1, false, 2, 4)},
       deque_model{}));
+}
+
+TEST_CASE("chase_lev_deque: steal_if refuses without taking", "[chase_lev_deque]") {
+  otlpconc::chase_lev_deque<int> d(2);
+  for (int i = 0; i < 5; ++i)
+    d.push(i);
+  REQUIRE(d.bottom_index() == 5);
+  std::vector<int> seen;
+  REQUIRE_FALSE(d.steal_if([&](int v) {
+                   seen.push_back(v);
+                   return v != 0;
+                 }).has_value());
+  REQUIRE(seen == std::vector<int>{0}); // the oldest item was offered and refused
+  REQUIRE(d.size_approx() == 5);        // and left in place
+  REQUIRE(d.steal_if([](int v) { return v == 0; }) == 0);
+  REQUIRE(d.steal_if([](int) { return true; }) == 1);
+  REQUIRE(d.pop() == 4);
+  REQUIRE(d.bottom_index() == 4);
+  REQUIRE(d.steal() == 2);
+  REQUIRE(d.pop() == 3);
+  REQUIRE_FALSE(d.steal_if([](int) { return true; }).has_value()); // empty
+}
+
+TEST_CASE("chase_lev_deque: concurrent steal_if takes only what it accepts, each item once", "[chase_lev_deque]") {
+  // The owner pushes and pops; two thieves take only even items, two take anything. Every item is
+  // taken exactly once and the even-only thieves never got an odd one.
+  constexpr int items = 200000;
+  otlpconc::chase_lev_deque<std::uint32_t> d(2);
+  std::vector<std::atomic<int>> taken(items);
+  std::atomic<bool> done{false};
+  std::atomic<int> odd_taken_by_picky{0};
+  std::vector<std::thread> thieves;
+  for (int t = 0; t < 4; ++t)
+    thieves.emplace_back([&, t] {
+      const bool picky = t < 2;
+      for (;;) {
+        const bool finished = done.load(std::memory_order_acquire);
+        auto v = picky ? d.steal_if([](std::uint32_t x) { return x % 2 == 0; }) : d.steal();
+        if (v) {
+          taken[*v].fetch_add(1, std::memory_order_relaxed);
+          if (picky && *v % 2 != 0)
+            odd_taken_by_picky.fetch_add(1);
+        } else if (finished) {
+          return;
+        }
+      }
+    });
+  std::mt19937 rng(3);
+  for (std::uint32_t i = 0; i < static_cast<std::uint32_t>(items); ++i) {
+    d.push(i);
+    if (rng() % 3 == 0)
+      if (auto v = d.pop())
+        taken[*v].fetch_add(1, std::memory_order_relaxed);
+  }
+  while (auto v = d.pop())
+    taken[*v].fetch_add(1, std::memory_order_relaxed);
+  done.store(true, std::memory_order_release);
+  for (auto& t : thieves)
+    t.join();
+  while (auto v = d.steal())
+    taken[*v].fetch_add(1, std::memory_order_relaxed);
+  int wrong = 0;
+  for (auto& c : taken)
+    wrong += c.load() != 1;
+  REQUIRE(wrong == 0);
+  REQUIRE(odd_taken_by_picky.load() == 0);
 }

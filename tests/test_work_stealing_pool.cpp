@@ -6,9 +6,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
+
 #include <future>
 #include <memory>
+#include <pthread.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -44,10 +48,12 @@ TEST_CASE("work_stealing_pool: submit delivers results and exceptions through fu
   auto d = pool.submit([] {}); // void result
   REQUIRE(a.get() == 42);
   REQUIRE(b.get() == "done");
-  REQUIRE_THROWS_WITH(c.get(), "task failed");
   d.get();
   auto move_only = pool.submit([p = std::make_unique<int>(5)] { return *p; });
   REQUIRE(move_only.get() == 5);
+  // Read the exception once the workers are joined (see the fork-join exception test for why).
+  pool.shutdown();
+  REQUIRE_THROWS_WITH(c.get(), "task failed");
 }
 
 TEST_CASE("work_stealing_pool: recursive fork-join computes fib correctly", "[work_stealing_pool]") {
@@ -173,4 +179,312 @@ TEST_CASE("work_stealing_pool: an idle pool sleeps", "[work_stealing_pool]") {
   INFO("CPU seconds used by an idle pool over 1 s: " << used);
   REQUIRE(used < 0.02);                              // < 2% of one core
   REQUIRE(pool.submit([] { return 2; }).get() == 2); // and it still wakes up
+}
+
+// ---- Isolation, stack bound, deadlock freedom and exceptions (issue: help-while-wait) ----
+
+namespace {
+
+// Fails the test at once, instead of hanging it, when a future is not ready in time: a hang means
+// a deadlock, and the pool's destructor would hang with it.
+template <class Future>
+void require_ready_within(Future& f, std::chrono::seconds limit, const char* what) {
+  if (f.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: %s did not finish within %lld s (deadlock)\n", what,
+                 static_cast<long long>(limit.count()));
+    std::fflush(stderr);
+    std::abort();
+  }
+}
+
+// The deepest stack seen by any task, in bytes below the top of its thread's stack: measured
+// independently of the pool's own max_nesting statistic.
+std::atomic<std::size_t> deepest_stack{0};
+
+void probe_stack() {
+  thread_local std::uintptr_t top = [] {
+    pthread_attr_t attr;
+    void* base = nullptr;
+    std::size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+      return std::uintptr_t{0};
+    pthread_attr_getstack(&attr, &base, &size);
+    pthread_attr_destroy(&attr);
+    return reinterpret_cast<std::uintptr_t>(base) + size;
+  }();
+  const auto here = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+  if (top == 0 || here > top)
+    return;
+  std::size_t used = top - here, seen = deepest_stack.load();
+  while (used > seen && !deepest_stack.compare_exchange_weak(seen, used)) {
+  }
+}
+
+// A small fork-join job: a tree of task_groups `depth` levels deep, `fanout` tasks per group.
+std::int64_t tree_job(work_stealing_pool& pool, int depth, int fanout) {
+  probe_stack();
+  if (depth == 0)
+    return 1;
+  std::atomic<std::int64_t> sum{0};
+  task_group g(pool);
+  for (int i = 0; i < fanout; ++i)
+    g.run([&] { sum.fetch_add(tree_job(pool, depth - 1, fanout), std::memory_order_relaxed); });
+  g.wait();
+  return sum.load();
+}
+
+std::int64_t probed_fib(work_stealing_pool& pool, int n) {
+  probe_stack();
+  if (n < 2)
+    return n;
+  std::int64_t a = 0;
+  task_group g(pool);
+  g.run([&] { a = probed_fib(pool, n - 1); });
+  const std::int64_t b = probed_fib(pool, n - 2);
+  g.wait();
+  return a + b;
+}
+
+// The stack one level of tree_job / probed_fib may take, generously (debug and sanitizer builds
+// have large frames): nesting N jobs costs less than N times this.
+constexpr std::size_t level_bytes = 4096;
+
+} // namespace
+
+TEST_CASE("work_stealing_pool: 3000 posted fork-joins destroyed at once stay shallow", "[work_stealing_pool]") {
+  // The destructor's shutdown used to run every queued job nested on its own stack (38,681 frames,
+  // SIGSEGV). Now a waiting thread runs only descendants of what it waits on.
+  std::atomic<std::int64_t> leaves{0};
+  otlpconc::work_stealing_pool_stats st;
+  deepest_stack.store(0);
+  {
+    work_stealing_pool pool(2);
+    for (int j = 0; j < 3000; ++j)
+      pool.post([&] { leaves.fetch_add(tree_job(pool, 3, 2), std::memory_order_relaxed); });
+    pool.shutdown();
+    st = pool.stats();
+  }
+  REQUIRE(leaves.load() == 3000 * 8);
+  // A job is a post (nesting 1) plus 3 levels of groups: at most 4 tasks on any stack.
+  INFO("max nesting " << st.max_nesting << ", deepest task stack " << deepest_stack.load() << " bytes");
+  REQUIRE(st.max_nesting <= 4);
+  REQUIRE(deepest_stack.load() < 8 * level_bytes);
+}
+
+TEST_CASE("work_stealing_pool: a fork-join from main behind 10^5 queued jobs", "[work_stealing_pool]") {
+  // Main's fork-join used to take the queued jobs first, one stack level per job (53,519 frames
+  // with 200,000 jobs). Now main runs only its own tree: with both workers held by the first two
+  // jobs, main computes its fib alone, without running any of the queued fork-join jobs.
+  const std::int64_t jobs = OTLPCONC_TSAN ? 20000 : 100000;
+  std::atomic<std::int64_t> ran{0};
+  std::atomic<int> held{0};
+  std::atomic<bool> release{false};
+  deepest_stack.store(0);
+  work_stealing_pool pool(2);
+  for (int w = 0; w < 2; ++w)
+    pool.post([&] {
+      held.fetch_add(1);
+      while (!release.load(std::memory_order_acquire))
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    });
+  while (held.load() < 2)
+    std::this_thread::yield();
+  for (std::int64_t j = 0; j < jobs; ++j)
+    pool.post([&] { ran.fetch_add(tree_job(pool, 1, 2), std::memory_order_relaxed); });
+  REQUIRE(probed_fib(pool, 12) == 144);
+  const std::int64_t ran_when_fib_returned = ran.load();
+  const std::size_t main_stack = deepest_stack.load();
+  release.store(true, std::memory_order_release);
+  pool.shutdown();
+  REQUIRE(ran.load() == 2 * jobs);
+  INFO("job leaves run when main's fib returned: " << ran_when_fib_returned << ", deepest stack " << main_stack);
+  REQUIRE(ran_when_fib_returned == 0);
+  REQUIRE(main_stack < 14 * level_bytes);
+  const auto nesting = pool.stats().max_nesting;
+  INFO("max nesting " << nesting);
+  REQUIRE(nesting <= 13); // fib(12) nests at most 12 groups, plus a post at the bottom
+}
+
+TEST_CASE("work_stealing_pool: fork-join nesting follows the fork-join depth", "[work_stealing_pool]") {
+  // The canonical use from main (it overflowed main's 8 MiB stack with fib(30)): the stack holds
+  // at most one task per level of fork-join, whatever the scheduling.
+  for (std::size_t workers : {1u, 2u, 4u}) {
+    work_stealing_pool pool(workers);
+    REQUIRE(fib(pool, 22) == 17711);
+    REQUIRE(pool.submit([&] { return fib(pool, 20); }).get() == 6765);
+    const auto nesting = pool.stats().max_nesting;
+    INFO(workers << " workers, max nesting " << nesting);
+    REQUIRE(nesting >= 1);
+    REQUIRE(nesting <= 22);
+  }
+}
+
+TEST_CASE("work_stealing_pool: a waiting task never runs a job that waits on its group", "[work_stealing_pool]") {
+  // Task A (in group S, from main) spawns c1, which the other worker takes and runs for 300 ms. A
+  // then waits; job B, posted meanwhile, waits on S. If A's wait ran B, B would wait for A, which
+  // is suspended beneath it on the same stack: a deadlock with the other worker idle afterwards.
+  work_stealing_pool pool(2);
+  std::atomic<bool> c1_started{false}, b_posted{false}, a_running{false};
+  std::promise<void> b_done;
+  auto b_future = b_done.get_future();
+  task_group s(pool);
+  s.run([&] {
+    a_running.store(true);
+    task_group g(pool);
+    g.run([&] {
+      c1_started.store(true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    while (!b_posted.load())
+      std::this_thread::yield(); // the other worker takes c1, then main posts B
+    g.wait();
+  });
+  while (!a_running.load() || !c1_started.load())
+    std::this_thread::yield();
+  pool.post([&] {
+    s.wait();
+    b_done.set_value();
+  });
+  b_posted.store(true);
+  require_ready_within(b_future, std::chrono::seconds(20), "job B waiting on S");
+  s.wait();
+}
+
+TEST_CASE("work_stealing_pool: a waiting task never runs a job that blocks on its future", "[work_stealing_pool]") {
+  // The same shape with a future: B blocks on A's future; run beneath A, it would never return.
+  work_stealing_pool pool(2);
+  std::atomic<bool> c1_started{false}, b_posted{false}, a_running{false};
+  auto a = pool.submit([&] {
+    a_running.store(true);
+    task_group g(pool);
+    g.run([&] {
+      c1_started.store(true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    while (!b_posted.load())
+      std::this_thread::yield();
+    g.wait();
+    return 7;
+  });
+  std::shared_future<int> a_shared = a.share();
+  while (!a_running.load() || !c1_started.load())
+    std::this_thread::yield();
+  auto b = pool.submit([a_shared] { return a_shared.get() + 1; });
+  b_posted.store(true);
+  require_ready_within(b, std::chrono::seconds(20), "job B blocked on A's future");
+  REQUIRE(b.get() == 8);
+}
+
+namespace {
+
+// fib with leaves that throw once in `one_in` times (decided by a counter, so the run is the same
+// whatever the scheduling); counts every throw.
+std::int64_t throwing_fib(work_stealing_pool& pool, int n, std::atomic<std::int64_t>& calls,
+                          std::atomic<std::int64_t>& thrown, std::int64_t one_in) {
+  if (n < 2) {
+    const std::int64_t c = calls.fetch_add(1, std::memory_order_relaxed);
+    if ((static_cast<std::uint64_t>(c) * 0x9e3779b97f4a7c15ULL >> 40) % static_cast<std::uint64_t>(one_in) == 0) {
+      thrown.fetch_add(1, std::memory_order_relaxed);
+      throw std::runtime_error("leaf " + std::to_string(c));
+    }
+    return n;
+  }
+  std::int64_t a = 0;
+  task_group g(pool);
+  g.run([&] { a = throwing_fib(pool, n - 1, calls, thrown, one_in); });
+  const std::int64_t b = throwing_fib(pool, n - 2, calls, thrown, one_in); // may throw: ~g waits
+  g.wait();
+  return a + b;
+}
+
+} // namespace
+
+TEST_CASE("work_stealing_pool: exceptions in recursive fork-join are all accounted for", "[work_stealing_pool]") {
+  // The documented fib pattern with 0.1% of the leaves throwing used to terminate the process
+  // (~task_group handed the child's exception to the default handler, std::terminate). Now exactly
+  // one exception reaches the caller and every other one is counted as suppressed.
+  for (std::size_t workers : {1u, 2u, 4u}) {
+    work_stealing_pool pool(workers); // no handler: nothing may be unhandled anyway
+    std::atomic<std::int64_t> calls{0}, thrown{0};
+    std::int64_t reached = 0;
+    // From a thread outside the pool.
+    try {
+      (void)throwing_fib(pool, 22, calls, thrown, 1000);
+    } catch (const std::runtime_error& e) {
+      REQUIRE(std::string(e.what()).rfind("leaf ", 0) == 0);
+      ++reached;
+    }
+    // From a task, through a future. The pool is shut down before the exception is read: the
+    // worker drops its reference to the future's state after the result is ready, and
+    // ThreadSanitizer does not see libstdc++'s reference counts order that with our read.
+    auto f = pool.submit([&] { return throwing_fib(pool, 25, calls, thrown, 1000); });
+    f.wait();
+    pool.shutdown();
+    try {
+      (void)f.get();
+    } catch (const std::runtime_error& e) {
+      REQUIRE(std::string(e.what()).rfind("leaf ", 0) == 0);
+      ++reached;
+    }
+    const auto st = pool.stats();
+    INFO(workers << " workers: thrown " << thrown.load() << ", reached the callers " << reached << ", suppressed "
+                 << st.suppressed_exceptions << ", unhandled " << st.unhandled_exceptions);
+    REQUIRE(thrown.load() >= 20);
+    REQUIRE(reached == 2);
+    REQUIRE(st.unhandled_exceptions == 0);
+    REQUIRE(static_cast<std::uint64_t>(thrown.load()) ==
+            static_cast<std::uint64_t>(reached) + st.suppressed_exceptions);
+  }
+}
+
+TEST_CASE("work_stealing_pool: a group destroyed by an exception waits for its tasks", "[work_stealing_pool]") {
+  work_stealing_pool pool(2);
+  std::atomic<int> finished{0};
+  auto body = [&] {
+    task_group g(pool);
+    for (int i = 0; i < 4; ++i)
+      g.run([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        finished.fetch_add(1);
+        throw std::logic_error("child");
+      });
+    throw std::runtime_error("inline branch"); // g is destroyed during unwinding
+  };
+  REQUIRE_THROWS_WITH(body(), "inline branch");
+  REQUIRE(finished.load() == 4); // the destructor waited: the tasks' references are still valid
+  REQUIRE(pool.stats().suppressed_exceptions == 4);
+  REQUIRE(pool.stats().unhandled_exceptions == 0);
+}
+
+TEST_CASE("work_stealing_pool: without a handler, unobserved exceptions are counted, not fatal",
+          "[work_stealing_pool]") {
+  work_stealing_pool pool(2);
+  for (int i = 0; i < 5; ++i)
+    pool.post([] { throw std::logic_error("posted"); });
+  {
+    task_group g(pool);
+    g.run([] { throw std::logic_error("never waited for"); });
+  } // destroyed without wait() and with no exception in flight
+  work_stealing_pool throwing_handler(1, [](std::exception_ptr) { throw 1; });
+  throwing_handler.post([] { throw std::logic_error("handler throws"); });
+  throwing_handler.shutdown();
+  pool.shutdown();
+  REQUIRE(pool.stats().unhandled_exceptions == 6);
+  REQUIRE(throwing_handler.stats().unhandled_exceptions == 1);
+}
+
+TEST_CASE("work_stealing_pool: more waiting outside threads than external slots", "[work_stealing_pool]") {
+  // Beyond the external slots, an outside thread sleeps until its group is done.
+  work_stealing_pool pool(2);
+  constexpr int threads = static_cast<int>(work_stealing_pool::external_slots) + 4;
+  std::atomic<std::int64_t> total{0};
+  std::vector<std::thread> outside;
+  for (int t = 0; t < threads; ++t)
+    outside.emplace_back([&] {
+      for (int r = 0; r < 5; ++r)
+        total.fetch_add(fib(pool, 15));
+    });
+  for (auto& t : outside)
+    t.join();
+  REQUIRE(total.load() == threads * 5 * 610);
 }

@@ -25,8 +25,8 @@
 //   bottom store, acquire load of bottom by thieves).
 // Requirements on T: trivially copyable, and std::atomic<T> lock-free (pointers, integers, small
 //   ids): thieves read a slot that the owner may overwrite after a wrap-around, so slots are atomics.
-// Threads: push, pop and the `into` side of steal_batch only on the owning thread; steal,
-//   steal_batch, size_approx and empty on any thread.
+// Threads: push, pop, bottom_index and the `into` side of steal_batch only on the owning thread;
+//   steal, steal_if, steal_batch, size_approx and empty on any thread.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
@@ -97,7 +97,7 @@ class chase_lev_deque {
 
   // Owner only. Throws std::bad_alloc (or std::length_error past max_capacity) if the array must
   // grow and cannot; the deque is then unchanged.
-  void push(T item) {
+  OTLPCONC_ALWAYS_INLINE void push(T item) {
     const std::int64_t b = bottom_.load(std::memory_order_relaxed); // (C1) relaxed: only the owner writes bottom
     // (C2) acquire: pairs with the thieves' seq_cst CAS on top (C8): a thief's read of a slot
     // happens-before the owner overwrites that slot after a wrap-around.
@@ -113,7 +113,7 @@ class chase_lev_deque {
   }
 
   // Owner only. LIFO: the most recently pushed item, or std::nullopt if the deque is empty.
-  std::optional<T> pop() noexcept {
+  OTLPCONC_ALWAYS_INLINE std::optional<T> pop() noexcept {
     const std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1; // (C1)
     ring* a = ring_.load(std::memory_order_relaxed);                    // (C3)
     // (C5) Announce the claim of slot b, then read top. The seq_cst fence orders this store before
@@ -150,6 +150,32 @@ class chase_lev_deque {
       if (try_claim(hp, t, item))
         return item;
       // Another thief, or the owner's pop of the last item, took index t: it made progress. Retry.
+    }
+  }
+
+  // Any thread. Like steal(), but takes the oldest item only if pred(item) holds; returns
+  // std::nullopt if the deque was empty at some instant during the call or pred refused the oldest
+  // item. pred sees a copy of the slot that another thread may take (and free what it points to)
+  // at any moment: it must decide from the value alone and never dereference it. A thief that
+  // refuses leaves the item where it is (a work-stealing scheduler encodes what it needs to decide
+  // in the value; work_stealing_pool packs a task's fork-join depth and tree into spare bits).
+  template <class Pred>
+  std::optional<T> steal_if(Pred&& pred) {
+    hazard_pointer hp = make_hazard_pointer();
+    for (;;) {
+      std::int64_t t = 0, b = 0;
+      read_indices(t, b);
+      if (t >= b)
+        return std::nullopt;
+      T item{};
+      bool refused = false;
+      if (try_claim(hp, t, item, [&](const T& v) {
+            refused = !pred(v);
+            return !refused;
+          }))
+        return item;
+      if (refused)
+        return std::nullopt;
     }
   }
 
@@ -209,6 +235,13 @@ class chase_lev_deque {
   }
   [[nodiscard]] bool empty() const noexcept { return size_approx() == 0; }
 
+  // Owner only: the index the next push() writes. Items pushed earlier have smaller indices; pop()
+  // takes index bottom_index() - 1. A scheduler records it to tell the items pushed after a point
+  // (bottom_index() greater than the recorded value) from older ones.
+  [[nodiscard]] std::int64_t bottom_index() const noexcept {
+    return bottom_.load(std::memory_order_relaxed); // (C1) only the owner writes bottom
+  }
+
   // Current array capacity. Owner only (another thread could read an array being retired).
   [[nodiscard]] std::size_t capacity() const noexcept {
     return static_cast<std::size_t>(ring_.load(std::memory_order_relaxed)->capacity()); // (C3)
@@ -227,19 +260,25 @@ class chase_lev_deque {
   }
 
   // Reads index t from the current array under a hazard pointer, then claims it with a CAS on top.
-  bool try_claim(hazard_pointer& hp, std::int64_t t, T& item) noexcept {
+  // accept(item) may refuse the item before the CAS (steal_if); it then returns false unclaimed.
+  template <class Accept = std::nullptr_t>
+  bool try_claim(hazard_pointer& hp, std::int64_t t, T& item, Accept accept = nullptr) {
     // (C7'') acquire inside protect: pairs with the release publication of a grown array (C10).
     // The array read here is the one that held index t when it was pushed, or a newer one that
     // copied it; if index t was taken since, the CAS below fails.
     ring* a = hp.protect(ring_);
     item = a->get(t);
     hp.reset_protection();
+    if constexpr (!std::is_same_v<Accept, std::nullptr_t>) {
+      if (!accept(static_cast<const T&>(item)))
+        return false;
+    }
     // (C8) seq_cst: one total order of claims on top among thieves and the owner's last-item pop.
     return top_->compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
   }
 
   // Owner: replaces `a` with an array twice as large holding [t, b); returns it.
-  ring* grow(ring* a, std::int64_t t, std::int64_t b) {
+  OTLPCONC_NOINLINE ring* grow(ring* a, std::int64_t t, std::int64_t b) {
     if (a->capacity() >= static_cast<std::int64_t>(max_capacity))
       throw std::length_error("chase_lev_deque: capacity would exceed max_capacity (2^40)");
     auto* bigger = new ring(a->capacity() * 2);

@@ -1,32 +1,53 @@
 // otlpconc/work_stealing_pool.hpp: a work-stealing thread pool with fork-join task groups.
 //
-// What: N worker threads, each owning a chase_lev_deque of tasks. Tasks submitted from outside the
-//   pool go through an ms_queue injector; tasks spawned by a task inside the pool go to its worker's
-//   deque. An idle worker tries its own deque, then the injector, then steals a batch from a random
-//   victim, and finally parks on an event count (no spinning while idle).
+// What: N worker threads, each owning a chase_lev_deque of tasks. post()/submit() from outside the
+//   pool go through an ms_queue injector; tasks spawned on a thread that owns a deque go to that
+//   deque. An idle worker takes from its own deque, the spill list, the injector, then steals a
+//   batch from a random victim, and finally parks on an event count (no spinning while idle).
 // When to use: CPU-bound work split into many small tasks, recursive fork-join (task_group), and
 //   fire-and-forget jobs (post) or jobs with a result (submit).
 // When not to: blocking I/O inside tasks (a blocked worker is lost to the pool; use a dedicated
 //   thread pool), or when tasks need strict FIFO order (the pool is LIFO per worker).
-// Guarantees:
-//   - No lost wake-ups: a submission wakes a parked worker (event count with a Dekker pair of
+// Guarantees (docs/work_stealing.md explains them; each has a test):
+//   - Isolation: a thread waiting in task_group::wait() runs only tasks that descend from that
+//     group (its tasks, the tasks of groups they create, and so on). It never runs a post()ed job,
+//     another fork-join tree, or a sibling branch, so it never runs a task that could wait on the
+//     frame it is suspended on.
+//   - Bounded stack: the tasks nested on one thread's stack form a chain in which each descends
+//     from the group the one below it waits on, so their number is at most the fork-join depth of
+//     the program (for structured code: how deeply task_groups nest), never the number of queued
+//     jobs. stats().max_nesting reports the deepest nesting seen.
+//   - No deadlock while a worker is idle: an idle worker runs any queued task, and isolation adds
+//     no dependency the program did not have; a program whose waits form no cycle completes.
+//     (Tasks that block on anything other than task_group::wait(), a future for example, hold
+//     their worker: if every worker blocks so, the pool cannot progress, as with any fixed pool.)
+//   - No lost wake-ups: a submission wakes a parked worker (event counts with Dekker pairs of
 //     seq_cst fences, detail/event_count.hpp). An idle pool sleeps in futex waits.
-//   - task_group::wait() runs pending tasks (its own or others') while it waits, so recursive
-//     fork-join neither deadlocks nor needs more threads than the pool has.
-//   - Exceptions: from submit(), through the future; from a task_group task, rethrown by wait()
-//     (the first one; the group's other tasks still run); from post(), passed to the pool's
-//     unhandled-exception handler (default: std::terminate, as std::thread does).
+//   - Exceptions, none of them calls std::terminate: from submit(), through the future; from a
+//     task_group's tasks, the first one rethrown by wait() (the group's other tasks still run); if
+//     the group is destroyed while an exception propagates, that exception wins. Exceptions that
+//     lose (a group's second and later ones, or one superseded by a propagating exception) are
+//     counted in stats().suppressed_exceptions. Exceptions from post()ed tasks, and from a group
+//     destroyed without wait() and without an exception in flight, go to the pool's handler; with
+//     no handler (or if it throws) they are counted in stats().unhandled_exceptions.
 //   - Shutdown (shutdown() or the destructor) rejects new external submissions with
-//     std::runtime_error, runs every task already accepted (and the tasks they spawn), then joins.
+//     std::runtime_error, runs every task already accepted (and the tasks they spawn), joins, and
+//     returns only after every post()/submit() call that overlapped it has returned.
+// Threads outside the pool: task_group::wait() on such a thread takes one of the pool's
+//   external_slots deques for the duration of the wait and helps like a worker (isolated); if none
+//   is free, or the thread already owns a deque of another pool, it sleeps until the group is done.
 // Memory: one small block per task (recycled through a per-thread cache), plus the deques.
 // Requirements: callables are move constructible and invocable with no arguments.
 #pragma once
 
+#include "otlpconc/cache_padded.hpp"
 #include "otlpconc/chase_lev_deque.hpp"
+#include "otlpconc/detail/config.hpp"
 #include "otlpconc/detail/event_count.hpp"
-#include "otlpconc/detail/node_cache.hpp"
+#include "otlpconc/detail/pool_task.hpp"
 #include "otlpconc/ms_queue.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <concepts>
 #include <cstddef>
@@ -50,53 +71,56 @@ class task_group;
 
 namespace detail {
 
-// A type-erased task. run() executes it, accounts for it and frees it.
-struct pool_task {
-  void (*run)(pool_task*) noexcept;
+// What a thread is doing for the pools. One per thread.
+struct pool_thread {
+  work_stealing_pool* pool = nullptr;         // the pool whose deque `slot` this thread owns (nullptr: none)
+  std::size_t slot = 0;                       // index of that deque: a worker's, or an external slot
+  bool worker = false;                        // a worker of `pool` (otherwise an external slot holder)
+  chase_lev_deque<task_ref>* deque = nullptr; // that deque
+  task_group* group = nullptr;                // group of the innermost task running here (nullptr: none or a post)
+  std::uintptr_t frame = 0;                   // frame address of that task's run (0: no task running)
+  std::uint32_t nesting = 0;                  // tasks running on this thread's stack
 };
+inline constinit thread_local pool_thread this_pool_thread{};
 
-// Small tasks live in fixed-size blocks recycled through a node cache.
-struct alignas(std::max_align_t) task_block {
-  unsigned char bytes[128];
-};
-using task_block_cache = node_cache<task_block, std::allocator<task_block>>;
-
-template <class Impl>
-constexpr bool fits_task_block = sizeof(Impl) <= sizeof(task_block) && alignof(Impl) <= alignof(task_block);
-
-template <class Impl, class... Args>
-Impl* new_task(Args&&... args) {
-  if constexpr (fits_task_block<Impl>) {
-    void* mem = task_block_cache::allocate();
-    try {
-      return ::new (mem) Impl(std::forward<Args>(args)...);
-    } catch (...) {
-      task_block_cache::deallocate(static_cast<task_block*>(mem));
-      throw;
-    }
-  } else {
-    return new Impl(std::forward<Args>(args)...);
-  }
+// The calling thread's stack pointer, or a bound below every object of the caller.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+inline std::uintptr_t stack_pointer() noexcept {
+  std::uintptr_t sp;
+  asm volatile("mov %%rsp, %0" : "=r"(sp));
+  return sp;
 }
-
-template <class Impl>
-void delete_task(Impl* t) noexcept {
-  if constexpr (fits_task_block<Impl>) {
-    t->~Impl();
-    task_block_cache::deallocate(reinterpret_cast<task_block*>(t));
-  } else {
-    delete t;
-  }
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+inline std::uintptr_t stack_pointer() noexcept {
+  std::uintptr_t sp;
+  asm volatile("mov %0, sp" : "=r"(sp));
+  return sp;
 }
+#else
+// Not inlined: its own frame lies below every object of its caller.
+OTLPCONC_NOINLINE inline std::uintptr_t stack_pointer() noexcept {
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
+#endif
 
-struct worker_context {
-  work_stealing_pool* pool = nullptr;    // the pool whose worker this thread is
-  std::size_t index = 0;                 // its worker index
-  work_stealing_pool* helping = nullptr; // a pool whose task this (non-worker) thread is running
-};
-inline constinit thread_local worker_context current_worker{};
+// Whether p lies on the calling thread's stack between its stack pointer and `frame` (an older
+// frame of this thread): then p is an object of a function still running above that frame, which
+// is destroyed before that frame returns. Stacks grow downwards on every platform otlpconc
+// supports. (An object on a sanitizer's fake stack is not on the stack: the answer is then "no",
+// the safe one.)
+inline bool on_stack_above(const void* p, std::uintptr_t frame) noexcept {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  return address >= stack_pointer() && address < frame;
+}
 
 } // namespace detail
+
+// Counters of a pool (see the header comment for their meaning).
+struct work_stealing_pool_stats {
+  std::uint64_t unhandled_exceptions = 0;
+  std::uint64_t suppressed_exceptions = 0;
+  std::uint32_t max_nesting = 0; // the most tasks seen running nested on one thread's stack
+};
 
 class work_stealing_pool {
  public:
@@ -106,17 +130,17 @@ class work_stealing_pool {
   work_stealing_pool() : work_stealing_pool(default_threads()) {}
   // Throws std::invalid_argument unless 1 <= threads <= max_threads. `on_unhandled_exception`
   // receives exceptions escaping post()ed tasks (and task groups destroyed without wait()); empty
-  // means std::terminate.
+  // means they are only counted (stats().unhandled_exceptions).
   explicit work_stealing_pool(std::size_t threads, exception_handler on_unhandled_exception = {})
-      : handler_(std::move(on_unhandled_exception)) {
+      : workers_(threads), handler_(std::move(on_unhandled_exception)) {
     if (threads == 0 || threads > max_threads)
       throw std::invalid_argument("work_stealing_pool: thread count must be between 1 and 1024");
-    workers_.reserve(threads);
-    for (std::size_t i = 0; i < threads; ++i)
-      workers_.push_back(std::make_unique<worker>());
+    slots_.reserve(threads + external_slots);
+    for (std::size_t i = 0; i < threads + external_slots; ++i)
+      slots_.push_back(std::make_unique<slot>());
     try {
       for (std::size_t i = 0; i < threads; ++i)
-        workers_[i]->thread = std::thread([this, i] { worker_main(i); });
+        slots_[i]->thread = std::thread([this, i] { worker_main(i); });
     } catch (...) {
       stop_and_join();
       throw;
@@ -129,12 +153,21 @@ class work_stealing_pool {
   ~work_stealing_pool() { shutdown(); }
 
   static constexpr std::size_t max_threads = 1024;
+  // Deques that threads outside the pool borrow while they wait on a group.
+  static constexpr std::size_t external_slots = 4;
+
   static std::size_t default_threads() noexcept {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : n;
   }
 
-  std::size_t size() const noexcept { return workers_.size(); }
+  std::size_t size() const noexcept { return workers_; }
+
+  work_stealing_pool_stats stats() const noexcept {
+    // (P9) relaxed: statistics, no ordering.
+    return {unhandled_->load(std::memory_order_relaxed), suppressed_->load(std::memory_order_relaxed),
+            max_nesting_->load(std::memory_order_relaxed)};
+  }
 
   // Fire and forget. Throws std::runtime_error after shutdown began (from outside the pool's
   // tasks), std::bad_alloc if the task cannot be allocated.
@@ -143,23 +176,42 @@ class work_stealing_pool {
     using fn = std::decay_t<F>;
     static_assert(std::is_invocable_v<fn&>, "work_stealing_pool::post(f): f must be callable with no arguments");
     static_assert(std::is_move_constructible_v<fn>, "work_stealing_pool::post(f): f must be move constructible");
+    const bool outside = !inside();
+    // (P8) seq_cst: shutdown waits for posting_ to drop to zero (its acquire load pairs with the
+    // release decrement below), so once shutdown() has returned no overlapping post() still
+    // touches the pool, and the pool may be destroyed.
+    if (outside)
+      posting_->fetch_add(1, std::memory_order_seq_cst);
+    struct leave {
+      work_stealing_pool* pool;
+      bool outside;
+      ~leave() {
+        if (outside)
+          pool->posting_->fetch_sub(1, std::memory_order_release); // (P8): the call's last touch
+      }
+    } guard{this, outside};
     auto* t = detail::new_task<post_task<fn>>(this, std::forward<F>(f));
     // (P1) seq_cst, and the seq_cst load of closed_ after it, pair with shutdown's seq_cst exchange
     // of closed_ and load of outstanding_ (P3): either shutdown sees this task and waits for it, or
     // we see the pool closed and take the task back. Nothing accepted is stranded.
     outstanding_->fetch_add(1, std::memory_order_seq_cst);
-    if (closed_.load(std::memory_order_seq_cst) && !inside()) {
+    if (outside && closed_.load(std::memory_order_seq_cst)) {
       detail::delete_task(t);
       task_done();
       throw std::runtime_error("work_stealing_pool: submission after shutdown");
     }
     try {
-      enqueue(t);
+      detail::pool_thread& me = detail::this_pool_thread;
+      if (!outside)
+        me.deque->push(detail::task_ref::make(t, 0, 0));
+      else
+        injector_.push(t);
     } catch (...) { // the queues are unchanged when they throw
       detail::delete_task(t);
       task_done();
       throw;
     }
+    notify_work();
   }
 
   // Runs f() on the pool; its result or exception arrives through the future.
@@ -175,27 +227,33 @@ class work_stealing_pool {
   }
 
   // Stops accepting external submissions, runs every accepted task (and what they spawn), joins the
-  // workers. Idempotent. Throws std::logic_error if called from one of this pool's workers.
+  // workers. Idempotent. Throws std::logic_error if called from one of this pool's tasks.
+  // Precondition: no other thread has a task_group of this pool in flight.
   void shutdown() {
     if (inside())
       throw std::logic_error("work_stealing_pool: shutdown from one of the pool's own tasks would deadlock");
-    if (closed_.exchange(true, std::memory_order_seq_cst)) { // (P3) seq_cst: see P1
+    if (!closed_.exchange(true, std::memory_order_seq_cst)) { // (P3) seq_cst: see P1
+      // (P3) seq_cst: see P1. It also pairs, as an acquire, with the completions' release (P2):
+      // every accepted task has finished and its effects are visible.
+      sleep_until([this] { return outstanding_->load(std::memory_order_seq_cst) == 0; });
+      stop_and_join();
+    } else {
       join_all();
-      return;
     }
-    // (P3) seq_cst: see P1. It also pairs, as an acquire, with the completions' release (P2):
-    // every accepted task has finished and its effects are visible.
-    help_until([this] { return outstanding_->load(std::memory_order_seq_cst) == 0; }, false);
-    stop_and_join();
+    // (P8) acquire: pairs with the release decrement that ends each post() call.
+    while (posting_->load(std::memory_order_acquire) != 0)
+      std::this_thread::yield();
   }
 
  private:
   friend class task_group;
 
-  struct worker {
-    chase_lev_deque<detail::pool_task*> deque{256};
-    std::thread thread;
-    std::uint64_t rng = 0;
+  struct slot {
+    chase_lev_deque<detail::task_ref> deque{256};
+    std::thread thread;               // workers only
+    std::uint64_t rng = 0;            // owner only
+    std::uint32_t ticks = 0;          // owner only
+    std::atomic<bool> claimed{false}; // external slots: held by a waiting thread
   };
 
   template <class F>
@@ -221,11 +279,14 @@ class work_stealing_pool {
   void task_done() noexcept {
     // (P2) acq_rel: release publishes the task's effects to shutdown's load (P3).
     if (outstanding_->fetch_sub(1, std::memory_order_acq_rel) == 1)
-      parking_.notify_all(); // a shutdown may be waiting for the last task
+      wake_waiters(); // a shutdown may be waiting for the last task
   }
 
   // The calling thread is one of our workers, or is running one of our tasks.
-  bool inside() const noexcept { return detail::current_worker.pool == this || detail::current_worker.helping == this; }
+  bool inside() const noexcept {
+    const detail::pool_thread& me = detail::this_pool_thread;
+    return me.pool == this && (me.worker || me.frame != 0);
+  }
 
   // task_group::run's check (post() does its own, ordered against shutdown, see P1).
   void check_open() const {
@@ -243,174 +304,254 @@ class work_stealing_pool {
       } catch (...) {
       }
     }
-    std::terminate();
+    unhandled_->fetch_add(1, std::memory_order_relaxed); // (P9)
   }
 
-  // From one of this pool's workers: its own deque (LIFO, cache-hot). Otherwise the injector.
-  void enqueue(detail::pool_task* t) {
-    const detail::worker_context& w = detail::current_worker;
-    if (w.pool == this)
-      workers_[w.index]->deque.push(t);
+  void suppressed() noexcept { suppressed_->fetch_add(1, std::memory_order_relaxed); } // (P9)
+
+  // A group task: to the calling thread's deque if it owns one of ours, else to the spill list.
+  void spawn(detail::pool_task* t, std::uint32_t depth, std::uint8_t tree) {
+    const detail::pool_thread& me = detail::this_pool_thread;
+    if (me.pool == this)
+      me.deque->push(detail::task_ref::make(t, depth, tree));
     else
-      injector_.push(t);
-    parking_.notify_one(); // after publishing: pairs with a parking worker's re-check
+      spill_.push(t);
+    notify_work();
   }
 
-  // Own deque, injector, then a batch stolen from a random victim into our deque.
-  detail::pool_task* find_task(std::size_t self) {
-    worker& me = *workers_[self];
-    if (auto t = me.deque.pop())
-      return *t;
-    if (auto t = injector_.try_pop())
-      return *t;
-    const std::size_t n = workers_.size();
-    if (n > 1) {
-      std::size_t start = static_cast<std::size_t>(next_random(me.rng) % n);
-      for (std::size_t k = 0; k < n; ++k) {
-        const std::size_t v = (start + k) % n;
-        if (v == self)
-          continue;
-        worker& victim = *workers_[v];
-        if (victim.deque.empty())
-          continue;
-        if (const std::size_t moved = victim.deque.steal_batch(me.deque, 32); moved > 0) {
-          if (moved > 1 || !victim.deque.empty())
-            parking_.notify_one(); // surplus here or left there: let another sleeper help
-          if (auto t = me.deque.pop())
-            return *t;
-        }
-      }
-    }
-    return nullptr;
+  void spill(detail::pool_task* t) noexcept {
+    spill_.push(t);
+    notify_work();
   }
 
-  // From a thread that is not one of our workers: the injector, then single steals.
-  detail::pool_task* find_task_external() {
-    if (auto t = injector_.try_pop())
-      return *t;
-    for (auto& w : workers_)
-      if (!w->deque.empty())
-        if (auto t = w->deque.steal())
-          return *t;
-    return nullptr;
+  // After publishing a task: wake an idle worker if one sleeps, otherwise every sleeping waiter
+  // (the task may descend from the group one of them waits on).
+  OTLPCONC_ALWAYS_INLINE void notify_work() noexcept {
+    // (P7) seq_cst fence: the E4 of both event counts; pairs with the E2 of a thread parking on
+    // either: either its re-check sees the task published before this fence, or we see it counted.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (idle_.has_waiters_after_fence())
+      idle_.wake_one();
+    else if (waiting_.has_waiters_after_fence())
+      waiting_.wake_all();
   }
 
-  detail::pool_task* find_any() {
-    const detail::worker_context& w = detail::current_worker;
-    return w.pool == this ? find_task(w.index) : find_task_external();
+  // After a completion a waiter may be waiting for: the last task of a group, the last post()ed task.
+  void wake_waiters() noexcept {
+    // (P6) seq_cst fence: E4 of waiting_; pairs with E2 after a waiter's announcement: either the
+    // waiter's re-check sees the count at zero, or we see it counted and wake it. The group itself
+    // may be gone by now; the pool is not.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (waiting_.has_waiters_after_fence())
+      waiting_.wake_all();
   }
 
   bool work_visible() const noexcept {
-    if (!injector_.empty())
+    if (!injector_.empty() || !spill_.empty())
       return true;
-    for (auto& w : workers_)
-      if (!w->deque.empty())
+    for (const auto& s : slots_)
+      if (!s->deque.empty())
         return true;
     return false;
   }
 
-  // Runs tasks until done() holds; parks when there is nothing to run. done() must become true only
-  // through a task completion that wakes parked threads: the last task of a group wakes them if a
-  // group waiter is parked (group_waiters_), the last post()ed task always does.
+  // An idle worker's search: own deque, spill list, injector (first, one time in 32, so that a
+  // stream of spawns cannot starve posted jobs), then a batch stolen from a random victim.
+  detail::pool_task* find_any(std::size_t self) {
+    slot& me = *slots_[self];
+    if ((++me.ticks & 31) == 0)
+      if (auto t = injector_.try_pop())
+        return *t;
+    if (auto r = me.deque.pop())
+      return r->task();
+    if (detail::pool_task* t = spill_.take_front())
+      return t;
+    if (auto t = injector_.try_pop())
+      return *t;
+    const std::size_t n = slots_.size();
+    std::size_t start = static_cast<std::size_t>(next_random(me.rng) % n);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t v = (start + k) % n;
+      if (v == self)
+        continue;
+      slot& victim = *slots_[v];
+      if (victim.deque.empty())
+        continue;
+      if (const std::size_t moved = victim.deque.steal_batch(me.deque, 32); moved > 0) {
+        if (moved > 1 || !victim.deque.empty())
+          notify_work(); // surplus here or left there: let another sleeper help
+        if (auto r = me.deque.pop())
+          return r->task();
+      }
+    }
+    return nullptr;
+  }
+
+  // Whether task t descends from group g (its group is g, or was created inside a task that
+  // descends from g). t's group is alive (t is pending in it), and so is every group above it: a
+  // group has a parent only if it lives on the stack of a task of that parent (task_group's
+  // constructor), so it is destroyed before that task ends.
+  static bool descends(const detail::pool_task* t, const task_group& g) noexcept;
+
+  // A waiting thread's search (it owns deque `self`): only tasks that descend from g. Its own
+  // deque above `mark` (pushed since g was created), the spill list, then single steals of tasks
+  // whose packed tag says they may descend from g. A task taken from a deque that turns out not to
+  // descend from g is moved to the spill list, where idle workers and its own waiter find it.
+  detail::pool_task* find_for(const task_group& g, std::size_t self, std::int64_t mark);
+  // find_for's search beyond the own deque (not inlined: the cold part). The spill list, then single
+  // steals of tasks whose packed tag says they may descend from g.
+  template <class Group> // task_group, complete where this is instantiated
+  OTLPCONC_NOINLINE detail::pool_task* find_elsewhere(const Group& g, std::size_t self) {
+    if (detail::pool_task* t = spill_.take_if([&](const detail::pool_task* c) { return descends(c, g); }))
+      return t;
+    slot& me = *slots_[self];
+    const std::size_t n = slots_.size();
+    const std::size_t start = static_cast<std::size_t>(next_random(me.rng) % n);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t v = (start + k) % n;
+      if (v == self)
+        continue;
+      slot& victim = *slots_[v];
+      if (victim.deque.empty())
+        continue;
+      auto r = victim.deque.steal_if([&](detail::task_ref c) { return c.may_descend(g.depth_, g.tree_); });
+      if (!r)
+        continue;
+      detail::pool_task* t = r->task();
+      if (descends(t, g))
+        return t;
+      spill(t); // another tree whose tag collides with ours
+    }
+    return nullptr;
+  }
+
+  // A waiting thread that owns a deque of ours: runs g's descendants until g is done, parking on
+  // waiting_ when there are none.
+  void help_wait(const task_group& g, std::int64_t mark);
+
+  // Waits on g from whatever thread: helps if the thread owns one of our deques or can borrow an
+  // external slot, otherwise sleeps. Does not throw.
+  void wait_for(task_group& g) noexcept;
+
   template <class Done>
-  void help_until(Done done, bool group_wait) {
-    int idle_rounds = 0;
-    bool slept = false;
+  void sleep_until(Done done) noexcept {
+    for (int i = 0; i < 16 && !done(); ++i)
+      std::this_thread::yield();
     while (!done()) {
-      if (detail::pool_task* t = find_any()) {
-        run_here(t);
-        idle_rounds = 0;
-        continue;
+      const std::uint32_t key = waiting_.prepare_wait(); // (E1, E2) then the re-check
+      if (done()) {
+        waiting_.cancel_wait();
+        return;
       }
-      if (++idle_rounds < spin_rounds) {
-        std::this_thread::yield();
-        continue;
-      }
-      // (P5) relaxed: ordered before the re-check of done() by prepare_wait's fence (E2); pairs
-      // with the fence and load in group_task::execute.
-      if (group_wait)
-        group_waiters_->fetch_add(1, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst));
-      const std::uint32_t key = parking_.prepare_wait();
-      if (done() || work_visible()) {
-        parking_.cancel_wait();
-      } else {
-        parking_.wait(key);
-        slept = true;
-      }
-      if (group_wait)
-        group_waiters_->fetch_sub(1, std::memory_order_relaxed); // (P5)
-      idle_rounds = 0;
+      waiting_.wait(key);
     }
-    // A wake-up meant for a worker may have woken us instead, and we are leaving: pass it on.
-    if (slept && work_visible())
-      parking_.notify_one();
   }
 
-  // Runs t on the calling thread; a thread outside the pool is marked as running one of its tasks,
-  // so the task may spawn work while the pool shuts down.
-  void run_here(detail::pool_task* t) noexcept {
-    detail::worker_context& w = detail::current_worker;
-    if (w.pool == this) {
-      t->run(t);
-      return;
-    }
-    work_stealing_pool* previous = std::exchange(w.helping, this);
+  // Runs t on the calling thread, which owns one of our deques. Not inlined: the frame address
+  // bounds the stack of the task, for task_group's parent detection.
+  OTLPCONC_NOINLINE void run_task(detail::pool_task* t) noexcept {
+    detail::pool_thread& me = detail::this_pool_thread;
+    task_group* const outer_group = me.group;
+    const std::uintptr_t outer_frame = me.frame;
+    me.group = t->group;
+    me.frame = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    const std::uint32_t depth = ++me.nesting;
+    // (P9) relaxed: a statistic.
+    if (OTLPCONC_UNLIKELY(depth > max_nesting_->load(std::memory_order_relaxed)))
+      raise_max_nesting(depth);
     t->run(t);
-    w.helping = previous;
+    --me.nesting;
+    me.group = outer_group;
+    me.frame = outer_frame;
   }
 
-  // Called by the last task of a group after its decrement: wakes parked threads if one of them
-  // may be waiting for a group (the group itself may be gone by now; the pool is not).
-  void group_finished() noexcept {
-    // (P6) seq_cst fence: pairs with E2 after a waiter's P5 increment: either the waiter's re-check
-    // sees pending == 0, or we see its count and wake it.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (group_waiters_->load(OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst)) != 0)
-      parking_.notify_all();
+  OTLPCONC_NOINLINE void raise_max_nesting(std::uint32_t depth) noexcept {
+    std::uint32_t seen = max_nesting_->load(std::memory_order_relaxed);
+    while (seen < depth && !max_nesting_->compare_exchange_weak(seen, depth, std::memory_order_relaxed)) {
+    }
+  }
+
+  // An external slot for the calling thread, or SIZE_MAX if none is free.
+  std::size_t claim_slot() noexcept {
+    for (std::size_t i = workers_; i < slots_.size(); ++i) {
+      bool expected = false;
+      // (P10) acquire on success: pairs with the release in release_slot: the previous holder's
+      // operations on the deque happen-before ours (a deque has one owner at a time).
+      if (!slots_[i]->claimed.load(std::memory_order_relaxed) &&
+          slots_[i]->claimed.compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                                     std::memory_order_relaxed))
+        return i;
+    }
+    return static_cast<std::size_t>(-1);
+  }
+
+  // Gives an external slot back; tasks still in it (spawned into groups that outlive the wait)
+  // move to the spill list.
+  void release_slot(std::size_t i) noexcept {
+    slot& s = *slots_[i];
+    while (auto r = s.deque.pop())
+      spill(r->task());
+    s.claimed.store(false, std::memory_order_release); // (P10)
   }
 
   void worker_main(std::size_t index) {
-    detail::current_worker = {this, index};
-    workers_[index]->rng = 0x9e3779b97f4a7c15ULL * (index + 1);
+    detail::pool_thread& me = detail::this_pool_thread;
+    me = {};
+    me.pool = this;
+    me.slot = index;
+    me.worker = true;
+    me.deque = &slots_[index]->deque;
+    slots_[index]->rng = 0x9e3779b97f4a7c15ULL * (index + 1);
     int idle_rounds = 0;
+    bool after_park = false;
     for (;;) {
-      if (detail::pool_task* t = find_task(index)) {
-        t->run(t);
+      if (detail::pool_task* t = find_any(index)) {
+        // A wake-up may have been meant for other work too: pass it on while work is left.
+        if (after_park && work_visible())
+          notify_work();
+        after_park = false;
+        run_task(t);
         idle_rounds = 0;
         continue;
       }
-      if (++idle_rounds < spin_rounds) {
+      // (P4') relaxed: a hint that ends the spin early (on a busy machine 64 yields can take 64 time
+      // slices); the decision to stop is taken below with the acquire load (P4).
+      if (++idle_rounds < spin_rounds && !stop_.load(std::memory_order_relaxed)) {
         std::this_thread::yield();
         continue;
       }
-      const std::uint32_t key = parking_.prepare_wait();
+      const std::uint32_t key = idle_.prepare_wait();
+      after_park = true;
       // (P4) acquire: pairs with stop_and_join's release store.
       if (work_visible() || stop_.load(std::memory_order_acquire)) {
-        parking_.cancel_wait();
+        idle_.cancel_wait();
         if (stop_.load(std::memory_order_acquire) && !work_visible())
           break;
         continue;
       }
-      parking_.wait(key);
+      idle_.wait(key);
       idle_rounds = 0;
     }
-    detail::current_worker = {};
+    me = {};
   }
 
   void stop_and_join() {
     stop_.store(true, std::memory_order_release); // (P4)
-    parking_.notify_all();
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    idle_.wake_all();
     join_all();
   }
 
   void join_all() {
     std::lock_guard lock(join_mutex_); // concurrent shutdown() calls must not join a thread twice
-    for (auto& w : workers_)
-      if (w->thread.joinable())
-        w->thread.join();
+    for (std::size_t i = 0; i < workers_; ++i)
+      if (slots_[i]->thread.joinable())
+        slots_[i]->thread.join();
   }
 
   static std::uint64_t next_random(std::uint64_t& s) noexcept {
+    if (s == 0)
+      s = 0x2545f4914f6cdd1dULL ^ reinterpret_cast<std::uintptr_t>(&s);
     s ^= s << 13;
     s ^= s >> 7;
     s ^= s << 17;
@@ -419,11 +560,17 @@ class work_stealing_pool {
 
   static constexpr int spin_rounds = 64;
 
-  std::vector<std::unique_ptr<worker>> workers_;
-  ms_queue<detail::pool_task*> injector_;
-  detail::event_count parking_;
-  cache_padded<std::atomic<std::int64_t>> outstanding_{std::in_place, 0};   // post/submit tasks not finished
-  cache_padded<std::atomic<std::int32_t>> group_waiters_{std::in_place, 0}; // threads parked in task_group::wait
+  std::size_t workers_;
+  std::vector<std::unique_ptr<slot>> slots_; // workers' deques, then the external slots
+  ms_queue<detail::pool_task*> injector_;    // post()/submit() from outside the pool
+  detail::spill_list spill_;                 // group tasks in no deque
+  detail::event_count idle_;                 // idle workers park here
+  detail::event_count waiting_;              // threads in task_group::wait() and shutdown() park here
+  cache_padded<std::atomic<std::int64_t>> outstanding_{std::in_place, 0}; // post/submit tasks not finished
+  cache_padded<std::atomic<std::int64_t>> posting_{std::in_place, 0};     // post() calls from outside in progress
+  cache_padded<std::atomic<std::uint64_t>> unhandled_{std::in_place, std::uint64_t{0}};
+  cache_padded<std::atomic<std::uint64_t>> suppressed_{std::in_place, std::uint64_t{0}};
+  cache_padded<std::atomic<std::uint32_t>> max_nesting_{std::in_place, std::uint32_t{0}};
   std::atomic<bool> closed_{false};
   std::atomic<bool> stop_{false};
   exception_handler handler_;
@@ -431,24 +578,52 @@ class work_stealing_pool {
 };
 
 // Fork-join: run() spawns tasks, wait() runs tasks until all of them have finished and rethrows the
-// first exception one of them threw. Reusable after wait(). The destructor waits too; an exception
-// nobody waited for goes to the pool's unhandled-exception handler.
+// first exception one of them threw. Reusable after wait(). The destructor waits too (see the
+// header comment for what happens to an exception nobody waited for).
+//
+// A group created on the stack of one of the pool's tasks is a child of that task's group: its
+// tasks descend from it, which is what lets the task's waiter run them. Any other group (created
+// outside a task, or on the heap) is the root of its own fork-join tree.
 class task_group {
  public:
-  explicit task_group(work_stealing_pool& pool) noexcept : pool_(&pool) {}
+  explicit task_group(work_stealing_pool& pool) noexcept : pool_(&pool) {
+    detail::pool_thread& me = detail::this_pool_thread;
+    if (me.frame != 0 && me.group != nullptr && detail::on_stack_above(this, me.frame)) {
+      parent_ = me.group;
+      depth_ = parent_->depth_ + 1;
+      tree_ = parent_->tree_;
+    } else {
+      const auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(this));
+      tree_ = static_cast<std::uint8_t>(((a >> 4) * 0x9e3779b97f4a7c15ULL) >> 56);
+    }
+    if (me.pool == &pool) {
+      mark_owner_ = &me;
+      mark_slot_ = me.slot;
+      mark_ = me.deque->bottom_index();
+    }
+  }
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
+
+  // Waits for the group's tasks. Never throws and never terminates: see the header comment.
   ~task_group() {
-    try {
-      wait();
-    } catch (...) {
-      pool_->unhandled(std::current_exception());
+    if (!done())
+      pool_->wait_for(*this);
+    if (std::exception_ptr e = take_error()) {
+      // An exception propagating (std::uncaught_exceptions() > 0: this destructor runs during
+      // unwinding) wins. (A group created and destroyed inside a destructor that runs during
+      // unwinding counts as unwinding too: its unobserved exception is counted as suppressed.)
+      if (std::uncaught_exceptions() > 0)
+        pool_->suppressed();
+      else
+        pool_->unhandled(std::move(e));
     }
   }
 
-  // Spawns f. On one of the pool's workers it goes to that worker's deque (it will most likely run
-  // it itself, inside wait()); elsewhere to the injector. Allowed during the pool's shutdown drain
-  // only from the pool's tasks. Throws std::bad_alloc if the task cannot be allocated.
+  // Spawns f. On a thread that owns one of the pool's deques (a worker, or a thread waiting on a
+  // group) it goes to that deque; elsewhere to the pool's spill list. Allowed during the pool's
+  // shutdown drain only from the pool's tasks. Throws std::bad_alloc if the task cannot be
+  // allocated.
   template <class F>
   void run(F&& f) {
     using fn = std::decay_t<F>;
@@ -459,34 +634,35 @@ class task_group {
     // (G1) relaxed: counted before the task can run; ordered for wait() by the decrement (G2).
     pending_->fetch_add(1, std::memory_order_relaxed);
     try {
-      pool_->enqueue(t);
+      pool_->spawn(t, depth_, tree_);
     } catch (...) { // the queues are unchanged when they throw
       detail::delete_task(t);
       if (pending_->fetch_sub(1, std::memory_order_acq_rel) == 1) // (G2)
-        pool_->group_finished();
+        pool_->wake_waiters();
       throw;
     }
   }
 
-  // Runs pool tasks until every task of this group has finished, then rethrows the first exception.
+  // Runs this group's tasks (and their descendants, nothing else) until every task of this group
+  // has finished, then rethrows the first exception.
   void wait() {
-    // (G2') acquire: pairs with the release decrements (G2): the tasks' effects are visible.
-    pool_->help_until([this] { return pending_->load(std::memory_order_acquire) == 0; }, true);
-    // (G3') acquire: pairs with the release store of has_error_ (G3).
-    if (has_error_.load(std::memory_order_acquire)) {
-      std::exception_ptr e = std::move(error_);
-      error_ = nullptr;
-      has_error_.store(false, std::memory_order_relaxed); // no task is running now
-      error_claimed_.store(false, std::memory_order_relaxed);
+    if (!done())
+      pool_->wait_for(*this);
+    if (std::exception_ptr e = take_error())
       std::rethrow_exception(e);
-    }
   }
 
  private:
+  friend class work_stealing_pool;
+
   template <class F>
   struct group_task : detail::pool_task {
-    group_task(task_group* g, F&& fn) : group(g), f(std::move(fn)) { run = &execute; }
-    group_task(task_group* g, const F& fn) : group(g), f(fn) { run = &execute; }
+    group_task(task_group* g, F&& fn) : f(std::move(fn)) { init(g); }
+    group_task(task_group* g, const F& fn) : f(fn) { init(g); }
+    void init(task_group* g) noexcept {
+      run = &execute;
+      group = g;
+    }
     static void execute(detail::pool_task* base) noexcept {
       auto* self = static_cast<group_task*>(base);
       task_group* g = self->group;
@@ -500,25 +676,146 @@ class task_group {
       // (G2) acq_rel: release publishes the task's effects to wait()'s acquire (G2'). After this the
       // group may be gone: only `pool` is used.
       if (g->pending_->fetch_sub(1, std::memory_order_acq_rel) == 1)
-        pool->group_finished(); // a waiter may be parked
+        pool->wake_waiters(); // a waiter may be parked
     }
-    task_group* group;
     F f;
   };
 
+  // (G2') acquire: pairs with the release decrements (G2): the tasks' effects are visible.
+  bool done() const noexcept { return pending_->load(std::memory_order_acquire) == 0; }
+
   void record(std::exception_ptr e) noexcept {
-    // (G4) acq_rel: one task wins the right to store its exception.
+    // (G4) acq_rel: one task wins the right to store its exception; the others are counted.
     if (!error_claimed_.exchange(true, std::memory_order_acq_rel)) {
       error_ = std::move(e);
       has_error_.store(true, std::memory_order_release); // (G3)
+    } else {
+      pool_->suppressed();
     }
   }
 
+  // After the tasks finished: the recorded exception, if any, and the group ready for reuse.
+  std::exception_ptr take_error() noexcept {
+    // (G3') acquire: pairs with the release store of has_error_ (G3). The exchange (only when set:
+    // an RMW on every wait would cost as much as the rest of it) lets only one of two threads
+    // waiting on the same group take it.
+    if (!has_error_.load(std::memory_order_acquire) || !has_error_.exchange(false, std::memory_order_acquire))
+      return nullptr;
+    std::exception_ptr e = std::move(error_);
+    error_ = nullptr;
+    error_claimed_.store(false, std::memory_order_relaxed); // no task is running now
+    return e;
+  }
+
   work_stealing_pool* pool_;
+  const task_group* parent_ = nullptr;              // the group of the task on whose stack this one lives
+  std::uint32_t depth_ = 1;                         // parent's + 1; 1 for a root
+  std::uint8_t tree_ = 0;                           // a hash of the root's address, the same in the whole tree
+  const detail::pool_thread* mark_owner_ = nullptr; // the thread (and deque) mark_ was taken on
+  std::size_t mark_slot_ = 0;
+  std::int64_t mark_ = 0; // that deque's bottom index when the group was created
   cache_padded<std::atomic<std::int64_t>> pending_{std::in_place, 0};
   std::atomic<bool> error_claimed_{false};
   std::atomic<bool> has_error_{false};
   std::exception_ptr error_;
 };
+
+inline bool work_stealing_pool::descends(const detail::pool_task* t, const task_group& g) noexcept {
+  const task_group* h = t->group;
+  if (h == &g)
+    return true;
+  if (h == nullptr || h->depth_ <= g.depth_)
+    return false;
+  do
+    h = h->parent_; // non-null: depth_ > 1
+  while (h->depth_ > g.depth_);
+  return h == &g;
+}
+
+OTLPCONC_ALWAYS_INLINE detail::pool_task* work_stealing_pool::find_for(const task_group& g, std::size_t self,
+                                                                       std::int64_t mark) {
+  chase_lev_deque<detail::task_ref>& own = slots_[self]->deque;
+  while (own.bottom_index() > mark) {
+    auto r = own.pop();
+    if (!r)
+      break;
+    detail::pool_task* t = r->task();
+    if (OTLPCONC_LIKELY(descends(t, g)))
+      return t;
+    spill(t); // pushed since g was created, but into another group: not ours to run here
+  }
+  return find_elsewhere(g, self);
+}
+
+OTLPCONC_ALWAYS_INLINE void work_stealing_pool::help_wait(const task_group& g, std::int64_t mark) {
+  const std::size_t self = detail::this_pool_thread.slot;
+  int idle_rounds = 0;
+  while (!g.done()) {
+    if (detail::pool_task* t = find_for(g, self, mark)) {
+      run_task(t);
+      idle_rounds = 0;
+      continue;
+    }
+    if (++idle_rounds < spin_rounds) {
+      std::this_thread::yield();
+      continue;
+    }
+    const std::uint32_t key = waiting_.prepare_wait(); // (E1, E2), then the re-checks
+    if (g.done()) {
+      waiting_.cancel_wait();
+      break;
+    }
+    if (detail::pool_task* t = find_for(g, self, mark)) {
+      waiting_.cancel_wait();
+      run_task(t);
+      idle_rounds = 0;
+      continue;
+    }
+    waiting_.wait(key);
+    idle_rounds = 0;
+  }
+}
+
+inline void work_stealing_pool::wait_for(task_group& g) noexcept {
+  if (g.done())
+    return;
+  detail::pool_thread& me = detail::this_pool_thread;
+  try {
+    if (me.pool == this) {
+      // Tasks pushed here since g was created sit above its mark. A mark taken on another thread or
+      // deque says nothing about ours: then only what is pushed from now on counts. (A mark above
+      // the current bottom could only be stale, from a heap group: never skip our own tasks then.)
+      const std::int64_t bottom = me.deque->bottom_index();
+      const bool marked = g.mark_owner_ == &me && g.mark_slot_ == me.slot;
+      help_wait(g, marked ? std::min(g.mark_, bottom) : bottom);
+      return;
+    }
+    if (me.pool == nullptr) {
+      const std::size_t s = claim_slot();
+      if (s != static_cast<std::size_t>(-1)) {
+        me.pool = this;
+        me.slot = s;
+        me.worker = false;
+        me.deque = &slots_[s]->deque;
+        struct give_back {
+          work_stealing_pool* pool;
+          detail::pool_thread& me;
+          std::size_t s;
+          ~give_back() {
+            pool->release_slot(s);
+            me.pool = nullptr;
+            me.slot = 0;
+            me.deque = nullptr;
+          }
+        } guard{this, me, s};
+        help_wait(g, slots_[s]->deque.bottom_index());
+        return;
+      }
+    }
+  } catch (...) {
+    // Helping needs a hazard pointer for steals; if one cannot be allocated, sleep instead.
+  }
+  sleep_until([&] { return g.done(); });
+}
 
 } // namespace otlpconc

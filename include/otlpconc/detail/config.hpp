@@ -21,10 +21,12 @@
 #define OTLPCONC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define OTLPCONC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define OTLPCONC_NOINLINE __attribute__((noinline))
+#define OTLPCONC_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define OTLPCONC_LIKELY(x) (x)
 #define OTLPCONC_UNLIKELY(x) (x)
 #define OTLPCONC_NOINLINE
+#define OTLPCONC_ALWAYS_INLINE inline
 #endif
 
 // OTLPCONC_TSAN_ORDER(usual, under_tsan): the memory order of an atomic access next to a

@@ -44,26 +44,33 @@ class event_count {
 
   // Call after publishing the work a waiter re-checks for.
   void notify_one() noexcept {
-    if (has_waiters()) {
-      epoch_->fetch_add(1, std::memory_order_release); // (E5) release: pairs with E3
-      epoch_->notify_one();
-    }
-  }
-  void notify_all() noexcept {
-    if (has_waiters()) {
-      epoch_->fetch_add(1, std::memory_order_release); // (E5)
-      epoch_->notify_all();
-    }
-  }
-
- private:
-  bool has_waiters() noexcept {
     // (E4) seq_cst fence: pairs with E2. The caller's publication (before this fence) and the
     // waiter's announcement (before E2): at least one of them is seen by the other side.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    return waiters_->load(OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst)) != 0;
+    if (has_waiters_after_fence())
+      wake_one();
+  }
+  void notify_all() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst); // (E4)
+    if (has_waiters_after_fence())
+      wake_all();
   }
 
+  // For a notifier that issues the seq_cst fence (E4) itself, once for several event counts:
+  // fence, then has_waiters_after_fence() and wake_one() / wake_all() on each.
+  bool has_waiters_after_fence() const noexcept {
+    return waiters_->load(OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst)) != 0; // (E4)
+  }
+  void wake_one() noexcept {
+    epoch_->fetch_add(1, std::memory_order_release); // (E5) release: pairs with E3
+    epoch_->notify_one();
+  }
+  void wake_all() noexcept {
+    epoch_->fetch_add(1, std::memory_order_release); // (E5)
+    epoch_->notify_all();
+  }
+
+ private:
   cache_padded<std::atomic<std::uint32_t>> epoch_{std::in_place, 0u};
   cache_padded<std::atomic<std::uint32_t>> waiters_{std::in_place, 0u};
 };

@@ -80,6 +80,18 @@ TEST_CASE("topology: memory bound to a node lives on that node", "[topology]") {
   void* q = t.allocate(12345);
   std::memset(q, 1, 12345);
   REQUIRE(!t.nodes_of(q, 12345).empty());
+  if (topology::hwloc_enabled) {
+    REQUIRE_FALSE(t.binding_of(q, 12345).bound); // placed somewhere, but not bound: the check can fail
+    for (unsigned n = 0; n < t.numa_nodes(); ++n) {
+      void* p = t.allocate_on_node(4096, n);
+      const auto b = t.binding_of(p, 4096);
+      REQUIRE(b.bound);
+      REQUIRE(b.nodes == std::vector<unsigned>{n});
+      t.deallocate(p, 4096);
+    }
+  } else {
+    REQUIRE_THROWS_AS(t.binding_of(q, 12345), otlpconc::topology_error);
+  }
   t.deallocate(q, 12345);
 }
 

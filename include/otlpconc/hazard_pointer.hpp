@@ -10,18 +10,28 @@
 //   objects whose destructor must run at a precise time: reclamation is deferred.
 // Guarantees:
 //   - protect / try_protect / reset_protection are lock-free; retire is lock-free except when it
-//     crosses the scan threshold and runs a scan (which allocates a snapshot, issues membarrier and
-//     calls deleters); make_hazard_pointer may allocate a new hazard record.
+//     crosses the scan threshold and runs a scan (which allocates a snapshot, issues membarrier, a
+//     system call, and calls deleters); make_hazard_pointer may allocate a new hazard record.
 //   - Nothing is freed while protected: a retired object is reclaimed only by a scan that found no
 //     hazard pointer holding its address after a store-load barrier (see asymmetric_fence.hpp).
-//   - Bounded garbage: in a domain, retired-but-unreclaimed objects stay below
-//     R * (1 + S) + H + 64 * T, where H is the number of hazard records (about the peak number of
-//     hazard pointers alive at once), R = max(1000, 2 * H) is the scan threshold (1000 can be
-//     changed per domain), S the number of
-//     scans running at the same time (each holds up to about R objects it has taken but not yet
-//     reclaimed; S is 0 or 1 unless several threads cross the threshold together) and T the number
-//     of threads that retired into the default domain since the last scan (counted in batches of
-//     64). After hazard_pointer_clean_up() with no protection held, it is zero.
+//   - Bounded garbage, whatever the threads do (retire a few objects and exit, park forever,
+//     churn by the thousand): in a domain, retired-but-unreclaimed objects stay below
+//       (1 + S) * (R + 8 * max(1, R / 32) + P)        (domain.garbage_bound(S, P) computes it)
+//     where R = max(1000, 2 * H) is the scan threshold (1000 can be changed per domain), H the
+//     number of hazard records (about the peak number of hazard pointers alive at once), S the
+//     number of scans running at the same moment (each holds what it took off the lists until it
+//     has reclaimed or put it back; S is 0 or 1 unless several threads cross the threshold
+//     together) and P the number of threads inside retire at that moment. Every retire is counted
+//     in the domain when it happens, in one of 8 shard counters beside the retired lists; a retire
+//     checks the total when its shard's count reaches a multiple of max(1, R / 32), and scans when
+//     it is at least R. After hazard_pointer_clean_up() with no protection held, it is zero. The
+//     bound does not hold while membarrier keeps failing (see below).
+//   - A scan never starts inside another scan on the same thread: a deleter that retires further
+//     objects (a chain, a tree) has them taken by the next round of the running scan loop, so the
+//     stack does not grow with the chain.
+//   - If membarrier fails (the kernel may return ENOMEM), that scan reclaims nothing (readers had no
+//     barrier), counts it in stats().fence_failures, and a later scan tries again. Nothing
+//     terminates the process.
 //   - No registration: any thread may use hazard pointers at any time; thread-local state is created
 //     lazily. Hazard records are allocated on demand and reused after their thread exits. A thread
 //     that exits leaves nothing behind: retired objects are always on the domain's shared lists.
@@ -35,7 +45,8 @@
 //   - hazard_pointer_domain: independent domains; hazard_pointer_default_domain(), and
 //     make_hazard_pointer(domain) / retire(d, domain) overloads.
 //   - hazard_pointer_clean_up(domain): synchronously reclaims every retired object not protected.
-//   - domain.stats(): retired, reclaimed, hazard records, scan threshold.
+//   - domain.stats(): retired, reclaimed, hazard records, scan threshold, fence failures;
+//     domain.pending() and domain.garbage_bound(S, P).
 //   - hazard_pointer_domain(min_scan_threshold): a domain that scans more or less often.
 //   - protect()'s store-load barrier is asymmetric (membarrier) where available.
 #pragma once
@@ -86,12 +97,22 @@ struct hazard_thread_cache {
   static constexpr int capacity = 8;
   hazard_record* records[capacity];
   int size;
-  int retire_tally; // retires not yet added to the default domain's count
-  bool registered;  // the exit guard exists
-  bool exited;      // the exit guard has run: no more caching
+  bool registered; // the exit guard exists
+  bool exited;     // the exit guard has run: no more caching
   bool caching() const noexcept { return registered && !exited; }
 };
-inline constinit thread_local hazard_thread_cache hazard_tls{{}, 0, 0, false, false};
+inline constinit thread_local hazard_thread_cache hazard_tls{{}, 0, false, false};
+
+// Per-thread scan state: a scan is never started inside another one on the same thread (a deleter
+// that retires would otherwise recurse once per object of a chain). Domains that asked meanwhile are
+// remembered and scanned by the outer loop, one after the other.
+struct hazard_scan_state {
+  static constexpr int max_deferred = 4;
+  bool scanning;
+  int deferred_count;
+  hazard_pointer_domain* deferred[max_deferred];
+};
+inline constinit thread_local hazard_scan_state hazard_scan_tls{false, 0, {}};
 
 void register_hazard_thread_exit() noexcept;
 struct hazard_thread_exit_guard;
@@ -105,6 +126,7 @@ class hazard_pointer_domain {
     std::int64_t reclaimed;      // objects ever reclaimed
     std::int64_t hazard_records; // hazard records allocated (never shrinks)
     std::int64_t scan_threshold; // R: a scan starts when this many retired objects are pending
+    std::int64_t fence_failures; // scans that reclaimed nothing because membarrier failed
     std::int64_t unreclaimed() const noexcept { return retired - reclaimed; }
   };
 
@@ -134,7 +156,17 @@ class hazard_pointer_domain {
 
   statistics stats() const {
     // (D5) relaxed: a statistic, like the sharded counters beside it.
-    return {retired_.load(), reclaimed_.load(), record_count_.load(std::memory_order_relaxed), scan_threshold()};
+    return {retired_.load(), reclaimed_.load(), record_count_.load(std::memory_order_relaxed), scan_threshold(),
+            fence_failures_.load(std::memory_order_relaxed)};
+  }
+
+  // The documented bound on stats().unreclaimed() for the current R (see the header comment):
+  // (1 + S) * (R + 8 * max(1, R / 32) + P) with S = concurrent_scans and P = concurrent_retires.
+  std::int64_t garbage_bound(std::int64_t concurrent_scans, std::int64_t concurrent_retires) const noexcept {
+    const std::int64_t r = scan_threshold();
+    return (1 + concurrent_scans) *
+           (r + static_cast<std::int64_t>(shard_count) * std::max<std::int64_t>(1, r / check_divisor) +
+            concurrent_retires);
   }
 
   std::int64_t scan_threshold() const noexcept {
@@ -143,10 +175,27 @@ class hazard_pointer_domain {
   }
 
   // Reclaims every retired object that no hazard pointer protects, repeating while deleters retire
-  // further objects.
+  // further objects. Called from a deleter (during a scan on this thread), it only asks the running
+  // scan loop to scan this domain once more.
   void reclaim_all_unprotected() noexcept {
+    detail::hazard_scan_state& st = detail::hazard_scan_tls;
+    if (st.scanning) {
+      defer(st);
+      return;
+    }
+    st.scanning = true;
     while (scan() > 0) {
     }
+    finish_scans(st);
+  }
+
+  // The number of retired objects on the lists, not yet taken by a scan. May be off by the retires
+  // in progress (one per thread inside retire).
+  std::int64_t pending() const noexcept {
+    std::int64_t n = 0;
+    for (const retired_shard& shard : shards_)
+      n += shard.count.load(std::memory_order_relaxed); // (R4) relaxed: decides only when to scan
+    return n;
   }
 
  private:
@@ -159,7 +208,18 @@ class hazard_pointer_domain {
   friend hazard_pointer_domain& hazard_pointer_default_domain() noexcept;
 
   static constexpr std::size_t shard_count = 8;
-  static constexpr int tally_batch = 64;
+  // A retire checks whether to scan when its shard's count reaches a multiple of the check step,
+  // R / check_divisor: the lists then hold less than R + shard_count * R / check_divisor.
+  static constexpr std::int64_t check_divisor = 32;
+
+  // One list of retired objects with its length, on one cache line: the retire's CAS on the head
+  // owns the line, so the increment after it is cheap.
+  struct alignas(cache_line_size) retired_shard {
+    std::atomic<detail::retired_header*> head{nullptr};
+    // Objects on the list not yet taken by a scan. It can dip below the true length for the moment
+    // a retire is between its CAS and its increment (at most one object per thread).
+    std::atomic<std::int64_t> count{0};
+  };
 
   bool is_default() const noexcept { return is_default_; }
 
@@ -194,80 +254,104 @@ class hazard_pointer_domain {
   }
 
   void push_retired(detail::retired_header* h) noexcept {
-    auto& shard = *shards_[shard_index()];
-    h->next_retired = shard.load(std::memory_order_relaxed);
+    retired_shard& shard = shards_[shard_index()];
+    h->next_retired = shard.head.load(std::memory_order_relaxed);
     // (R1) release: publishes the header (address, reclaim, deleter) and everything the retiring
     // thread did before retire (it unlinked the object) to the scan that takes the list (R2).
-    while (!shard.compare_exchange_weak(h->next_retired, h, std::memory_order_release, std::memory_order_relaxed)) {
+    while (
+        !shard.head.compare_exchange_weak(h->next_retired, h, std::memory_order_release, std::memory_order_relaxed)) {
     }
     retired_.increment();
-    count_retire();
+    // (R4) relaxed: the counts only decide when to scan. Every retire is counted at once, in the
+    // domain, so nothing depends on what the retiring thread does afterwards (parks, exits).
+    const std::int64_t count = shard.count.fetch_add(1, std::memory_order_relaxed) + 1;
+    const std::int64_t step = std::max<std::int64_t>(1, scan_threshold() / check_divisor);
+    if (count % step == 0 && pending() >= scan_threshold())
+      request_scan();
   }
 
-  void count_retire() noexcept {
-    int add = 1;
-    if (is_default()) {
-      detail::hazard_thread_cache& tls = detail::hazard_tls;
-      if (!tls.exited) {
-        if (!tls.registered)
-          detail::register_hazard_thread_exit();
-        if (tls.registered && ++tls.retire_tally < tally_batch)
-          return;
-        add = tls.registered ? tls.retire_tally : 1;
-        tls.retire_tally = 0;
-      }
+  // Scans this domain on the calling thread, unless a scan is already running there (a deleter
+  // retiring): then the running scan loop comes back to this domain when it is done.
+  void request_scan() noexcept {
+    detail::hazard_scan_state& st = detail::hazard_scan_tls;
+    if (st.scanning) {
+      defer(st);
+      return;
     }
-    // (R4) relaxed: the pending count only decides when to scan.
-    if (pending_->fetch_add(add, std::memory_order_relaxed) + add >= scan_threshold())
-      scan();
+    st.scanning = true;
+    scan();
+    finish_scans(st);
   }
 
-  void add_pending(int n) noexcept {
-    if (n != 0)
-      pending_->fetch_add(n, std::memory_order_relaxed); // (R4)
+  void defer(detail::hazard_scan_state& st) noexcept {
+    for (int i = 0; i < st.deferred_count; ++i)
+      if (st.deferred[i] == this)
+        return;
+    // Full (deleters retiring into more than 4 other domains): this one scans at its next check.
+    if (st.deferred_count < detail::hazard_scan_state::max_deferred)
+      st.deferred[st.deferred_count++] = this;
+  }
+
+  // The outer scan loop: scans the domains that asked during the scan(s) just run, while they are
+  // above their threshold (a chain of deleters that retire is reclaimed one link per round, with
+  // no recursion), then leaves the scanning state.
+  static void finish_scans(detail::hazard_scan_state& st) noexcept {
+    while (st.deferred_count > 0) {
+      hazard_pointer_domain* d = st.deferred[--st.deferred_count];
+      if (d->pending() >= d->scan_threshold())
+        d->scan();
+    }
+    st.scanning = false;
   }
 
   // Takes every retired object, reclaims those no hazard pointer holds, puts the others back.
-  // Returns how many were reclaimed.
+  // Returns how many were reclaimed. Runs with the calling thread's scanning flag set.
   std::int64_t scan() noexcept {
     detail::retired_header* taken = nullptr;
-    std::int64_t taken_count = 0;
-    for (auto& shard : shards_) {
+    for (retired_shard& shard : shards_) {
       // (R2) acquire: pairs with the release pushes (R1): the headers and the unlinks that
       // preceded each retire are visible.
-      detail::retired_header* h = shard->exchange(nullptr, std::memory_order_acquire);
+      detail::retired_header* h = shard.head.exchange(nullptr, std::memory_order_acquire);
+      std::int64_t n = 0;
       while (h != nullptr) {
         detail::retired_header* next = h->next_retired;
         h->next_retired = taken;
         taken = h;
-        ++taken_count;
+        ++n;
         h = next;
       }
+      if (n != 0)
+        shard.count.fetch_sub(n, std::memory_order_relaxed); // (R4)
     }
     if (taken == nullptr)
       return 0;
-    pending_->fetch_sub(taken_count, std::memory_order_relaxed); // (R4)
 
     // (S2) store-load barrier: every unlink above is ordered before the hazard reads below, against
-    // each reader's light_fence (see asymmetric_fence.hpp).
-    detail::heavy_fence();
+    // each reader's light_fence (see asymmetric_fence.hpp). If membarrier fails (the kernel may
+    // return ENOMEM), readers got no barrier from it: reclaim nothing this time and try again at
+    // the next scan.
+    const bool fenced = detail::heavy_fence();
+    if (!fenced)
+      fence_failures_.fetch_add(1, std::memory_order_relaxed); // (D5)
 
     std::vector<const void*> hazards;
-    bool have_snapshot = true;
-    try {
-      hazards.reserve(static_cast<std::size_t>(record_count_.load(std::memory_order_relaxed)) + 8);
-      // (S3) acquire: pairs with the release stores to slots (H1, H4): a slot that no longer holds
-      // an address orders all the uses made under it before our reclaim.
-      for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next)
-        if (const void* p = r->slot.load(std::memory_order_acquire))
-          hazards.push_back(p);
-      std::sort(hazards.begin(), hazards.end());
-    } catch (...) {
-      have_snapshot = false; // no memory for the snapshot: reclaim nothing this time
+    bool have_snapshot = fenced;
+    if (fenced) {
+      try {
+        hazards.reserve(static_cast<std::size_t>(record_count_.load(std::memory_order_relaxed)) + 8);
+        // (S3) acquire: pairs with the release stores to slots (H1, H4): a slot that no longer holds
+        // an address orders all the uses made under it before our reclaim.
+        for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next)
+          if (const void* p = r->slot.load(std::memory_order_acquire))
+            hazards.push_back(p);
+        std::sort(hazards.begin(), hazards.end());
+      } catch (...) {
+        have_snapshot = false; // no memory for the snapshot: reclaim nothing this time
+      }
     }
 
     detail::retired_header* kept = nullptr;
-    int kept_count = 0;
+    std::int64_t kept_count = 0;
     std::int64_t reclaimed = 0;
     while (taken != nullptr) {
       detail::retired_header* next = taken->next_retired;
@@ -285,13 +369,13 @@ class hazard_pointer_domain {
       detail::retired_header* last = kept;
       while (last->next_retired != nullptr)
         last = last->next_retired;
-      auto& shard = *shards_[shard_index()];
-      last->next_retired = shard.load(std::memory_order_relaxed);
+      retired_shard& shard = shards_[shard_index()];
+      last->next_retired = shard.head.load(std::memory_order_relaxed);
       // (R1') release: as R1, for the objects put back.
-      while (!shard.compare_exchange_weak(last->next_retired, kept, std::memory_order_release,
-                                          std::memory_order_relaxed)) {
+      while (!shard.head.compare_exchange_weak(last->next_retired, kept, std::memory_order_release,
+                                               std::memory_order_relaxed)) {
       }
-      add_pending(kept_count);
+      shard.count.fetch_add(kept_count, std::memory_order_relaxed); // (R4)
     }
     reclaimed_.add(reclaimed);
     return reclaimed;
@@ -310,8 +394,8 @@ class hazard_pointer_domain {
   std::int64_t min_scan_threshold_ = 1000;
   std::atomic<detail::hazard_record*> records_{nullptr};
   std::atomic<std::int64_t> record_count_{0};
-  cache_padded<std::atomic<detail::retired_header*>> shards_[shard_count]{};
-  cache_padded<std::atomic<std::int64_t>> pending_{std::in_place, 0}; // retired and not yet scanned
+  retired_shard shards_[shard_count];
+  std::atomic<std::int64_t> fence_failures_{0};
   sharded_counter retired_;
   sharded_counter reclaimed_;
 };
@@ -480,11 +564,9 @@ namespace detail {
 struct hazard_thread_exit_guard {
   ~hazard_thread_exit_guard() {
     hazard_thread_cache& tls = hazard_tls;
-    hazard_pointer_domain& domain = hazard_pointer_default_domain();
     for (int i = 0; i < tls.size; ++i)
       hazard_pointer_domain::release_record(tls.records[i]);
     tls.size = 0;
-    domain.add_pending(std::exchange(tls.retire_tally, 0));
     tls.exited = true;
   }
 };

@@ -11,7 +11,10 @@
 //   per producer and wins by far); when blocking is acceptable and contention is low (a mutex around
 //   std::deque is simpler and, on few cores, often faster: see docs/ms_queue.md).
 // Guarantees:
-//   - Lock-free push and pop; linearizable FIFO (checked by tests/lin_check.hpp).
+//   - Linearizable FIFO (checked by tests/lin_check.hpp). The link and unlink CAS loops are
+//     lock-free; around them push may allocate a node (node cache, else the allocator), either may
+//     allocate a hazard record, and one pop in about R runs the hazard pointer scan (allocation,
+//     membarrier, deleters). Not async-signal-safe: the per-thread caches are not reentrant.
 //   - A popped value is moved out by the only thread whose head CAS succeeded, and the node's copy is
 //     destroyed right there, before pop returns: destructors run promptly, on the popping thread.
 //   - An exception thrown while constructing a pushed value leaves the queue unchanged (nothing

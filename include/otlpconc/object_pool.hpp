@@ -833,7 +833,18 @@ class object_pool {
         if (local* l = locals_[i].load(std::memory_order_relaxed)) { // (O6') written under this mutex
           l->request.store(1, std::memory_order_release);            // (R1) pairs with O3
         }
-      detail::heavy_fence(); // (R2) pairs with O2 and W4
+      // (R2) pairs with O2 and W4. If membarrier fails (the kernel may return ENOMEM), the owners got
+      // no barrier: taking their caches now would be unsafe. An ordinary reclaim gives up this time;
+      // closing must take them, so it retries (the failure is transient).
+      while (!detail::heavy_fence()) {
+        if (!closing) {
+          for (unsigned i = 0; i < max_threads; ++i)
+            if (local* l = locals_[i].load(std::memory_order_relaxed))
+              l->request.store(0, std::memory_order_release); // (R4)
+          return;
+        }
+        std::this_thread::yield();
+      }
       for (unsigned i = 0; i < max_threads; ++i) {
         local* l = locals_[i].load(std::memory_order_relaxed);
         if (l == nullptr)

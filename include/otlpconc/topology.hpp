@@ -3,7 +3,7 @@
 // What: otlpconc::topology, a small RAII wrapper over an hwloc 2.x topology: the NUMA nodes, cores
 //   and processing units (PUs), which node a CPU belongs to, the node of the calling thread's
 //   current CPU, pinning the calling thread to a core or a node, memory allocated on a node, and
-//   where a memory range actually lives. topology::system() is this machine's, loaded once on first
+//   where a memory range actually lives and how it is bound. topology::system() is this machine's, loaded once on first
 //   use and shared; topology::synthetic("pack:2 numa:1 core:2 pu:1") builds an imaginary machine
 //   for tests and for planning placement without the hardware.
 // When to use: to place threads and memory on NUMA machines (object_pool uses it for its slabs).
@@ -254,6 +254,35 @@ class topology {
     (void)p;
     (void)bytes;
     return {0};
+#endif
+  }
+
+  // How [p, p + bytes) is bound (hwloc_get_area_membind): `bound` when the policy is
+  // HWLOC_MEMBIND_BIND, with the nodes of the binding's nodeset, ascending. Unlike nodes_of, this
+  // tells bound memory from memory that merely happens to sit on a node (on a one-node machine,
+  // everything does). topology_error when the OS cannot tell (ENOSYS; always without hwloc), when
+  // parts of the range are bound differently (EXDEV), or on a topology that is not this machine's.
+  struct memory_binding {
+    bool bound = false;
+    std::vector<unsigned> nodes;
+  };
+  memory_binding binding_of(const void* p, std::size_t bytes) const {
+    require_this_system("binding_of");
+#if OTLPCONC_HAVE_HWLOC
+    bitmap set;
+    hwloc_membind_policy_t policy{};
+    if (::hwloc_get_area_membind(topo_, p, bytes, set.get(), &policy, HWLOC_MEMBIND_BYNODESET) != 0)
+      throw topology_error(errno, "otlpconc::topology::binding_of: hwloc_get_area_membind failed");
+    memory_binding b;
+    b.bound = policy == HWLOC_MEMBIND_BIND;
+    for (unsigned n = 0; n < numa_nodes(); ++n)
+      if (::hwloc_bitmap_intersects(set.get(), node_sets_[n]))
+        b.nodes.push_back(n);
+    return b;
+#else
+    (void)p;
+    (void)bytes;
+    throw topology_error(ENOSYS, "otlpconc::topology::binding_of: built without hwloc");
 #endif
   }
 

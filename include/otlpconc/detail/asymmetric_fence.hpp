@@ -23,10 +23,8 @@
 #include "otlpconc/detail/config.hpp"
 
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 
 #if defined(__linux__) && __has_include(<linux/membarrier.h>)
 #include <linux/membarrier.h>
@@ -73,19 +71,16 @@ inline void light_fence() noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with the fence in heavy_fence
 }
 
-// Reclaimer side, between taking retired objects and reading the hazards.
-inline void heavy_fence() noexcept {
+// Reclaimer side, between taking retired objects and reading the hazards. Returns false if the
+// barrier could not be issued (membarrier failed after a successful registration: the kernel may
+// return ENOMEM); the caller must then reclaim nothing, since readers had no barrier.
+inline bool heavy_fence() noexcept {
 #if OTLPCONC_HAVE_MEMBARRIER && !OTLPCONC_TSAN
-  if (current_fence_mode() == fence_mode::asymmetric) {
-    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-      return;
-    // Registered successfully earlier, so this cannot fail; if it does, readers have no fence and
-    // reclaiming would be unsafe. Stop rather than free memory that may be in use.
-    std::fputs("otlpconc: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration\n", stderr);
-    std::terminate();
-  }
+  if (current_fence_mode() == fence_mode::asymmetric)
+    return ::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 #endif
   std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with light_fence<symmetric>
+  return true;
 }
 
 } // namespace otlpconc::detail

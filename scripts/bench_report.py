@@ -2,16 +2,23 @@
 """Turns Google Benchmark JSON files into docs/benchmarks.md: a table per component, every
 implementation side by side with its ratio to the component's named baseline, and a PNG plot.
 
-Benchmark names follow "<component>/<implementation>/<config...>". Only the median aggregate of the
-repetitions is used. Prints the tables to stdout as well.
+Benchmark names follow "<component>/<implementation>/<config...>". Each JSON file is one process
+(scripts/bench.sh runs every binary as several processes); every repetition of every process is a
+sample. A cell shows the median over all samples with their min-max; a figure whose spread
+(max - min) exceeds 25% of its median is marked noisy. A ratio to the baseline is computed per
+repetition pair (the same repetition of the same process) and its median and min-max are shown,
+never a ratio of medians. Prints the tables to stdout as well.
 """
 import argparse
 import json
 import os
 import platform
 import re
+import statistics
 import sys
 from collections import OrderedDict
+
+NOISY_SPREAD = 0.25  # (max - min) / median above this: the figure is marked noisy
 
 # The baseline each component is compared against (the first implementation seen otherwise).
 BASELINES = {
@@ -101,13 +108,41 @@ def human(v):
     return f"{v:.0f}"
 
 
+class Samples:
+    """The samples of one (component, config, implementation): value per (process, repetition)."""
+
+    def __init__(self):
+        self.by_run = OrderedDict()
+
+    def add(self, run, value):
+        self.by_run[run] = value
+
+    def values(self):
+        return list(self.by_run.values())
+
+    def median(self):
+        return statistics.median(self.values())
+
+    def spread(self):
+        v, m = self.values(), self.median()
+        return (max(v) - min(v)) / m if m else 0.0
+
+    def noisy(self):
+        return len(self.by_run) > 1 and self.spread() > NOISY_SPREAD
+
+    def ratios_to(self, base):
+        """Ratios repetition by repetition (pairs present in both)."""
+        return [v / base.by_run[run] for run, v in self.by_run.items() if run in base.by_run and base.by_run[run]]
+
+
 def load(paths):
     context = {}
-    # component -> config -> impl -> items/s (median)
+    # component -> config -> impl -> Samples of items/s
     data = OrderedDict()
-    # counter -> component -> config -> impl -> value (median), for benchmarks that report one
+    # counter -> component -> config -> impl -> Samples of that counter
     extras = OrderedDict()
-    for path in paths:
+    processes = 0
+    for process, path in enumerate(paths):
         with open(path) as f:
             doc = json.load(f)
         ctx = doc.get("context", {})
@@ -115,8 +150,9 @@ def load(paths):
         for key in ("peers_missing", "hazard_fence_mode"):
             if key in ctx:
                 context[key] = ctx[key]
+        counted = False
         for b in doc.get("benchmarks", []):
-            if b.get("run_type") != "aggregate" or b.get("aggregate_name") != "median":
+            if b.get("run_type") != "iteration" or b.get("error_occurred"):
                 continue
             rate = b.get("items_per_second")
             if rate is None:
@@ -124,13 +160,17 @@ def load(paths):
             parts = b["run_name"].split("/")
             if len(parts) < 2:
                 continue
+            counted = True
             component, impl = parts[0], parts[1]
             config = "/".join(p for p in parts[2:] if p not in ("real_time", "process_time")) or "-"
-            data.setdefault(component, OrderedDict()).setdefault(config, OrderedDict())[impl] = rate
+            run = (process, b.get("repetition_index", 0))
+            data.setdefault(component, OrderedDict()).setdefault(config, OrderedDict()).setdefault(
+                impl, Samples()).add(run, rate)
             for counter in COUNTERS:
                 if counter in b:
                     extras.setdefault(counter, OrderedDict()).setdefault(component, OrderedDict()).setdefault(
-                        config, OrderedDict())[impl] = b[counter]
+                        config, OrderedDict()).setdefault(impl, Samples()).add(run, b[counter])
+        processes += counted
     # Configs in natural order (threads:2 before threads:10), whatever order the interleaved run used.
     for component, configs in data.items():
         data[component] = OrderedDict(sorted(configs.items(), key=lambda kv: natural_key(kv[0])))
@@ -187,8 +227,8 @@ def ordered_impls(component, configs):
 
 
 def comparison_table(component, configs, cell, cell_vs_baseline):
-    """One row per config, one column per implementation (baseline first); cell(v) formats a value,
-    cell_vs_baseline(v, base) one compared with the baseline's value of that row."""
+    """One row per config, one column per implementation (baseline first); cell(samples) formats a
+    figure, cell_vs_baseline(samples, base_samples) one compared with the baseline's of that row."""
     baseline, impls = ordered_impls(component, configs)
     lines = [
         "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
@@ -209,20 +249,42 @@ def comparison_table(component, configs, cell, cell_vs_baseline):
     return baseline, "\n".join(lines)
 
 
+def spread_note(samples, fmt):
+    """'[min-max]' of the samples, and 'noisy' when the spread exceeds NOISY_SPREAD."""
+    v = samples.values()
+    note = f"[{fmt(min(v))}-{fmt(max(v))}]" if len(v) > 1 else ""
+    return note + (" **noisy**" if samples.noisy() else "")
+
+
+def rate_cell(samples):
+    return f"{human(samples.median())}/s<br><sub>{spread_note(samples, human)}</sub>"
+
+
+def rate_vs_baseline(samples, base):
+    ratios = samples.ratios_to(base)
+    ratio = ""
+    if ratios:
+        lo, hi = min(ratios), max(ratios)
+        ratio = f" ({statistics.median(ratios):.2f}x" + (f", {lo:.2f}-{hi:.2f}" if len(ratios) > 1 else "") + ")"
+    return f"{human(samples.median())}/s{ratio}<br><sub>{spread_note(samples, human)}</sub>"
+
+
 def table(component, configs):
-    """Median items/s with the ratio to the baseline."""
-    return comparison_table(
-        component,
-        configs,
-        lambda v: f"{human(v)}/s",
-        lambda v, base: f"{human(v)}/s ({v / base:.2f}x)" if base else f"{human(v)}/s",
-    )
+    """Median items/s [min-max] with the ratio to the baseline (median of per-repetition ratios)."""
+    return comparison_table(component, configs, rate_cell, rate_vs_baseline)
 
 
 def counter_table(counter, component, configs):
-    """One counter's values, compared with the baseline's where that means something."""
+    """One counter's values (median of the samples), compared with the baseline's where that means
+    something."""
     _, cell, cell_vs_baseline = COUNTERS[counter]
-    return comparison_table(component, configs, cell, cell_vs_baseline or (lambda v, base: cell(v)))[1]
+    return comparison_table(
+        component,
+        configs,
+        lambda s: cell(s.median()),
+        (lambda s, base: cell_vs_baseline(s.median(), base.median())) if cell_vs_baseline else
+        (lambda s, base: cell(s.median())),
+    )[1]
 
 
 def plot(component, configs, path):
@@ -240,12 +302,15 @@ def plot(component, configs, path):
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names) + 2), 4))
     for k, impl in enumerate(impls):
         xs = [i + k * width for i in range(len(names))]
-        ys = [configs[n].get(impl, 0) for n in names]
-        ax.bar(xs, ys, width, label=impl)
+        samples = [configs[n].get(impl) for n in names]
+        ys = [x.median() if x else 0 for x in samples]
+        lo = [x.median() - min(x.values()) if x else 0 for x in samples]
+        hi = [max(x.values()) - x.median() if x else 0 for x in samples]
+        ax.bar(xs, ys, width, label=impl, yerr=[lo, hi], capsize=2)
     ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(names))])
     ax.set_xticklabels(names)
     ax.set_yscale("log")
-    ax.set_ylabel("items/s (median, log scale)")
+    ax.set_ylabel("items/s (median, min-max bars; log scale)")
     ax.set_title(component)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -263,18 +328,30 @@ def main():
 
     context, data, extras = load(args.json)
     if not data:
-        sys.exit("bench_report: no median aggregates found (run with --benchmark_repetitions >= 2)")
+        sys.exit("bench_report: no benchmark repetitions found in " + " ".join(args.json))
     os.makedirs(args.img_dir, exist_ok=True)
-    reps = sorted({b.get("repetitions") for p in args.json for b in json.load(open(p)).get("benchmarks", [])} - {None})
+    per_process = sorted({b.get("repetitions") for p in args.json for b in json.load(open(p)).get("benchmarks", [])} -
+                         {None})
+    processes = {}
+    for p in args.json:  # <binary>.p<N>.json: count the processes of each binary
+        m = re.match(r"(.*)\.p(\d+)\.json$", os.path.basename(p))
+        if m:
+            processes.setdefault(m.group(1), set()).add(m.group(2))
+    procs = sorted({len(v) for v in processes.values()}) or [1]
     out = [
         "# Benchmarks",
         "",
         "Generated by `scripts/bench.sh` (do not edit by hand). Every implementation of a component runs in the",
-        "same binary; repetitions are interleaved in random order and the table shows the **median** items/s,",
-        "with the ratio to the component's baseline in parentheses.",
+        "same binary. Each binary ran as several **separate processes**, round-robin with the other binaries,",
+        "and inside a process the repetitions ran interleaved in random order. A cell shows the **median** over",
+        "every repetition of every process, with the **min-max** below it; a figure whose spread (max - min)",
+        f"exceeds {int(NOISY_SPREAD * 100)}% of its median is marked **noisy**: do not read more into it than its",
+        "range. The ratio in parentheses is to the component's baseline, computed **per repetition** (the same",
+        "repetition of the same process, so both ran back to back) and summarized by its median and min-max.",
         "",
         f"- Machine: {machine(context)}",
-        f"- Repetitions per benchmark: {', '.join(map(str, reps)) or '?'}",
+        f"- Processes per binary: {', '.join(map(str, procs))}; repetitions per process: "
+        f"{', '.join(map(str, per_process)) or '?'}",
         f"- Optional peers not installed (skipped): {context.get('peers_missing', 'none')}",
         f"- Hazard pointer fence mode of this run: {context.get('hazard_fence_mode', '?')}",
         "- With 2 cores, runs at 4 and 8 threads are oversubscribed: they show what happens when threads are",
@@ -292,7 +369,7 @@ def main():
                 print(f"\n{component} {counter}\n{tab_c}")
         if plot(component, configs, img):
             out += [f"![{component}]({os.path.relpath(img, os.path.dirname(args.out) or '.')})", ""]
-        print(f"\n{component} (median items/s, ratio to {baseline})\n{tab}")
+        print(f"\n{component} (median items/s [min-max], ratio to {baseline} per repetition)\n{tab}")
     with open(args.out, "w") as f:
         f.write("\n".join(out))
     print(f"\nbench_report: wrote {args.out}")

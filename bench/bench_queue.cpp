@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #if __has_include(<concurrentqueue/concurrentqueue.h>)
 #include <concurrentqueue/concurrentqueue.h>
@@ -140,7 +141,9 @@ struct shared_run {
   static inline std::atomic<std::int64_t> consumed{0};
 };
 
-template <template <class> class Adapter, class T>
+// spinning: consumers retry at once when the queue looks empty instead of yielding (the variant
+// where a thread that loses a CAS keeps competing with the one that won, and with preempted ones).
+template <template <class> class Adapter, class T, bool spinning = false>
 void transfer(benchmark::State& state, int producers, int consumers) {
   using run = shared_run<Adapter<T>>;
   const int thread = state.thread_index();
@@ -171,7 +174,8 @@ void transfer(benchmark::State& state, int producers, int consumers) {
         }
         if (run::consumed.load(std::memory_order_relaxed) >= target)
           break;
-        std::this_thread::yield();
+        if constexpr (!spinning)
+          std::this_thread::yield();
       }
     }
     ++iteration;
@@ -198,6 +202,17 @@ void add(const char* component, const char* impl) {
                                  [c](benchmark::State& s) { transfer<Adapter, T>(s, c.producers, c.consumers); })
         ->Threads(c.producers + c.consumers)
         ->UseRealTime();
+  }
+  if constexpr (std::is_same_v<T, std::uint64_t>) {
+    for (const config& c : configs) {
+      if (c.producers != c.consumers)
+        continue; // 1P1C, 2P2C, 4P4C
+      std::string name = std::string(component) + "_spinning/" + impl + "/" + c.name;
+      benchmark::RegisterBenchmark(
+          name.c_str(), [c](benchmark::State& s) { transfer<Adapter, T, true>(s, c.producers, c.consumers); })
+          ->Threads(c.producers + c.consumers)
+          ->UseRealTime();
+    }
   }
 }
 

@@ -24,6 +24,7 @@ NOISY_SPREAD = 0.25  # (max - min) / median above this: the figure is marked noi
 BASELINES = {
     "counter": "std_atomic",
     "queue_u64": "boost_lockfree",
+    "queue_u64_spinning": "boost_lockfree",
     "queue_string": "mutex_deque",
     "hazard_protect": "symmetric_seq_cst_fence",
     "deque_push_pop": "boost_lockfree_stack",
@@ -49,6 +50,10 @@ DESCRIPTIONS = {
     "Targets: `ms_queue` >= 1.5x it in every configuration, and >= 1.0x `xenium_ms_hp`. "
     "`ms_queue_no_node_cache` is ms_queue with a stateful allocator (every node from malloc, freed at "
     "reclamation): what the node cache buys.",
+    "queue_u64_spinning": "The same transfers with consumers that spin (retry at once) when the queue looks "
+    "empty instead of yielding: a thread that loses a CAS keeps competing with the winner and, at 4P4C on 2 cores, "
+    "with threads preempted mid-operation. Targets: `ms_queue` >= 2x Boost.Lockfree and >= 1.3x `xenium_ms_hp` at "
+    "4P4C.",
     "queue_string": "MPMC transfers/s of 32-character `std::string` (Boost.Lockfree cannot hold it). "
     "Baseline: `std::mutex` + `std::deque`.",
     "deque_push_pop": "Owner push + pop pairs/s on one thread (items/s counts pairs). Baseline: "

@@ -7,8 +7,15 @@
 #   tsan   (clang++)   unit and stress tests under ThreadSanitizer
 # OTLPCONC_STRESS_SCALE=N runs the stress tests N times longer (default 1, the CI size).
 # Usage: scripts/test.sh [preset ...]    (default: all four)
+#        scripts/test.sh mutants [FILE...] (the mutation campaign, scripts/mutants.sh; not part of the
+#                                           default run)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ "${1:-}" == "mutants" ]]; then
+  shift
+  exec scripts/mutants.sh "$@"
+fi
 
 scripts/deps.sh test
 scripts/check_format.sh

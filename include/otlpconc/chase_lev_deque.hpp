@@ -30,6 +30,7 @@
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
+#include "otlpconc/detail/backoff.hpp"
 #include "otlpconc/detail/config.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
@@ -141,6 +142,7 @@ class chase_lev_deque {
   // during the call.
   std::optional<T> steal() {
     hazard_pointer hp = make_hazard_pointer();
+    detail::backoff contention;
     for (;;) {
       std::int64_t t = 0, b = 0;
       read_indices(t, b);
@@ -149,7 +151,9 @@ class chase_lev_deque {
       T item{};
       if (try_claim(hp, t, item))
         return item;
-      // Another thief, or the owner's pop of the last item, took index t: it made progress. Retry.
+      // Another thief, or the owner's pop of the last item, took index t: it made progress. Retry
+      // after a pause that grows with the failures (detail/backoff.hpp).
+      contention.pause();
     }
   }
 
@@ -162,6 +166,7 @@ class chase_lev_deque {
   template <class Pred>
   std::optional<T> steal_if(Pred&& pred) {
     hazard_pointer hp = make_hazard_pointer();
+    detail::backoff contention;
     for (;;) {
       std::int64_t t = 0, b = 0;
       read_indices(t, b);
@@ -176,6 +181,7 @@ class chase_lev_deque {
         return item;
       if (refused)
         return std::nullopt;
+      contention.pause();
     }
   }
 
@@ -204,6 +210,7 @@ class chase_lev_deque {
     while (ib + want - it > ia->capacity())
       ia = into.grow(ia, it, ib);
     hazard_pointer hp = make_hazard_pointer();
+    detail::backoff contention;
     std::int64_t moved = 0;
     while (moved < want) {
       if (moved > 0 || t >= b) {
@@ -214,6 +221,7 @@ class chase_lev_deque {
       T item{};
       if (!try_claim(hp, t, item)) {
         t = b; // force a fresh read of the indices
+        contention.pause();
         continue;
       }
       ia->put(ib + moved, item); // beyond into's bottom: invisible to into's thieves until (C4)

@@ -33,6 +33,7 @@
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
+#include "otlpconc/detail/backoff.hpp"
 #include "otlpconc/detail/node_cache.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
@@ -188,6 +189,7 @@ class ms_queue {
   void free_node(node* n) noexcept { node_deleter{node_allocator(alloc_)}(n); }
 
   void link(node* n, hazard_pointer& hp) noexcept {
+    detail::backoff contention;
     for (;;) {
       node* t = hp.protect(*tail_); // t cannot be freed while we look at it
       // (Q1) acquire: pairs with the release link CAS (Q2) that set t->next.
@@ -205,6 +207,7 @@ class ms_queue {
         tail_->compare_exchange_strong(t, n, std::memory_order_release, std::memory_order_relaxed);
         return;
       }
+      contention.pause(); // another push linked first
     }
   }
 
@@ -213,6 +216,7 @@ class ms_queue {
   bool pop_with(Sink&& sink) {
     hazard_pointer hp_head = make_hazard_pointer(*domain_);
     hazard_pointer hp_next; // taken only when there is something to pop
+    detail::backoff contention;
     for (;;) {
       node* h = hp_head.protect(*head_);
       // (Q4) acquire: pairs with the release link CAS (Q2): next's value and fields are visible.
@@ -249,6 +253,7 @@ class ms_queue {
         h->retire(node_deleter{node_allocator(alloc_)}, *domain_);
         return true;
       }
+      contention.pause(); // another pop took h
     }
   }
 

@@ -1,0 +1,46 @@
+// otlpconc/detail/backoff.hpp: bounded backoff for CAS retry loops.
+//
+// A thread whose CAS failed lost to one that succeeded; retrying at once mostly loses again while
+// the winner (or a preempted thread that holds up progress, such as a producer between its link and
+// its tail swing) needs the cache line or the time slice. After the k-th consecutive failure a loop
+// pauses 2^k times (k < pause_rounds), then yields its time slice on every further failure. The
+// first retry is immediate-ish (one pause), so an uncontended operation never waits.
+// The constants were tuned by measurement (docs/ms_queue.md): 4P4C with spinning consumers on 2
+// cores, where threads are preempted mid-operation.
+#pragma once
+
+#include "otlpconc/detail/config.hpp"
+
+#include <thread>
+
+namespace otlpconc::detail {
+
+// A spin-loop hint: lets the sibling hyperthread run and saves power while spinning.
+OTLPCONC_ALWAYS_INLINE void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+class backoff {
+ public:
+  static constexpr unsigned pause_rounds = 4; // 1, 2, 4, 8 pauses, then yields
+
+  // Call after a failed attempt.
+  OTLPCONC_ALWAYS_INLINE void pause() noexcept {
+    if (failures_ < pause_rounds) {
+      for (unsigned i = 0, n = 1u << failures_; i < n; ++i)
+        cpu_relax();
+      ++failures_;
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  unsigned failures_ = 0;
+};
+
+} // namespace otlpconc::detail

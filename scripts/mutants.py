@@ -29,16 +29,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # not exist in this build (the model checker when Relacy is missing) is skipped with a note.
 MODEL = "model/otlpconc_model"
 UNIT = "tests/otlpconc_tests"
+ALLOC = "tests/otlpconc_alloc_tests"
 STRESS = "stress/otlpconc_stress"
 SELECTION = [
     (r"include/otlpconc/(hazard_pointer|detail/asymmetric_fence)\.hpp$",
-     [(MODEL, "[hazard_pointer]"), (UNIT, "[hazard_pointer]"), (STRESS, "[hazard_pointer],[ms_queue]")]),
+     [(MODEL, "[hazard_pointer]"), (UNIT, "[hazard_pointer]"), (ALLOC, "[hazard_pointer]"),
+      (STRESS, "[hazard_pointer],[ms_queue]")]),
     (r"include/otlpconc/(ms_queue|detail/node_cache)\.hpp$",
      [(MODEL, "[ms_queue]"), (UNIT, "[ms_queue]"), (STRESS, "[ms_queue]")]),
     (r"include/otlpconc/chase_lev_deque\.hpp$",
      [(MODEL, "[chase_lev_deque]"), (UNIT, "[chase_lev_deque]"), (STRESS, "[chase_lev_deque]")]),
     (r"include/otlpconc/(work_stealing_pool|detail/event_count|detail/pool_task)\.hpp$",
-     [(MODEL, "[event_count]"), (UNIT, "[work_stealing_pool]"), (STRESS, "[work_stealing_pool]")]),
+     [(MODEL, "[event_count]"), (UNIT, "[work_stealing_pool]"), (ALLOC, "[work_stealing_pool]"),
+      (STRESS, "[work_stealing_pool]")]),
     (r"include/otlpconc/sharded_lru\.hpp$",
      [(MODEL, "[sharded_lru]"), (UNIT, "[sharded_lru]"), (STRESS, "[sharded_lru]")]),
     (r"include/otlpconc/(object_pool|topology|detail/pool_threads)\.hpp$",
@@ -47,7 +50,7 @@ SELECTION = [
      [(MODEL, "[counter]"), (UNIT, "[counter]"), (STRESS, "[counter]")]),
     (r"include/otlpconc/telemetry/",
      [(UNIT, "[telemetry]"), (STRESS, "[telemetry]")]),
-    (r".*", [(MODEL, None), (UNIT, None), (STRESS, None)]),
+    (r".*", [(MODEL, None), (UNIT, None), (ALLOC, None), (STRESS, None)]),
 ]
 
 
@@ -175,7 +178,7 @@ def main():
     if not ok:
         print(f"mutants: configure failed: {why}", file=sys.stderr)
         return 2
-    targets = ["otlpconc_tests", "otlpconc_stress"]
+    targets = ["otlpconc_tests", "otlpconc_alloc_tests", "otlpconc_stress"]
     have_model = subprocess.run(["cmake", "--build", build, "--target", "help"], capture_output=True,
                                 text=True).stdout.find("otlpconc_model") >= 0
     if have_model:

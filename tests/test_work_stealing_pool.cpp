@@ -1,5 +1,6 @@
 #include "otlpconc/work_stealing_pool.hpp"
 #include "pool_fib.hpp"
+#include "watchdog.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -487,4 +488,232 @@ TEST_CASE("work_stealing_pool: more waiting outside threads than external slots"
   for (auto& t : outside)
     t.join();
   REQUIRE(total.load() == threads * 5 * 610);
+}
+
+// ---- Shapes found by an independent review (each hung or terminated before its fix) ----
+
+using otlpconc::testing::watchdog;
+using namespace std::chrono_literals;
+
+TEST_CASE("work_stealing_pool: a job spawning into another thread's group, then waiting on it",
+          "[work_stealing_pool]") {
+  // The group belongs to main; the job's task for it must be found by the job's wait although the
+  // group was not created on the job's deque (every worker busy, so nobody else would take it).
+  for (std::size_t workers : {1u, 2u}) {
+    watchdog wd(30s, "spawn into a foreign group, " + std::to_string(workers) + " workers");
+    work_stealing_pool pool(workers);
+    std::vector<std::unique_ptr<task_group>> groups;
+    for (std::size_t i = 0; i < workers; ++i)
+      groups.push_back(std::make_unique<task_group>(pool));
+    std::atomic<std::size_t> arrived{0};
+    std::atomic<int> ran{0};
+    std::vector<std::future<void>> jobs;
+    for (std::size_t i = 0; i < workers; ++i)
+      jobs.push_back(pool.submit([&, i] {
+        arrived.fetch_add(1);
+        while (arrived.load() < workers)
+          std::this_thread::yield(); // every worker is inside a job
+        groups[i]->run([&] { ran.fetch_add(1); });
+        groups[i]->wait();
+      }));
+    for (auto& j : jobs)
+      j.get();
+    REQUIRE(ran.load() == static_cast<int>(workers));
+  }
+  // And many such jobs at once, without the barrier.
+  watchdog wd(30s, "100 jobs spawning into foreign groups");
+  work_stealing_pool pool(2);
+  std::vector<std::unique_ptr<task_group>> groups;
+  for (int i = 0; i < 100; ++i)
+    groups.push_back(std::make_unique<task_group>(pool));
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 100; ++i)
+    pool.post([&, i] {
+      groups[static_cast<std::size_t>(i)]->run([&] { ran.fetch_add(1); });
+      groups[static_cast<std::size_t>(i)]->wait();
+    });
+  pool.shutdown();
+  REQUIRE(ran.load() == 100);
+}
+
+TEST_CASE("work_stealing_pool: a group spawning after another group's wait took its mark's place",
+          "[work_stealing_pool]") {
+  // o and h spawn, g is created (its mark above h's task), h's wait pops h's task, then g spawns:
+  // g's task lands below g's original mark, which must follow it down.
+  for (std::size_t workers : {1u, 2u}) {
+    watchdog wd(30s, "stale mark, " + std::to_string(workers) + " workers");
+    work_stealing_pool pool(workers);
+    std::atomic<std::size_t> arrived{0};
+    std::atomic<int> ran{0};
+    std::vector<std::future<void>> jobs;
+    for (std::size_t i = 0; i < workers; ++i)
+      jobs.push_back(pool.submit([&] {
+        arrived.fetch_add(1);
+        while (arrived.load() < workers)
+          std::this_thread::yield();
+        task_group o(pool);
+        o.run([&] { ran.fetch_add(1); });
+        task_group h(pool);
+        h.run([&] { ran.fetch_add(1); });
+        task_group g(pool);
+        h.wait();
+        g.run([&] { ran.fetch_add(1); });
+        g.wait();
+        o.wait();
+      }));
+    for (auto& j : jobs)
+      j.get();
+    REQUIRE(ran.load() == 3 * static_cast<int>(workers));
+  }
+}
+
+TEST_CASE("work_stealing_pool: pools nested in each other's tasks help each other", "[work_stealing_pool]") {
+  // A task of pool A waits on a group of pool B whose task waits on a group of pool A, one worker
+  // each: the A worker borrows a slot of B while it waits, and runs B's task, which then waits on
+  // A's group from that same thread (which still owns its A deque).
+  watchdog wd(30s, "nested pools");
+  work_stealing_pool a(1), b(1);
+  std::atomic<int> leaves{0};
+  auto f = a.submit([&] {
+    task_group gb(b);
+    gb.run([&] {
+      task_group ga(a);
+      ga.run([&] { leaves.fetch_add(1); });
+      ga.wait();
+    });
+    gb.wait();
+  });
+  f.get();
+  REQUIRE(leaves.load() == 1);
+}
+
+TEST_CASE("work_stealing_pool: a waiter takes back its own group's tasks from a thief", "[work_stealing_pool]") {
+  // The other worker batch-steals the 32 slow tasks of a group; the group's waiter, done with the
+  // fast ones, must steal its own group's tasks back (the packed tag used to refuse a group's own
+  // tasks: the waiter slept while 320 ms of its work sat in the other deque).
+  watchdog wd(60s, "waiter stealing its own tasks");
+  work_stealing_pool pool(2);
+  int by_waiter = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::atomic<bool> release{false}, held{false};
+    pool.post([&] {
+      held.store(true);
+      while (!release.load())
+        std::this_thread::yield();
+    });
+    while (!held.load())
+      std::this_thread::yield();
+    std::atomic<int> slow_on_waiter{0};
+    pool.submit([&] {
+          const auto waiter = std::this_thread::get_id();
+          task_group g(pool);
+          for (int i = 0; i < 32; ++i)
+            g.run([&, waiter] {
+              std::this_thread::sleep_for(10ms);
+              if (std::this_thread::get_id() == waiter)
+                slow_on_waiter.fetch_add(1);
+            });
+          for (int i = 0; i < 32; ++i)
+            g.run([] { std::this_thread::sleep_for(100us); });
+          release.store(true); // the other worker is free now: it steals the oldest half
+          g.wait();
+        })
+        .get();
+    by_waiter += slow_on_waiter.load();
+  }
+  INFO("slow tasks the waiter ran itself, over 3 rounds of 32: " << by_waiter);
+  REQUIRE(by_waiter >= 3);
+}
+
+TEST_CASE("work_stealing_pool: a spawn from an outside thread wakes a parked worker", "[work_stealing_pool]") {
+  // Every external slot is held by a waiting outside thread whose group's task blocks; a fifth
+  // outside thread (no slot left: it sleeps in wait()) spawns while the worker is parked.
+  watchdog wd(30s, "spawn notify from an outside thread");
+  work_stealing_pool pool(1);
+  std::atomic<bool> release{false};
+  std::atomic<int> holding{0};
+  std::vector<std::thread> holders;
+  for (std::size_t i = 0; i < work_stealing_pool::external_slots; ++i)
+    holders.emplace_back([&] {
+      task_group g(pool);
+      g.run([&] {
+        holding.fetch_add(1);
+        while (!release.load())
+          std::this_thread::sleep_for(1ms);
+      });
+      g.wait();
+    });
+  while (holding.load() < static_cast<int>(work_stealing_pool::external_slots))
+    std::this_thread::yield();
+  std::this_thread::sleep_for(200ms); // the worker parks
+  std::atomic<int> ran{0};
+  std::thread fifth([&] {
+    task_group g(pool);
+    g.run([&] { ran.fetch_add(1); });
+    g.wait();
+  });
+  fifth.join();
+  release.store(true);
+  for (auto& t : holders)
+    t.join();
+  REQUIRE(ran.load() == 1);
+}
+
+TEST_CASE("work_stealing_pool: a parked waiter wakes for a descendant only it can run", "[work_stealing_pool]") {
+  // One worker. Main waits on R (and parks); R's task, on the worker, spawns a task of a child group
+  // and blocks until it has run: only main, waiting on an ancestor group, can run it. It needs the
+  // parent link (the child group descends from R) and the wake-up of parked waiters.
+  watchdog wd(30s, "waiter wake-up for a descendant");
+  work_stealing_pool pool(1);
+  std::atomic<bool> child_ran{false}, on_worker{false};
+  task_group r(pool);
+  r.run([&] {
+    on_worker.store(true);
+    std::this_thread::sleep_for(200ms); // main has parked by now
+    task_group c(pool);
+    c.run([&] { child_ran.store(true); });
+    while (!child_ran.load())
+      std::this_thread::yield(); // blocks this worker: main must take the child task
+    c.wait();
+  });
+  // Let the worker take R's task (if main's wait took it first, main runs it and the test is moot).
+  std::this_thread::sleep_for(50ms);
+  r.wait();
+  REQUIRE(child_ran.load());
+  if (!on_worker.load())
+    WARN("R's task ran on main: the wake-up was not exercised this time");
+}
+
+TEST_CASE("work_stealing_pool: a heap group created in a task is a root, not a descendant", "[work_stealing_pool]") {
+  // T (a task of A) creates a group H on the heap and spawns h1 into it. H may outlive T, so it is
+  // the root of its own tree: main, waiting on A, must not run h1 (were H a child of A, main's
+  // steals would take it, and H's parent link could dangle once T and A are gone).
+  watchdog wd(30s, "heap group isolation");
+  work_stealing_pool pool(2);
+  const auto main_id = std::this_thread::get_id();
+  std::atomic<bool> h1_on_main{false}, h1_ran{false}, main_waiting{false};
+  std::unique_ptr<task_group> h;
+  {
+    task_group a(pool);
+    a.run([&] { // keeps A pending while main waits
+      while (!main_waiting.load())
+        std::this_thread::yield();
+      std::this_thread::sleep_for(150ms);
+    });
+    a.run([&] {
+      h = std::make_unique<task_group>(pool);
+      h->run([&] {
+        h1_on_main.store(std::this_thread::get_id() == main_id);
+        h1_ran.store(true);
+      });
+      while (!main_waiting.load())
+        std::this_thread::yield();
+      std::this_thread::sleep_for(100ms); // h1 sits on this worker's deque while main waits on A
+    });
+    main_waiting.store(true);
+    a.wait();
+  }
+  h->wait();
+  REQUIRE(h1_ran.load());
+  REQUIRE_FALSE(h1_on_main.load());
 }

@@ -52,7 +52,6 @@
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
-#include "otlpconc/counter.hpp"
 #include "otlpconc/detail/asymmetric_fence.hpp"
 #include "otlpconc/detail/config.hpp"
 
@@ -156,8 +155,11 @@ class hazard_pointer_domain {
 
   statistics stats() const {
     // (D5) relaxed: a statistic, like the sharded counters beside it.
-    return {retired_.load(), reclaimed_.load(), record_count_.load(std::memory_order_relaxed), scan_threshold(),
-            fence_failures_.load(std::memory_order_relaxed)};
+    std::int64_t retired = 0;
+    for (const retired_shard& shard : shards_) // (R4) relaxed: counts
+      retired += shard.count.load(std::memory_order_relaxed) + shard.taken.load(std::memory_order_relaxed);
+    return {retired, reclaimed_.load(std::memory_order_relaxed), record_count_.load(std::memory_order_relaxed),
+            scan_threshold(), fence_failures_.load(std::memory_order_relaxed)};
   }
 
   // The documented bound on stats().unreclaimed() for the current R (see the header comment):
@@ -219,6 +221,8 @@ class hazard_pointer_domain {
     // Objects on the list not yet taken by a scan. It can dip below the true length for the moment
     // a retire is between its CAS and its increment (at most one object per thread).
     std::atomic<std::int64_t> count{0};
+    // Objects taken off this list by scans (and not put back): count + taken is what was retired.
+    std::atomic<std::int64_t> taken{0};
   };
 
   bool is_default() const noexcept { return is_default_; }
@@ -261,9 +265,8 @@ class hazard_pointer_domain {
     while (
         !shard.head.compare_exchange_weak(h->next_retired, h, std::memory_order_release, std::memory_order_relaxed)) {
     }
-    retired_.increment();
-    // (R4) relaxed: the counts only decide when to scan. Every retire is counted at once, in the
-    // domain, so nothing depends on what the retiring thread does afterwards (parks, exits).
+    // (R4) relaxed: the counts only decide when to scan (and make the statistics). Every retire is counted at once, in
+    // the domain, so nothing depends on what the retiring thread does afterwards (parks, exits).
     const std::int64_t count = shard.count.fetch_add(1, std::memory_order_relaxed) + 1;
     const std::int64_t step = std::max<std::int64_t>(1, scan_threshold() / check_divisor);
     if (count % step == 0 && pending() >= scan_threshold())
@@ -320,8 +323,10 @@ class hazard_pointer_domain {
         ++n;
         h = next;
       }
-      if (n != 0)
+      if (n != 0) {
         shard.count.fetch_sub(n, std::memory_order_relaxed); // (R4)
+        shard.taken.fetch_add(n, std::memory_order_relaxed); // (R4)
+      }
     }
     if (taken == nullptr)
       return 0;
@@ -376,8 +381,10 @@ class hazard_pointer_domain {
                                                std::memory_order_relaxed)) {
       }
       shard.count.fetch_add(kept_count, std::memory_order_relaxed); // (R4)
+      shard.taken.fetch_sub(kept_count, std::memory_order_relaxed); // (R4) not taken after all
     }
-    reclaimed_.add(reclaimed);
+    if (reclaimed != 0)
+      reclaimed_.fetch_add(reclaimed, std::memory_order_relaxed); // (D5) a statistic, once per scan
     return reclaimed;
   }
 
@@ -396,15 +403,16 @@ class hazard_pointer_domain {
   std::atomic<std::int64_t> record_count_{0};
   retired_shard shards_[shard_count];
   std::atomic<std::int64_t> fence_failures_{0};
-  sharded_counter retired_;
-  sharded_counter reclaimed_;
+  std::atomic<std::int64_t> reclaimed_{0};
 };
 
 // The default domain. Never destroyed (threads may retire after static destruction); objects still
-// retired at process exit are reclaimed by an exit handler when unprotected.
+// retired at process exit are reclaimed by an exit handler when unprotected. It lives in static
+// storage: making it allocates nothing, so this noexcept function cannot fail.
 inline hazard_pointer_domain& hazard_pointer_default_domain() noexcept {
+  alignas(hazard_pointer_domain) static unsigned char storage[sizeof(hazard_pointer_domain)];
   static hazard_pointer_domain* const domain = [] {
-    auto* d = new hazard_pointer_domain;
+    auto* d = ::new (static_cast<void*>(storage)) hazard_pointer_domain;
     d->is_default_ = true;
     std::atexit([] { hazard_pointer_default_domain().reclaim_all_unprotected(); });
     return d;

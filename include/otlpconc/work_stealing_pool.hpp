@@ -14,9 +14,11 @@
 //     another fork-join tree, or a sibling branch, so it never runs a task that could wait on the
 //     frame it is suspended on.
 //   - Bounded stack: the tasks nested on one thread's stack form a chain in which each descends
-//     from the group the one below it waits on, so their number is at most the fork-join depth of
-//     the program (for structured code: how deeply task_groups nest), never the number of queued
-//     jobs. stats().max_nesting reports the deepest nesting seen.
+//     from the group the one below it waits on, never the number of queued jobs. For structured
+//     fork-join (a group lives on the stack of the task that waits on it) that is at most D + 1
+//     tasks, D being how deeply task_groups nest. A program that chains waits through separate root
+//     groups (task i waits on group i + 1) nests as deep as its chain, as it would on one thread.
+//     stats().max_nesting reports the deepest nesting seen.
 //   - No deadlock while a worker is idle: an idle worker runs any queued task, and isolation adds
 //     no dependency the program did not have; a program whose waits form no cycle completes.
 //     (Tasks that block on anything other than task_group::wait(), a future for example, hold
@@ -34,8 +36,12 @@
 //     std::runtime_error, runs every task already accepted (and the tasks they spawn), joins, and
 //     returns only after every post()/submit() call that overlapped it has returned.
 // Threads outside the pool: task_group::wait() on such a thread takes one of the pool's
-//   external_slots deques for the duration of the wait and helps like a worker (isolated); if none
-//   is free, or the thread already owns a deque of another pool, it sleeps until the group is done.
+//   external_slots deques for the duration of the wait and helps like a worker (isolated); so does
+//   a worker of another pool (nested pools help each other). If no slot is free (or the thread
+//   already holds 4 pools' deques), it sleeps until the group is done.
+// Spawning into a group from a thread or deque other than the one that created it (a task adding
+//   work to an ancestor's group, a job spawning into main's group) goes through the pool's spill
+//   list, a small mutex-protected list: correct, but slower than a group per frame.
 // Memory: one small block per task (recycled through a per-thread cache), plus the deques.
 // Requirements: callables are move constructible and invocable with no arguments.
 #pragma once
@@ -49,6 +55,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -71,15 +78,33 @@ class task_group;
 
 namespace detail {
 
-// What a thread is doing for the pools. One per thread.
+// A deque of one pool that the calling thread owns: its worker's, or an external slot it holds for
+// the duration of a wait.
+struct pool_seat {
+  work_stealing_pool* pool = nullptr;
+  std::size_t slot = 0;
+  bool worker = false;
+  chase_lev_deque<task_ref>* deque = nullptr;
+};
+
+// What a thread is doing for the pools. One per thread. A thread can own a deque of several pools at
+// once (a worker of pool A waiting on a group of pool B borrows one of B's external slots), at most
+// max_seats; seats are taken and given back in LIFO order.
 struct pool_thread {
-  work_stealing_pool* pool = nullptr;         // the pool whose deque `slot` this thread owns (nullptr: none)
-  std::size_t slot = 0;                       // index of that deque: a worker's, or an external slot
-  bool worker = false;                        // a worker of `pool` (otherwise an external slot holder)
-  chase_lev_deque<task_ref>* deque = nullptr; // that deque
-  task_group* group = nullptr;                // group of the innermost task running here (nullptr: none or a post)
-  std::uintptr_t frame = 0;                   // frame address of that task's run (0: no task running)
-  std::uint32_t nesting = 0;                  // tasks running on this thread's stack
+  static constexpr int max_seats = 4;
+  pool_seat seats[max_seats];
+  int seat_count = 0;
+  task_group* group = nullptr;           // group of the innermost task running here (nullptr: none or a post)
+  work_stealing_pool* running = nullptr; // pool of that task
+  std::uintptr_t frame = 0;              // frame address of that task's run (0: no task running)
+  std::uint32_t nesting = 0;             // tasks running on this thread's stack
+
+  pool_seat* seat_of(const work_stealing_pool* p) noexcept {
+    for (int i = 0; i < seat_count; ++i)
+      if (seats[i].pool == p)
+        return &seats[i];
+    return nullptr;
+  }
 };
 inline constinit thread_local pool_thread this_pool_thread{};
 
@@ -201,9 +226,8 @@ class work_stealing_pool {
       throw std::runtime_error("work_stealing_pool: submission after shutdown");
     }
     try {
-      detail::pool_thread& me = detail::this_pool_thread;
       if (!outside)
-        me.deque->push(detail::task_ref::make(t, 0, 0));
+        detail::this_pool_thread.seat_of(this)->deque->push(detail::task_ref::make(t, 0, 0));
       else
         injector_.push(t);
     } catch (...) { // the queues are unchanged when they throw
@@ -284,8 +308,11 @@ class work_stealing_pool {
 
   // The calling thread is one of our workers, or is running one of our tasks.
   bool inside() const noexcept {
-    const detail::pool_thread& me = detail::this_pool_thread;
-    return me.pool == this && (me.worker || me.frame != 0);
+    detail::pool_thread& me = detail::this_pool_thread;
+    if (me.running == this)
+      return true;
+    const detail::pool_seat* seat = me.seat_of(this);
+    return seat != nullptr && seat->worker;
   }
 
   // task_group::run's check (post() does its own, ordered against shutdown, see P1).
@@ -309,15 +336,11 @@ class work_stealing_pool {
 
   void suppressed() noexcept { suppressed_->fetch_add(1, std::memory_order_relaxed); } // (P9)
 
-  // A group task: to the calling thread's deque if it owns one of ours, else to the spill list.
-  void spawn(detail::pool_task* t, std::uint32_t depth, std::uint8_t tree) {
-    const detail::pool_thread& me = detail::this_pool_thread;
-    if (me.pool == this)
-      me.deque->push(detail::task_ref::make(t, depth, tree));
-    else
-      spill_.push(t);
-    notify_work();
-  }
+  // A group task. To the calling thread's deque when the group was created on it (then it is above
+  // the group's mark, where the group's waiter looks); anything else (a group created on another
+  // thread or deque, or a thread that owns none of ours) to the spill list, where every waiter of
+  // the group finds it.
+  void spawn(detail::pool_task* t, task_group& g);
 
   void spill(detail::pool_task* t) noexcept {
     spill_.push(t);
@@ -452,8 +475,10 @@ class work_stealing_pool {
   OTLPCONC_NOINLINE void run_task(detail::pool_task* t) noexcept {
     detail::pool_thread& me = detail::this_pool_thread;
     task_group* const outer_group = me.group;
+    work_stealing_pool* const outer_running = me.running;
     const std::uintptr_t outer_frame = me.frame;
     me.group = t->group;
+    me.running = this;
     me.frame = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
     const std::uint32_t depth = ++me.nesting;
     // (P9) relaxed: a statistic.
@@ -462,6 +487,7 @@ class work_stealing_pool {
     t->run(t);
     --me.nesting;
     me.group = outer_group;
+    me.running = outer_running;
     me.frame = outer_frame;
   }
 
@@ -497,15 +523,22 @@ class work_stealing_pool {
   void worker_main(std::size_t index) {
     detail::pool_thread& me = detail::this_pool_thread;
     me = {};
-    me.pool = this;
-    me.slot = index;
-    me.worker = true;
-    me.deque = &slots_[index]->deque;
+    me.seats[0] = {this, index, true, &slots_[index]->deque};
+    me.seat_count = 1;
     slots_[index]->rng = 0x9e3779b97f4a7c15ULL * (index + 1);
     int idle_rounds = 0;
     bool after_park = false;
     for (;;) {
-      if (detail::pool_task* t = find_any(index)) {
+      detail::pool_task* found = nullptr;
+      try {
+        found = find_any(index);
+      } catch (...) {
+        // No memory for a hazard record (steals and the injector need one) or a deque growth:
+        // nothing was taken. Let the allocator recover instead of spinning on it.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      if (detail::pool_task* t = found) {
         // A wake-up may have been meant for other work too: pass it on while work is left.
         if (after_park && work_visible())
           notify_work();
@@ -596,10 +629,10 @@ class task_group {
       const auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(this));
       tree_ = static_cast<std::uint8_t>(((a >> 4) * 0x9e3779b97f4a7c15ULL) >> 56);
     }
-    if (me.pool == &pool) {
-      mark_owner_ = &me;
-      mark_slot_ = me.slot;
-      mark_ = me.deque->bottom_index();
+    if (detail::pool_seat* seat = me.seat_of(&pool)) {
+      mark_thread_ = &me;
+      mark_deque_ = seat->deque;
+      mark_ = seat->deque->bottom_index();
     }
   }
   task_group(const task_group&) = delete;
@@ -634,7 +667,7 @@ class task_group {
     // (G1) relaxed: counted before the task can run; ordered for wait() by the decrement (G2).
     pending_->fetch_add(1, std::memory_order_relaxed);
     try {
-      pool_->spawn(t, depth_, tree_);
+      pool_->spawn(t, *this);
     } catch (...) { // the queues are unchanged when they throw
       detail::delete_task(t);
       if (pending_->fetch_sub(1, std::memory_order_acq_rel) == 1) // (G2)
@@ -708,12 +741,15 @@ class task_group {
   }
 
   work_stealing_pool* pool_;
-  const task_group* parent_ = nullptr;              // the group of the task on whose stack this one lives
-  std::uint32_t depth_ = 1;                         // parent's + 1; 1 for a root
-  std::uint8_t tree_ = 0;                           // a hash of the root's address, the same in the whole tree
-  const detail::pool_thread* mark_owner_ = nullptr; // the thread (and deque) mark_ was taken on
-  std::size_t mark_slot_ = 0;
-  std::int64_t mark_ = 0; // that deque's bottom index when the group was created
+  const task_group* parent_ = nullptr; // the group of the task on whose stack this one lives
+  std::uint32_t depth_ = 1;            // parent's + 1; 1 for a root
+  std::uint8_t tree_ = 0;              // a hash of the root's address, the same in the whole tree
+  // The deque of the creating thread (if it owned one of the pool's) and its index below which
+  // nothing of this group lies: the bottom when the group was created, lowered by each spawn (a pop
+  // by another group's wait may have taken the bottom below it meanwhile).
+  const detail::pool_thread* mark_thread_ = nullptr;
+  const chase_lev_deque<detail::task_ref>* mark_deque_ = nullptr;
+  std::int64_t mark_ = 0;
   cache_padded<std::atomic<std::int64_t>> pending_{std::in_place, 0};
   std::atomic<bool> error_claimed_{false};
   std::atomic<bool> has_error_{false};
@@ -748,7 +784,7 @@ OTLPCONC_ALWAYS_INLINE detail::pool_task* work_stealing_pool::find_for(const tas
 }
 
 OTLPCONC_ALWAYS_INLINE void work_stealing_pool::help_wait(const task_group& g, std::int64_t mark) {
-  const std::size_t self = detail::this_pool_thread.slot;
+  const std::size_t self = detail::this_pool_thread.seat_of(this)->slot;
   int idle_rounds = 0;
   while (!g.done()) {
     if (detail::pool_task* t = find_for(g, self, mark)) {
@@ -776,36 +812,44 @@ OTLPCONC_ALWAYS_INLINE void work_stealing_pool::help_wait(const task_group& g, s
   }
 }
 
+inline void work_stealing_pool::spawn(detail::pool_task* t, task_group& g) {
+  detail::pool_thread& me = detail::this_pool_thread;
+  detail::pool_seat* seat = me.seat_of(this);
+  if (seat != nullptr && g.mark_thread_ == &me && g.mark_deque_ == seat->deque) {
+    const std::int64_t bottom = seat->deque->bottom_index();
+    if (bottom < g.mark_)
+      g.mark_ = bottom; // only this thread reads or writes the mark
+    seat->deque->push(detail::task_ref::make(t, g.depth_, g.tree_));
+  } else {
+    spill_.push(t);
+  }
+  notify_work();
+}
+
 inline void work_stealing_pool::wait_for(task_group& g) noexcept {
   if (g.done())
     return;
   detail::pool_thread& me = detail::this_pool_thread;
   try {
-    if (me.pool == this) {
-      // Tasks pushed here since g was created sit above its mark. A mark taken on another thread or
-      // deque says nothing about ours: then only what is pushed from now on counts. (A mark above
-      // the current bottom could only be stale, from a heap group: never skip our own tasks then.)
-      const std::int64_t bottom = me.deque->bottom_index();
-      const bool marked = g.mark_owner_ == &me && g.mark_slot_ == me.slot;
-      help_wait(g, marked ? std::min(g.mark_, bottom) : bottom);
+    if (detail::pool_seat* seat = me.seat_of(this)) {
+      // The group's tasks pushed on this deque lie above its mark (spawn keeps it so); any other
+      // group's tasks were spawned elsewhere or into the spill list: then only what is pushed from
+      // now on (by tasks run during this wait) can be on this deque.
+      const bool marked = g.mark_thread_ == &me && g.mark_deque_ == seat->deque;
+      help_wait(g, marked ? g.mark_ : seat->deque->bottom_index());
       return;
     }
-    if (me.pool == nullptr) {
+    if (me.seat_count < detail::pool_thread::max_seats) {
       const std::size_t s = claim_slot();
       if (s != static_cast<std::size_t>(-1)) {
-        me.pool = this;
-        me.slot = s;
-        me.worker = false;
-        me.deque = &slots_[s]->deque;
+        me.seats[me.seat_count++] = {this, s, false, &slots_[s]->deque};
         struct give_back {
           work_stealing_pool* pool;
           detail::pool_thread& me;
           std::size_t s;
           ~give_back() {
             pool->release_slot(s);
-            me.pool = nullptr;
-            me.slot = 0;
-            me.deque = nullptr;
+            --me.seat_count;
           }
         } guard{this, me, s};
         help_wait(g, slots_[s]->deque.bottom_index());

@@ -92,12 +92,14 @@ struct task_ref {
   std::uint32_t depth() const noexcept { return static_cast<std::uint32_t>((bits >> 8) & 0xfff); }
   std::uint8_t tree() const noexcept { return static_cast<std::uint8_t>(bits & 0xff); }
 
-  // Whether the task may descend from a group of this depth and tree. False is exact (a task of
-  // another tree, or no deeper, never descends from it); true must be confirmed on the task.
+  // Whether the task may belong to, or descend from, a group of this depth and tree (a task carries
+  // its group's depth: the group's own tasks have its depth, its descendants more). False is exact
+  // (a task of another tree, or of a shallower group, never does); true must be confirmed on the
+  // task.
   bool may_descend(std::uint32_t group_depth, std::uint8_t group_tree) const noexcept {
     if (tree() != group_tree)
       return false;
-    return depth() > group_depth || depth() == max_depth;
+    return depth() >= group_depth || depth() == max_depth;
   }
 };
 static_assert(alignof(task_block) >= 16 && __STDCPP_DEFAULT_NEW_ALIGNMENT__ >= 16,

@@ -626,8 +626,9 @@ TEST_CASE("work_stealing_pool: a waiter takes back its own group's tasks from a 
 }
 
 TEST_CASE("work_stealing_pool: a spawn from an outside thread wakes a parked worker", "[work_stealing_pool]") {
-  // Every external slot is held by a waiting outside thread whose group's task blocks; a fifth
-  // outside thread (no slot left: it sleeps in wait()) spawns while the worker is parked.
+  // Every external slot is held by an outside thread waiting on its group, blocked in that group's
+  // task, run on itself; the worker is free and parks. A fifth outside thread (no slot left: it
+  // sleeps in wait()) spawns: only the worker can run that task, so the spawn must wake it.
   watchdog wd(30s, "spawn notify from an outside thread");
   work_stealing_pool pool(1);
   std::atomic<bool> release{false};
@@ -635,13 +636,19 @@ TEST_CASE("work_stealing_pool: a spawn from an outside thread wakes a parked wor
   std::vector<std::thread> holders;
   for (std::size_t i = 0; i < work_stealing_pool::external_slots; ++i)
     holders.emplace_back([&] {
-      task_group g(pool);
-      g.run([&] {
-        holding.fetch_add(1);
-        while (!release.load())
-          std::this_thread::sleep_for(1ms);
-      });
-      g.wait();
+      const auto holder = std::this_thread::get_id();
+      for (bool blocked = false; !blocked;) {
+        task_group g(pool);
+        g.run([&] {
+          if (std::this_thread::get_id() != holder)
+            return; // the worker took it: it must stay free, try again
+          blocked = true;
+          holding.fetch_add(1);
+          while (!release.load())
+            std::this_thread::sleep_for(1ms);
+        });
+        g.wait(); // holds a slot; usually runs the task itself
+      }
     });
   while (holding.load() < static_cast<int>(work_stealing_pool::external_slots))
     std::this_thread::yield();

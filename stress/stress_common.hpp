@@ -1,7 +1,10 @@
 // Shared helpers for the stress tests.
 #pragma once
 
+#include "otlpconc/detail/schedule_noise.hpp"
+
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -28,5 +31,14 @@ inline std::int64_t scaled(std::int64_t base) {
   auto v = static_cast<std::int64_t>(static_cast<double>(base) * scale());
   return v < 1 ? 1 : v;
 }
+
+// The schedule-noise seed, printed once per process so that a failing run can be repeated with
+// the same preemption decisions: OTLPCONC_SCHEDULE_SEED=<seed>.
+inline const bool seed_printed = [] {
+  std::fprintf(stderr, "stress: schedule noise seed %llu (OTLPCONC_SCHEDULE_SEED=%llu repeats it)\n",
+               static_cast<unsigned long long>(detail::schedule_noise::seed()),
+               static_cast<unsigned long long>(detail::schedule_noise::seed()));
+  return true;
+}();
 
 } // namespace otlpconc::stress

@@ -124,7 +124,9 @@ run_result hammer(std::int64_t min_scan_threshold, int writers, int readers, std
           }
           swap(a, b); // hand-over: b holds p now, a holds b's empty slot
           a.reset_protection();
-          std::this_thread::yield(); // give the writers' scans a chance to run while p is held
+          // No yield here: a yield after protecting made readers rare between the load and the
+          // publication, the window that matters; the schedule noise preempts inside it (in
+          // try_protect) and inside the scans.
           if (p->magic.load(std::memory_order_relaxed) != live_magic)
             ++my_dead;
           if (p->check != p->id * 7 + 1)

@@ -138,7 +138,8 @@ TEST_CASE("ms_queue: thread churn hands retired nodes over and destroys each val
     REQUIRE(tracked::alive.load() == 0); // every value destroyed when popped, none twice
     // Records are reused: the count stays bounded by what 4 threads (plus this one) hold and cache,
     // no matter how many threads came and went.
-    REQUIRE(domain.stats().hazard_records <= 5 * (otlpconc::detail::hazard_thread_cache::capacity + 2) + 16);
+    REQUIRE(domain.stats().hazard_records <=
+            5 * (otlpconc::detail::hazard_thread_cache<otlpconc::detail::std_sync>::capacity + 2) + 16);
     otlpconc::hazard_pointer_clean_up();
     // The exited threads gave their node caches to the shared stash (or freed them); this frees
     // the stash and this thread's cache.

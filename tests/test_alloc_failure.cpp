@@ -23,7 +23,7 @@ thread_local bool fail_everything = false;
 bool should_fail(std::size_t n, bool over_aligned) {
   if (fail_everything)
     return true;
-  if (!over_aligned || n != sizeof(otlpconc::detail::hazard_record))
+  if (!over_aligned || n != sizeof(otlpconc::detail::hazard_record<otlpconc::detail::std_sync>))
     return false;
   int left = hazard_record_failures.load();
   while (left > 0)
@@ -34,14 +34,16 @@ bool should_fail(std::size_t n, bool over_aligned) {
 
 } // namespace
 
-void* operator new(std::size_t n) {
+// Not inlined: g++ -O2 would otherwise see free() applied to what operator new returned and warn
+// (-Wmismatched-new-delete), although both are this file's malloc-based pair.
+[[gnu::noinline]] void* operator new(std::size_t n) {
   if (should_fail(n, false))
     throw std::bad_alloc();
   if (void* p = std::malloc(n == 0 ? 1 : n))
     return p;
   throw std::bad_alloc();
 }
-void* operator new(std::size_t n, std::align_val_t al) {
+[[gnu::noinline]] void* operator new(std::size_t n, std::align_val_t al) {
   if (should_fail(n, true))
     throw std::bad_alloc();
   const auto a = static_cast<std::size_t>(al);
@@ -49,16 +51,16 @@ void* operator new(std::size_t n, std::align_val_t al) {
     return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept {
+[[gnu::noinline]] void operator delete(void* p) noexcept {
   std::free(p);
 }
-void operator delete(void* p, std::size_t) noexcept {
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept {
   std::free(p);
 }
-void operator delete(void* p, std::align_val_t) noexcept {
+[[gnu::noinline]] void operator delete(void* p, std::align_val_t) noexcept {
   std::free(p);
 }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+[[gnu::noinline]] void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
   std::free(p);
 }
 

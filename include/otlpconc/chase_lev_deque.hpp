@@ -32,6 +32,7 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/backoff.hpp"
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/sync.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
 #include <algorithm>
@@ -45,8 +46,13 @@
 
 namespace otlpconc {
 
-template <class T>
+// Sync: the seam of detail/sync.hpp (std_sync by default; the model checker instantiates it with its
+// own policy, tests/model).
+template <class T, class Sync = detail::std_sync>
 class chase_lev_deque {
+  template <class U>
+  using atomic = typename Sync::template atomic<U>;
+
   static_assert(std::is_trivially_copyable_v<T>,
                 "chase_lev_deque<T>: T must be trivially copyable (a pointer, an integer or a small id); "
                 "store a pointer to anything larger");
@@ -55,9 +61,9 @@ class chase_lev_deque {
                 "-mcx16); store a pointer to anything larger");
 
   // A power-of-two circular array. Replaced arrays are retired through hazard pointers.
-  struct ring : hazard_pointer_obj_base<ring> {
+  struct ring : basic_hazard_pointer_obj_base<ring, std::default_delete<ring>, Sync> {
     explicit ring(std::int64_t capacity)
-        : mask(capacity - 1), slots(new std::atomic<T>[static_cast<std::size_t>(capacity)]) {}
+        : mask(capacity - 1), slots(new atomic<T>[static_cast<std::size_t>(capacity)]) {}
     std::int64_t capacity() const noexcept { return mask + 1; }
     // Slots are relaxed: the indices (and the fences around them) order them.
     T get(std::int64_t i) const noexcept {
@@ -67,7 +73,7 @@ class chase_lev_deque {
       slots[static_cast<std::size_t>(i & mask)].store(v, std::memory_order_relaxed);
     }
     const std::int64_t mask;
-    const std::unique_ptr<std::atomic<T>[]> slots;
+    const std::unique_ptr<atomic<T>[]> slots;
   };
 
  public:
@@ -109,7 +115,7 @@ class chase_lev_deque {
     a->put(b, item);
     // (C4) release fence: the slot store above happens-before any thief's or pop's acquire read of
     // the bottom value stored below (C7).
-    std::atomic_thread_fence(std::memory_order_release);
+    Sync::thread_fence(std::memory_order_release);
     bottom_.store(b + 1, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_release)); // (C4')
   }
 
@@ -121,7 +127,8 @@ class chase_lev_deque {
     // the load of top, against the thieves' fence between their load of top and of bottom (C6):
     // either the thief sees the smaller bottom, or we see its incremented top.
     bottom_.store(b, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst));
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    Sync::preempt(); // stress builds: thieves run between the claim of slot b and the read of top
+    Sync::thread_fence(std::memory_order_seq_cst);
     std::int64_t t = top_->load(OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst)); // (C5)
     if (t > b) {
       bottom_.store(b + 1, std::memory_order_relaxed); // empty: undo (C1, owner's own variable)
@@ -141,8 +148,8 @@ class chase_lev_deque {
   // Any thread. FIFO end: the oldest item, or std::nullopt if the deque was empty at some instant
   // during the call.
   std::optional<T> steal() {
-    hazard_pointer hp = make_hazard_pointer();
-    detail::backoff contention;
+    basic_hazard_pointer<Sync> hp = make_hazard_pointer(detail::default_hazard_domain<Sync>());
+    detail::basic_backoff<Sync> contention;
     for (;;) {
       std::int64_t t = 0, b = 0;
       read_indices(t, b);
@@ -165,8 +172,8 @@ class chase_lev_deque {
   // in the value; work_stealing_pool packs a task's fork-join depth and tree into spare bits).
   template <class Pred>
   std::optional<T> steal_if(Pred&& pred) {
-    hazard_pointer hp = make_hazard_pointer();
-    detail::backoff contention;
+    basic_hazard_pointer<Sync> hp = make_hazard_pointer(detail::default_hazard_domain<Sync>());
+    detail::basic_backoff<Sync> contention;
     for (;;) {
       std::int64_t t = 0, b = 0;
       read_indices(t, b);
@@ -209,8 +216,8 @@ class chase_lev_deque {
     ring* ia = into.ring_.load(std::memory_order_relaxed);                // (C3) of `into`
     while (ib + want - it > ia->capacity())
       ia = into.grow(ia, it, ib);
-    hazard_pointer hp = make_hazard_pointer();
-    detail::backoff contention;
+    basic_hazard_pointer<Sync> hp = make_hazard_pointer(detail::default_hazard_domain<Sync>());
+    detail::basic_backoff<Sync> contention;
     std::int64_t moved = 0;
     while (moved < want) {
       if (moved > 0 || t >= b) {
@@ -228,7 +235,7 @@ class chase_lev_deque {
       ++moved;
     }
     if (moved > 0) {
-      std::atomic_thread_fence(std::memory_order_release); // (C4) of `into`
+      Sync::thread_fence(std::memory_order_release); // (C4) of `into`
       into.bottom_.store(ib + moved, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_release));
     }
     return static_cast<std::size_t>(moved);
@@ -260,8 +267,9 @@ class chase_lev_deque {
   void read_indices(std::int64_t& t, std::int64_t& b) const noexcept {
     // (C6) acquire: pairs with the seq_cst CAS (C8) of the thief or owner that last moved top.
     t = top_->load(OTLPCONC_TSAN_ORDER(std::memory_order_acquire, std::memory_order_seq_cst));
+    Sync::preempt(); // stress builds: the owner pops between the thief's reads of top and bottom
     // (C6) seq_cst fence: pairs with the owner's fence in pop (C5).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    Sync::thread_fence(std::memory_order_seq_cst);
     // (C7) acquire: pairs with the release fence before the owner's bottom store (C4), so the slot
     // of index t (t < b) holds the pushed item.
     b = bottom_.load(OTLPCONC_TSAN_ORDER(std::memory_order_acquire, std::memory_order_seq_cst));
@@ -270,13 +278,14 @@ class chase_lev_deque {
   // Reads index t from the current array under a hazard pointer, then claims it with a CAS on top.
   // accept(item) may refuse the item before the CAS (steal_if); it then returns false unclaimed.
   template <class Accept = std::nullptr_t>
-  bool try_claim(hazard_pointer& hp, std::int64_t t, T& item, Accept accept = nullptr) {
+  bool try_claim(basic_hazard_pointer<Sync>& hp, std::int64_t t, T& item, Accept accept = nullptr) {
     // (C7'') acquire inside protect: pairs with the release publication of a grown array (C10).
     // The array read here is the one that held index t when it was pushed, or a newer one that
     // copied it; if index t was taken since, the CAS below fails.
     ring* a = hp.protect(ring_);
     item = a->get(t);
     hp.reset_protection();
+    Sync::preempt(); // stress builds: the owner and other thieves run while this thief holds a copy
     if constexpr (!std::is_same_v<Accept, std::nullptr_t>) {
       if (!accept(static_cast<const T&>(item)))
         return false;
@@ -295,15 +304,15 @@ class chase_lev_deque {
     // (C10) release: pairs with the thieves' acquire in protect (C7''): the copied slots are
     // visible through the new array. The second fix from model checking.
     ring_.store(bigger, std::memory_order_release);
-    a->retire(); // freed once no thief's hazard pointer holds it
+    a->retire(std::default_delete<ring>(), detail::default_hazard_domain<Sync>()); // once no thief protects it
     return bigger;
   }
 
   // top_ is CASed by thieves; bottom_ and ring_ are written by the owner and read by thieves, so
   // they share the next line. The class is aligned to a line, so nothing else shares it.
-  cache_padded<std::atomic<std::int64_t>> top_{std::in_place, 0};
-  alignas(cache_line_size) std::atomic<std::int64_t> bottom_{0};
-  std::atomic<ring*> ring_{nullptr};
+  cache_padded<atomic<std::int64_t>> top_{std::in_place, 0};
+  alignas(cache_line_size) atomic<std::int64_t> bottom_{0};
+  atomic<ring*> ring_{nullptr};
 };
 
 } // namespace otlpconc

@@ -54,6 +54,7 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/asymmetric_fence.hpp"
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/sync.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -69,8 +70,12 @@
 
 namespace otlpconc {
 
-class hazard_pointer_domain;
-class hazard_pointer;
+// Every class here is a template on the Sync policy of detail/sync.hpp; the P2530 names
+// (hazard_pointer, hazard_pointer_domain, hazard_pointer_obj_base) are the std_sync instances.
+template <class Sync>
+class basic_hazard_pointer_domain;
+template <class Sync>
+class basic_hazard_pointer;
 
 namespace detail {
 
@@ -82,43 +87,63 @@ struct retired_header {
 };
 
 // One hazard pointer slot. Padded: its owner writes it on every protect.
+template <class Sync>
 struct alignas(cache_line_size) hazard_record {
-  std::atomic<const void*> slot{nullptr};
-  std::atomic<bool> active{false};
+  typename Sync::template atomic<const void*> slot{nullptr};
+  typename Sync::template atomic<bool> active{false};
   bool asymmetric = false;       // the process's fence mode, cached here: protect reads no global
   bool cacheable = false;        // belongs to the default domain: may sit in a thread's cache
   hazard_record* next = nullptr; // immutable once published in the domain's list
-  hazard_pointer_domain* domain = nullptr;
+  basic_hazard_pointer_domain<Sync>* domain = nullptr;
 };
 
-// Per-thread state for the default domain, constant-initialized (plain TLS access, no guard).
+// Per-thread state for the default domain, zero-initialized (plain TLS access, no guard).
+template <class Sync>
 struct hazard_thread_cache {
   static constexpr int capacity = 8;
-  hazard_record* records[capacity];
+  hazard_record<Sync>* records[capacity];
   int size;
   bool registered; // the exit guard exists
   bool exited;     // the exit guard has run: no more caching
   bool caching() const noexcept { return registered && !exited; }
 };
-inline constinit thread_local hazard_thread_cache hazard_tls{{}, 0, false, false};
+struct hazard_cache_tag {};
+template <class Sync>
+hazard_thread_cache<Sync>& hazard_tls() noexcept {
+  return Sync::template tls<hazard_cache_tag, hazard_thread_cache<Sync>>();
+}
 
 // Per-thread scan state: a scan is never started inside another one on the same thread (a deleter
 // that retires would otherwise recurse once per object of a chain). Domains that asked meanwhile are
 // remembered and scanned by the outer loop, one after the other.
+template <class Sync>
 struct hazard_scan_state {
   static constexpr int max_deferred = 4;
   bool scanning;
   int deferred_count;
-  hazard_pointer_domain* deferred[max_deferred];
+  basic_hazard_pointer_domain<Sync>* deferred[max_deferred];
 };
-inline constinit thread_local hazard_scan_state hazard_scan_tls{false, 0, {}};
+struct hazard_scan_tag {};
+template <class Sync>
+hazard_scan_state<Sync>& hazard_scan_tls() noexcept {
+  return Sync::template tls<hazard_scan_tag, hazard_scan_state<Sync>>();
+}
 
+template <class Sync>
 void register_hazard_thread_exit() noexcept;
+template <class Sync>
 struct hazard_thread_exit_guard;
+template <class Sync>
+basic_hazard_pointer_domain<Sync>& default_hazard_domain() noexcept;
 
 } // namespace detail
 
-class hazard_pointer_domain {
+template <class Sync>
+class basic_hazard_pointer_domain {
+  template <class U>
+  using atomic = typename Sync::template atomic<U>;
+  using record = detail::hazard_record<Sync>;
+
  public:
   struct statistics {
     std::int64_t retired;        // objects ever retired into this domain
@@ -129,25 +154,25 @@ class hazard_pointer_domain {
     std::int64_t unreclaimed() const noexcept { return retired - reclaimed; }
   };
 
-  hazard_pointer_domain() = default;
+  basic_hazard_pointer_domain() = default;
   // Extension: a domain whose scan threshold is R = max(min_scan_threshold, 2 * H) instead of
   // max(1000, 2 * H). Smaller values scan more often (less garbage, more time in scans); tests use
   // tiny values to make reclamation race with readers constantly. Throws std::invalid_argument
   // unless min_scan_threshold >= 1.
-  explicit hazard_pointer_domain(std::int64_t min_scan_threshold) : min_scan_threshold_(min_scan_threshold) {
+  explicit basic_hazard_pointer_domain(std::int64_t min_scan_threshold) : min_scan_threshold_(min_scan_threshold) {
     if (min_scan_threshold < 1)
       throw std::invalid_argument("hazard_pointer_domain: min_scan_threshold must be at least 1");
   }
-  hazard_pointer_domain(const hazard_pointer_domain&) = delete;
-  hazard_pointer_domain& operator=(const hazard_pointer_domain&) = delete;
+  basic_hazard_pointer_domain(const basic_hazard_pointer_domain&) = delete;
+  basic_hazard_pointer_domain& operator=(const basic_hazard_pointer_domain&) = delete;
 
   // Precondition: no hazard pointer of this domain is alive and no thread is retiring into it.
   // Reclaims every retired object and frees the hazard records.
-  ~hazard_pointer_domain() {
+  ~basic_hazard_pointer_domain() {
     reclaim_all_unprotected();
-    detail::hazard_record* r = records_.load(std::memory_order_acquire); // (D1) acquire: pairs with (D0)
+    record* r = records_.load(std::memory_order_acquire); // (D1) acquire: pairs with (D0)
     while (r != nullptr) {
-      detail::hazard_record* next = r->next;
+      record* next = r->next;
       delete r;
       r = next;
     }
@@ -180,7 +205,7 @@ class hazard_pointer_domain {
   // further objects. Called from a deleter (during a scan on this thread), it only asks the running
   // scan loop to scan this domain once more.
   void reclaim_all_unprotected() noexcept {
-    detail::hazard_scan_state& st = detail::hazard_scan_tls;
+    detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
     if (st.scanning) {
       defer(st);
       return;
@@ -201,15 +226,16 @@ class hazard_pointer_domain {
   }
 
  private:
-  friend class hazard_pointer;
-  template <class T, class D>
-  friend class hazard_pointer_obj_base;
-  friend hazard_pointer make_hazard_pointer(hazard_pointer_domain&);
-  friend void detail::register_hazard_thread_exit() noexcept;
-  friend struct detail::hazard_thread_exit_guard;
-  friend hazard_pointer_domain& hazard_pointer_default_domain() noexcept;
+  friend class basic_hazard_pointer<Sync>;
+  template <class T, class D, class S>
+  friend class basic_hazard_pointer_obj_base;
+  template <class S>
+  friend basic_hazard_pointer<S> make_hazard_pointer(basic_hazard_pointer_domain<S>&);
+  friend struct detail::hazard_thread_exit_guard<Sync>;
+  friend basic_hazard_pointer_domain<detail::std_sync>& hazard_pointer_default_domain() noexcept;
 
-  static constexpr std::size_t shard_count = 8;
+  // 8 lists; 2 in a model-checking build (the same code paths, a state space that fits the search).
+  static constexpr std::size_t shard_count = Sync::is_model ? 2 : 8;
   // A retire checks whether to scan when its shard's count reaches a multiple of the check step,
   // R / check_divisor: the lists then hold less than R + shard_count * R / check_divisor.
   static constexpr std::int64_t check_divisor = 32;
@@ -217,19 +243,19 @@ class hazard_pointer_domain {
   // One list of retired objects with its length, on one cache line: the retire's CAS on the head
   // owns the line, so the increment after it is cheap.
   struct alignas(cache_line_size) retired_shard {
-    std::atomic<detail::retired_header*> head{nullptr};
+    atomic<detail::retired_header*> head{nullptr};
     // Objects on the list not yet taken by a scan. It can dip below the true length for the moment
     // a retire is between its CAS and its increment (at most one object per thread).
-    std::atomic<std::int64_t> count{0};
+    atomic<std::int64_t> count{0};
     // Objects taken off this list by scans (and not put back): count + taken is what was retired.
-    std::atomic<std::int64_t> taken{0};
+    atomic<std::int64_t> taken{0};
   };
 
   bool is_default() const noexcept { return is_default_; }
 
-  detail::hazard_record* acquire_record() {
+  record* acquire_record() {
     // Reuse an inactive record (released by an exited thread or a full cache) before allocating.
-    for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+    for (record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
       bool expected = false;
       // (D3) acquire on success: pairs with the release in release_record (D4), so the previous
       // owner's last slot store is ordered before ours.
@@ -237,9 +263,9 @@ class hazard_pointer_domain {
           r->active.compare_exchange_strong(expected, true, std::memory_order_acquire, std::memory_order_relaxed))
         return r;
     }
-    auto* r = new detail::hazard_record;
+    auto* r = new record;
     r->active.store(true, std::memory_order_relaxed); // not yet shared
-    r->asymmetric = detail::current_fence_mode() == detail::fence_mode::asymmetric;
+    r->asymmetric = Sync::hazard_fence_mode() == detail::fence_mode::asymmetric;
     r->cacheable = is_default_;
     r->domain = this;
     r->next = records_.load(std::memory_order_relaxed);
@@ -251,7 +277,7 @@ class hazard_pointer_domain {
     return r;
   }
 
-  static void release_record(detail::hazard_record* r) noexcept {
+  static void release_record(record* r) noexcept {
     // (D4) release: the slot was already cleared with release; this orders it before the next
     // owner's acquire (D3).
     r->active.store(false, std::memory_order_release);
@@ -276,7 +302,7 @@ class hazard_pointer_domain {
   // Scans this domain on the calling thread, unless a scan is already running there (a deleter
   // retiring): then the running scan loop comes back to this domain when it is done.
   void request_scan() noexcept {
-    detail::hazard_scan_state& st = detail::hazard_scan_tls;
+    detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
     if (st.scanning) {
       defer(st);
       return;
@@ -286,21 +312,21 @@ class hazard_pointer_domain {
     finish_scans(st);
   }
 
-  void defer(detail::hazard_scan_state& st) noexcept {
+  void defer(detail::hazard_scan_state<Sync>& st) noexcept {
     for (int i = 0; i < st.deferred_count; ++i)
       if (st.deferred[i] == this)
         return;
     // Full (deleters retiring into more than 4 other domains): this one scans at its next check.
-    if (st.deferred_count < detail::hazard_scan_state::max_deferred)
+    if (st.deferred_count < detail::hazard_scan_state<Sync>::max_deferred)
       st.deferred[st.deferred_count++] = this;
   }
 
   // The outer scan loop: scans the domains that asked during the scan(s) just run, while they are
   // above their threshold (a chain of deleters that retire is reclaimed one link per round, with
   // no recursion), then leaves the scanning state.
-  static void finish_scans(detail::hazard_scan_state& st) noexcept {
+  static void finish_scans(detail::hazard_scan_state<Sync>& st) noexcept {
     while (st.deferred_count > 0) {
-      hazard_pointer_domain* d = st.deferred[--st.deferred_count];
+      basic_hazard_pointer_domain* d = st.deferred[--st.deferred_count];
       if (d->pending() >= d->scan_threshold())
         d->scan();
     }
@@ -335,7 +361,8 @@ class hazard_pointer_domain {
     // each reader's light_fence (see asymmetric_fence.hpp). If membarrier fails (the kernel may
     // return ENOMEM), readers got no barrier from it: reclaim nothing this time and try again at
     // the next scan.
-    const bool fenced = detail::heavy_fence();
+    Sync::preempt(); // stress builds: a reader may publish between the unlink and the fence
+    const bool fenced = Sync::heavy_fence();
     if (!fenced)
       fence_failures_.fetch_add(1, std::memory_order_relaxed); // (D5)
 
@@ -346,7 +373,7 @@ class hazard_pointer_domain {
         hazards.reserve(static_cast<std::size_t>(record_count_.load(std::memory_order_relaxed)) + 8);
         // (S3) acquire: pairs with the release stores to slots (H1, H4): a slot that no longer holds
         // an address orders all the uses made under it before our reclaim.
-        for (detail::hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next)
+        for (record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next)
           if (const void* p = r->slot.load(std::memory_order_acquire))
             hazards.push_back(p);
         std::sort(hazards.begin(), hazards.end());
@@ -388,23 +415,19 @@ class hazard_pointer_domain {
     return reclaimed;
   }
 
-  static std::size_t shard_index() noexcept {
-    static std::atomic<std::size_t> next_index{0};
-    static constinit thread_local std::size_t index = 0; // 0: not assigned yet
-    if (index == 0)
-      // (R5) relaxed: only spreads threads over shards.
-      index = next_index.fetch_add(1, std::memory_order_relaxed) % shard_count + 1;
-    return index - 1;
-  }
+  // (R5) a small per-thread number: spreads threads over the lists.
+  static std::size_t shard_index() noexcept { return Sync::thread_number() % shard_count; }
 
   bool is_default_ = false; // set once, before the default domain is shared
   std::int64_t min_scan_threshold_ = 1000;
-  std::atomic<detail::hazard_record*> records_{nullptr};
-  std::atomic<std::int64_t> record_count_{0};
+  atomic<record*> records_{nullptr};
+  atomic<std::int64_t> record_count_{0};
   retired_shard shards_[shard_count];
-  std::atomic<std::int64_t> fence_failures_{0};
-  std::atomic<std::int64_t> reclaimed_{0};
+  atomic<std::int64_t> fence_failures_{0};
+  atomic<std::int64_t> reclaimed_{0};
 };
+
+using hazard_pointer_domain = basic_hazard_pointer_domain<detail::std_sync>;
 
 // The default domain. Never destroyed (threads may retire after static destruction); objects still
 // retired at process exit are reclaimed by an exit handler when unprotected. It lives in static
@@ -420,21 +443,37 @@ inline hazard_pointer_domain& hazard_pointer_default_domain() noexcept {
   return *domain;
 }
 
+namespace detail {
+// The default domain of a Sync policy: hazard_pointer_default_domain() for std_sync; a model's own
+// (one per explored execution) otherwise.
+template <class Sync>
+basic_hazard_pointer_domain<Sync>& default_hazard_domain() noexcept {
+  if constexpr (std::is_same_v<Sync, std_sync>)
+    return hazard_pointer_default_domain();
+  else
+    return Sync::template default_hazard_domain<basic_hazard_pointer_domain<Sync>>();
+}
+} // namespace detail
+
 // Synchronously reclaims every retired object of `domain` that no hazard pointer protects.
-inline void hazard_pointer_clean_up(hazard_pointer_domain& domain = hazard_pointer_default_domain()) noexcept {
+template <class Sync>
+void hazard_pointer_clean_up(basic_hazard_pointer_domain<Sync>& domain) noexcept {
   domain.reclaim_all_unprotected();
 }
+inline void hazard_pointer_clean_up() noexcept {
+  hazard_pointer_default_domain().reclaim_all_unprotected();
+}
 
-template <class T, class D = std::default_delete<T>>
-class hazard_pointer_obj_base : private detail::retired_header {
+template <class T, class D, class Sync>
+class basic_hazard_pointer_obj_base : private detail::retired_header {
   static_assert(std::is_nothrow_move_constructible_v<D>,
                 "hazard_pointer_obj_base<T, D>: the deleter D must be nothrow move constructible");
 
  public:
   // Retires *this: it is destroyed with d (d(static_cast<T*>(this))) once no hazard pointer
   // protects it. Precondition: *this is no longer reachable by new readers; retired at most once.
-  void retire(D d = D(), hazard_pointer_domain& domain = hazard_pointer_default_domain()) noexcept {
-    static_assert(std::is_base_of_v<hazard_pointer_obj_base, T>,
+  void retire(D d = D(), basic_hazard_pointer_domain<Sync>& domain = detail::default_hazard_domain<Sync>()) noexcept {
+    static_assert(std::is_base_of_v<basic_hazard_pointer_obj_base, T>,
                   "hazard_pointer_obj_base<T, D>: T must derive from hazard_pointer_obj_base<T, D>");
     static_assert(std::is_invocable_v<D&, T*>, "hazard_pointer_obj_base<T, D>: D must be callable as d(T*)");
     ::new (static_cast<void*>(deleter_storage_)) D(std::move(d));
@@ -444,17 +483,17 @@ class hazard_pointer_obj_base : private detail::retired_header {
   }
 
  protected:
-  hazard_pointer_obj_base() = default;
+  basic_hazard_pointer_obj_base() = default;
   // Copies and moves of the derived object are new objects: retirement state is not copied.
-  hazard_pointer_obj_base(const hazard_pointer_obj_base&) noexcept : retired_header() {}
-  hazard_pointer_obj_base(hazard_pointer_obj_base&&) noexcept : retired_header() {}
-  hazard_pointer_obj_base& operator=(const hazard_pointer_obj_base&) noexcept { return *this; }
-  hazard_pointer_obj_base& operator=(hazard_pointer_obj_base&&) noexcept { return *this; }
-  ~hazard_pointer_obj_base() = default;
+  basic_hazard_pointer_obj_base(const basic_hazard_pointer_obj_base&) noexcept : retired_header() {}
+  basic_hazard_pointer_obj_base(basic_hazard_pointer_obj_base&&) noexcept : retired_header() {}
+  basic_hazard_pointer_obj_base& operator=(const basic_hazard_pointer_obj_base&) noexcept { return *this; }
+  basic_hazard_pointer_obj_base& operator=(basic_hazard_pointer_obj_base&&) noexcept { return *this; }
+  ~basic_hazard_pointer_obj_base() = default;
 
  private:
   static void reclaim_object(detail::retired_header* h) noexcept {
-    auto* self = static_cast<hazard_pointer_obj_base*>(h);
+    auto* self = static_cast<basic_hazard_pointer_obj_base*>(h);
     D* stored = std::launder(reinterpret_cast<D*>(self->deleter_storage_));
     D d(std::move(*stored));
     stored->~D();
@@ -465,24 +504,32 @@ class hazard_pointer_obj_base : private detail::retired_header {
   alignas(D) unsigned char deleter_storage_[std::is_empty_v<D> ? 1 : sizeof(D)];
 };
 
-class hazard_pointer {
+template <class T, class D = std::default_delete<T>>
+using hazard_pointer_obj_base = basic_hazard_pointer_obj_base<T, D, detail::std_sync>;
+
+template <class Sync>
+class basic_hazard_pointer {
+  template <class U>
+  using atomic = typename Sync::template atomic<U>;
+  using record = detail::hazard_record<Sync>;
+
  public:
-  hazard_pointer() noexcept = default; // empty
-  hazard_pointer(hazard_pointer&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
-  hazard_pointer& operator=(hazard_pointer&& other) noexcept {
+  basic_hazard_pointer() noexcept = default; // empty
+  basic_hazard_pointer(basic_hazard_pointer&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
+  basic_hazard_pointer& operator=(basic_hazard_pointer&& other) noexcept {
     if (this != &other) {
       release();
       record_ = std::exchange(other.record_, nullptr);
     }
     return *this;
   }
-  ~hazard_pointer() { release(); }
+  ~basic_hazard_pointer() { release(); }
 
   [[nodiscard]] bool empty() const noexcept { return record_ == nullptr; }
 
   // Loads src until the value is protected; returns it. Precondition: !empty().
   template <class T>
-  T* protect(const std::atomic<T*>& src) noexcept {
+  T* protect(const atomic<T*>& src) noexcept {
     // (H0) relaxed: only a candidate; try_protect validates it with an acquire load (H3).
     T* ptr = src.load(std::memory_order_relaxed);
     while (!try_protect(ptr, src)) {
@@ -493,7 +540,7 @@ class hazard_pointer {
   // Protects ptr if src still holds it after the protection is published (returns true); otherwise
   // stores src's current value in ptr, clears the protection and returns false.
   template <class T>
-  bool try_protect(T*& ptr, const std::atomic<T*>& src) noexcept {
+  bool try_protect(T*& ptr, const atomic<T*>& src) noexcept {
     if (record_->asymmetric)
       return try_protect_impl<detail::fence_mode::asymmetric>(ptr, src);
     return try_protect_impl<detail::fence_mode::symmetric>(ptr, src);
@@ -518,17 +565,18 @@ class hazard_pointer {
     record_->slot.store(nullptr, std::memory_order_release);
   }
 
-  void swap(hazard_pointer& other) noexcept { std::swap(record_, other.record_); }
-  friend void swap(hazard_pointer& a, hazard_pointer& b) noexcept { a.swap(b); }
+  void swap(basic_hazard_pointer& other) noexcept { std::swap(record_, other.record_); }
+  friend void swap(basic_hazard_pointer& a, basic_hazard_pointer& b) noexcept { a.swap(b); }
 
   // The protect loop with a fixed fence mode (the benchmark measures both).
   template <detail::fence_mode Mode, class T>
-  bool try_protect_impl(T*& ptr, const std::atomic<T*>& src) noexcept {
+  bool try_protect_impl(T*& ptr, const atomic<T*>& src) noexcept {
     assert(record_ != nullptr && "hazard_pointer::try_protect on an empty hazard_pointer");
     T* old = ptr;
+    Sync::preempt(); // stress builds: ptr may be retired and freed before it is published
     // (H1) release: as H4; the store-load order with H3 comes from the fence below.
     record_->slot.store(old, std::memory_order_release);
-    detail::light_fence<Mode>(); // (H2) pairs with heavy_fence in the scan (S2)
+    Sync::template light_fence<Mode>(); // (H2) pairs with heavy_fence in the scan (S2)
     // (H3) acquire: pairs with the release store that published *ptr in the data structure.
     ptr = src.load(std::memory_order_acquire);
     if (old == ptr)
@@ -538,52 +586,62 @@ class hazard_pointer {
   }
 
  private:
-  friend hazard_pointer make_hazard_pointer(hazard_pointer_domain&);
-  explicit hazard_pointer(detail::hazard_record* r) noexcept : record_(r) {}
+  template <class S>
+  friend basic_hazard_pointer<S> make_hazard_pointer(basic_hazard_pointer_domain<S>&);
+  explicit basic_hazard_pointer(record* r) noexcept : record_(r) {}
 
   void release() noexcept {
     if (record_ == nullptr)
       return;
     reset_protection();
-    detail::hazard_thread_cache& tls = detail::hazard_tls;
-    if (record_->cacheable && tls.caching() && tls.size < detail::hazard_thread_cache::capacity)
+    detail::hazard_thread_cache<Sync>& tls = detail::hazard_tls<Sync>();
+    if (record_->cacheable && tls.caching() && tls.size < detail::hazard_thread_cache<Sync>::capacity)
       tls.records[tls.size++] = record_; // stays active: cached for this thread's next use
     else
-      hazard_pointer_domain::release_record(record_);
+      basic_hazard_pointer_domain<Sync>::release_record(record_);
     record_ = nullptr;
   }
 
-  detail::hazard_record* record_ = nullptr;
+  record* record_ = nullptr;
 };
+
+using hazard_pointer = basic_hazard_pointer<detail::std_sync>;
 
 // Returns a non-empty hazard pointer of `domain`. Throws std::bad_alloc if a new hazard record is
 // needed and cannot be allocated.
-inline hazard_pointer make_hazard_pointer(hazard_pointer_domain& domain = hazard_pointer_default_domain()) {
-  detail::hazard_thread_cache& tls = detail::hazard_tls;
+template <class Sync>
+basic_hazard_pointer<Sync> make_hazard_pointer(basic_hazard_pointer_domain<Sync>& domain) {
+  detail::hazard_thread_cache<Sync>& tls = detail::hazard_tls<Sync>();
   if (OTLPCONC_LIKELY(tls.size > 0) && domain.is_default())
-    return hazard_pointer(tls.records[--tls.size]);
-  if (!tls.registered && !tls.exited)
-    detail::register_hazard_thread_exit();
-  return hazard_pointer(domain.acquire_record());
+    return basic_hazard_pointer<Sync>(tls.records[--tls.size]);
+  if constexpr (!Sync::is_model) // a model's threads are fibers: no thread_local destructors
+    if (!tls.registered && !tls.exited)
+      detail::register_hazard_thread_exit<Sync>();
+  return basic_hazard_pointer<Sync>(domain.acquire_record());
+}
+inline hazard_pointer make_hazard_pointer() {
+  return make_hazard_pointer(hazard_pointer_default_domain());
 }
 
 namespace detail {
 
+template <class Sync>
 struct hazard_thread_exit_guard {
   ~hazard_thread_exit_guard() {
-    hazard_thread_cache& tls = hazard_tls;
+    hazard_thread_cache<Sync>& tls = hazard_tls<Sync>();
     for (int i = 0; i < tls.size; ++i)
-      hazard_pointer_domain::release_record(tls.records[i]);
+      basic_hazard_pointer_domain<Sync>::release_record(tls.records[i]);
     tls.size = 0;
     tls.exited = true;
   }
 };
 
-inline void register_hazard_thread_exit() noexcept {
+template <class Sync>
+void register_hazard_thread_exit() noexcept {
   // Constructing a thread_local with a destructor registers it with the C++ runtime for this thread.
-  static thread_local hazard_thread_exit_guard guard;
+  static thread_local hazard_thread_exit_guard<Sync> guard;
   (void)guard;
-  hazard_tls.registered = true;
+  hazard_tls<Sync>().registered = true;
 }
 
 } // namespace detail

@@ -35,6 +35,7 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/backoff.hpp"
 #include "otlpconc/detail/node_cache.hpp"
+#include "otlpconc/detail/sync.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
 #include <atomic>
@@ -47,8 +48,15 @@
 
 namespace otlpconc {
 
-template <class T, class Allocator = std::allocator<T>>
+// Sync: the seam of detail/sync.hpp (std_sync by default; the model checker instantiates it with its
+// own policy, tests/model).
+template <class T, class Allocator = std::allocator<T>, class Sync = detail::std_sync>
 class ms_queue {
+  template <class U>
+  using atomic = typename Sync::template atomic<U>;
+  using domain_type = basic_hazard_pointer_domain<Sync>;
+  using hazard = basic_hazard_pointer<Sync>;
+
   static_assert(std::is_object_v<T> && !std::is_array_v<T>, "ms_queue<T>: T must be a non-array object type");
   static_assert(std::is_nothrow_move_constructible_v<T>,
                 "ms_queue<T>: T must be nothrow move constructible (pop moves the value out after committing)");
@@ -76,8 +84,8 @@ class ms_queue {
     }
   };
 
-  struct node : hazard_pointer_obj_base<node, node_deleter> {
-    std::atomic<node*> next{nullptr};
+  struct node : basic_hazard_pointer_obj_base<node, node_deleter, Sync> {
+    atomic<node*> next{nullptr};
     alignas(T) unsigned char storage[sizeof(T)];
     T* raw() noexcept { return reinterpret_cast<T*>(storage); } // before the value is constructed
     T* value() noexcept { return std::launder(raw()); }         // while it lives
@@ -88,11 +96,10 @@ class ms_queue {
   using allocator_type = Allocator;
 
   ms_queue() : ms_queue(Allocator()) {}
-  explicit ms_queue(const Allocator& alloc) : ms_queue(hazard_pointer_default_domain(), alloc) {}
+  explicit ms_queue(const Allocator& alloc) : ms_queue(detail::default_hazard_domain<Sync>(), alloc) {}
   // Extension: reclaim nodes through `domain` (which must outlive every node retired into it, i.e.
   // be cleaned up or destroyed after the queue).
-  explicit ms_queue(hazard_pointer_domain& domain, const Allocator& alloc = Allocator())
-      : domain_(&domain), alloc_(alloc) {
+  explicit ms_queue(domain_type& domain, const Allocator& alloc = Allocator()) : domain_(&domain), alloc_(alloc) {
     node* dummy = new_node();
     // (Q0) relaxed: the queue is not shared yet; publishing the queue publishes these.
     head_->store(dummy, std::memory_order_relaxed);
@@ -123,7 +130,7 @@ class ms_queue {
     requires std::is_constructible_v<T, Args...>
   void emplace(Args&&... args) {
     // The hazard pointer first: if it cannot be had (std::bad_alloc), nothing is allocated yet.
-    hazard_pointer hp = make_hazard_pointer(*domain_);
+    hazard hp = make_hazard_pointer(*domain_);
     node* n = new_node();
     value_allocator va(alloc_);
     try {
@@ -149,7 +156,7 @@ class ms_queue {
   // can be allocated (memory exhausted) it answers false, which may be wrong for an empty queue.
   [[nodiscard]] bool empty() const noexcept {
     try {
-      hazard_pointer hp = make_hazard_pointer(*domain_);
+      hazard hp = make_hazard_pointer(*domain_);
       node* h = hp.protect(*head_);
       // (Q8) acquire: as Q4. Null: empty at the instant protect validated head == h (see pop_with).
       // Non-null: non-empty at the read if h is still head, else at the instant some pop moved head
@@ -188,10 +195,11 @@ class ms_queue {
 
   void free_node(node* n) noexcept { node_deleter{node_allocator(alloc_)}(n); }
 
-  void link(node* n, hazard_pointer& hp) noexcept {
-    detail::backoff contention;
+  void link(node* n, hazard& hp) noexcept {
+    detail::basic_backoff<Sync> contention;
     for (;;) {
       node* t = hp.protect(*tail_); // t cannot be freed while we look at it
+      Sync::preempt();              // stress builds: other pushes link after t, pops pass it
       // (Q1) acquire: pairs with the release link CAS (Q2) that set t->next.
       node* next = t->next.load(std::memory_order_acquire);
       if (next != nullptr) {
@@ -203,6 +211,7 @@ class ms_queue {
       // (Q2) release on success: publishes n's value and next == nullptr; pairs with the acquire
       // loads of next in pop (Q4) and in link (Q1).
       if (t->next.compare_exchange_weak(next, n, std::memory_order_release, std::memory_order_relaxed)) {
+        Sync::preempt(); // stress builds: pops and pushes meet the linked node before the tail moves
         // (Q3) release; failure means another thread already swung the tail past t.
         tail_->compare_exchange_strong(t, n, std::memory_order_release, std::memory_order_relaxed);
         return;
@@ -214,9 +223,9 @@ class ms_queue {
   // Pops the front value into `sink` (which moves it out) if there is one.
   template <class Sink>
   bool pop_with(Sink&& sink) {
-    hazard_pointer hp_head = make_hazard_pointer(*domain_);
-    hazard_pointer hp_next; // taken only when there is something to pop
-    detail::backoff contention;
+    hazard hp_head = make_hazard_pointer(*domain_);
+    hazard hp_next; // taken only when there is something to pop
+    detail::basic_backoff<Sync> contention;
     for (;;) {
       node* h = hp_head.protect(*head_);
       // (Q4) acquire: pairs with the release link CAS (Q2): next's value and fields are visible.
@@ -233,6 +242,7 @@ class ms_queue {
       // acquire load of head (in protect) reads our release CAS or a later RMW in its release
       // sequence; so this store happens-before that retire and before the scan that could free next.
       hp_next.reset_protection(next);
+      Sync::preempt();                                  // stress builds: other pops move head past h and retire it
       node* t = tail_->load(std::memory_order_acquire); // (Q5) acquire: pairs with Q3
       if (h == t) {
         // Tail lags behind a linked node: swing it first so head never passes tail.
@@ -257,9 +267,9 @@ class ms_queue {
     }
   }
 
-  cache_padded<std::atomic<node*>> head_;
-  cache_padded<std::atomic<node*>> tail_;
-  hazard_pointer_domain* domain_;
+  cache_padded<atomic<node*>> head_;
+  cache_padded<atomic<node*>> tail_;
+  domain_type* domain_;
   [[no_unique_address]] Allocator alloc_;
 };
 

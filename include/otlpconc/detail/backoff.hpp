@@ -10,6 +10,7 @@
 #pragma once
 
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/sync.hpp"
 
 #include <thread>
 
@@ -24,23 +25,31 @@ OTLPCONC_ALWAYS_INLINE void cpu_relax() noexcept {
 #endif
 }
 
-class backoff {
+// Sync: the seam of detail/sync.hpp. Under a model checker every pause is a scheduling point.
+template <class Sync = std_sync>
+class basic_backoff {
  public:
   static constexpr unsigned pause_rounds = 4; // 1, 2, 4, 8 pauses, then yields
 
   // Call after a failed attempt.
   OTLPCONC_ALWAYS_INLINE void pause() noexcept {
+    if constexpr (Sync::is_model) {
+      Sync::yield();
+      return;
+    }
     if (failures_ < pause_rounds) {
       for (unsigned i = 0, n = 1u << failures_; i < n; ++i)
         cpu_relax();
       ++failures_;
     } else {
-      std::this_thread::yield();
+      Sync::yield();
     }
   }
 
  private:
   unsigned failures_ = 0;
 };
+
+using backoff = basic_backoff<>;
 
 } // namespace otlpconc::detail

@@ -10,13 +10,19 @@
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/sync.hpp"
 
 #include <atomic>
 #include <cstdint>
 
 namespace otlpconc::detail {
 
-class event_count {
+// Sync: the seam of detail/sync.hpp (std_sync; the model checker's policy in tests/model).
+template <class Sync = std_sync>
+class basic_event_count {
+  template <class T>
+  using atomic = typename Sync::template atomic<T>;
+
  public:
   // Returns the key to pass to wait(). After this, re-check the condition; then call exactly one of
   // cancel_wait() or wait(key).
@@ -24,7 +30,7 @@ class event_count {
     // (E1) relaxed RMW: ordered before the re-check by the fence (E2).
     waiters_->fetch_add(1, OTLPCONC_TSAN_ORDER(std::memory_order_relaxed, std::memory_order_seq_cst));
     // (E2) seq_cst fence: pairs with the notifier's fence (E4).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    Sync::thread_fence(std::memory_order_seq_cst);
     // (E3) acquire: pairs with the release epoch increment (E5).
     return epoch_->load(std::memory_order_acquire);
   }
@@ -35,6 +41,7 @@ class event_count {
 
   // Sleeps until the epoch differs from key (a notify since prepare_wait), then returns.
   void wait(std::uint32_t key) noexcept {
+    Sync::preempt(); // stress builds: a notify between the park decision and the sleep
     // (E3') acquire: as E3. std::atomic::wait re-checks the value, so a notify between prepare_wait
     // and here is not lost; spurious wake-ups loop.
     while (epoch_->load(std::memory_order_acquire) == key)
@@ -46,12 +53,12 @@ class event_count {
   void notify_one() noexcept {
     // (E4) seq_cst fence: pairs with E2. The caller's publication (before this fence) and the
     // waiter's announcement (before E2): at least one of them is seen by the other side.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    Sync::thread_fence(std::memory_order_seq_cst);
     if (has_waiters_after_fence())
       wake_one();
   }
   void notify_all() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst); // (E4)
+    Sync::thread_fence(std::memory_order_seq_cst); // (E4)
     if (has_waiters_after_fence())
       wake_all();
   }
@@ -71,8 +78,10 @@ class event_count {
   }
 
  private:
-  cache_padded<std::atomic<std::uint32_t>> epoch_{std::in_place, 0u};
-  cache_padded<std::atomic<std::uint32_t>> waiters_{std::in_place, 0u};
+  cache_padded<atomic<std::uint32_t>> epoch_{std::in_place, 0u};
+  cache_padded<atomic<std::uint32_t>> waiters_{std::in_place, 0u};
 };
+
+using event_count = basic_event_count<>;
 
 } // namespace otlpconc::detail

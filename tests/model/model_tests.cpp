@@ -1,0 +1,331 @@
+// Model checking of the library's real headers under the C++ memory model (Relacy): every test
+// instantiates a primitive with relacy_sync, which explores thread interleavings and the values a
+// relaxed or acquire load may return, and reports data races on plain data, use of freed memory,
+// leaks, assertion failures and deadlocks (a lost wake-up leaves a thread blocked forever).
+//
+// Usage: otlpconc_model [FILTER [full | bound N | random N]]
+//   FILTER: a tag such as [hazard_pointer], or a substring of a name; "" or none runs all. The
+//   optional search replaces every selected test's own. Exit status 0 when every test passed.
+#include "model.hpp" // first
+
+#include "otlpconc/chase_lev_deque.hpp"
+#include "otlpconc/detail/event_count.hpp"
+#include "otlpconc/ms_queue.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+
+namespace {
+
+using otlpconc::detail::fence_mode;
+using otlpconc_model::model_test;
+using otlpconc_model::registrar;
+using otlpconc_model::relacy_sync;
+using otlpconc_model::search;
+
+// Exhaustive and context-bounded searches where they finish in seconds; elsewhere a random search
+// of a fixed number of executions (scaled by OTLPCONC_STRESS_SCALE in main): a relaxed load may
+// return any store its thread has not yet seen, and enumerating those choices is what makes the
+// bounded search of the queue and the deque take hours.
+constexpr search full{rl::sched_full, 1, 0};
+constexpr search bound2{rl::sched_bound, 2, 0};
+constexpr search random300k{rl::sched_random, 1, 300000};
+
+// ---- event count: no lost wake-up ------------------------------------------------------------
+// The waiter parks until it sees the flag; the notifier sets the flag (relaxed: the Dekker pair of
+// fences orders it, as the pool's queues are ordered) and notifies. A lost wake-up leaves the
+// waiter blocked with nobody left to wake it: Relacy reports a deadlock.
+template <int Waiters>
+struct event_count_no_lost_wakeup : model_test<event_count_no_lost_wakeup<Waiters>, Waiters + 1> {
+  otlpconc::detail::basic_event_count<relacy_sync> ec;
+  relacy_sync::atomic<bool> flag{false};
+
+  void thread(unsigned index) {
+    if (index < static_cast<unsigned>(Waiters)) {
+      for (;;) {
+        if (flag.load(std::memory_order_relaxed))
+          break;
+        const std::uint32_t key = ec.prepare_wait();
+        if (flag.load(std::memory_order_relaxed)) {
+          ec.cancel_wait();
+          break;
+        }
+        ec.wait(key);
+      }
+    } else {
+      flag.store(true, std::memory_order_relaxed);
+      if constexpr (Waiters == 1)
+        ec.notify_one();
+      else
+        ec.notify_all();
+    }
+    relacy_sync::thread_exit();
+  }
+};
+[[maybe_unused]] const int r_ec1 =
+    registrar::add<event_count_no_lost_wakeup<1>>("[event_count] park / notify_one, 2 threads: no lost wake-up", full);
+[[maybe_unused]] const int r_ec2 = registrar::add<event_count_no_lost_wakeup<2>>(
+    "[event_count] park / notify_all, 3 threads: no lost wake-up", bound2);
+
+// ---- hazard pointers: protect / retire / scan ------------------------------------------------
+// A reader protects the current object and reads it; a writer replaces it and retires the old one
+// into a domain that scans on every retire. Reading a reclaimed object is ACCESS TO FREED MEMORY
+// (the payload is an rl::var). Checked in both fence modes; at the end every retired object was
+// reclaimed exactly once.
+struct hp_node : otlpconc::basic_hazard_pointer_obj_base<hp_node, std::default_delete<hp_node>, relacy_sync> {
+  explicit hp_node(int v) : value(v) {}
+  // A write at reclamation: a reader's access that does not happen-before the scan's delete is a
+  // data race Relacy reports (the delete alone is checked only against later accesses).
+  ~hp_node() { value = -1; }
+  relacy_sync::var<int> value;
+};
+
+template <fence_mode Mode, int Readers, int Writes>
+struct hazard_pointer_protect_retire : model_test<hazard_pointer_protect_retire<Mode, Readers, Writes>, Readers + 1> {
+  otlpconc_model::domain& domain = *this->default_domain;
+  relacy_sync::atomic<hp_node*> src{nullptr};
+
+  void before() {
+    relacy_sync::mode = Mode;
+    src.store(new hp_node(0), std::memory_order_relaxed);
+  }
+  void thread(unsigned index) {
+    if (index < static_cast<unsigned>(Readers)) {
+      auto hp = otlpconc::make_hazard_pointer(domain);
+      hp_node* p = hp.protect(src);
+      const int v = p->value; // must not be freed
+      RL_ASSERT(v >= 0 && v <= Writes);
+      hp.reset_protection();
+    } else {
+      for (int w = 1; w <= Writes; ++w) {
+        hp_node* old = src.exchange(new hp_node(w), std::memory_order_acq_rel);
+        old->retire(std::default_delete<hp_node>(), domain);
+      }
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    delete src.load(std::memory_order_relaxed);
+    otlpconc::hazard_pointer_clean_up(domain);
+    const auto st = domain.stats();
+    RL_ASSERT(st.retired == Writes);
+    RL_ASSERT(st.reclaimed == Writes);
+  }
+};
+[[maybe_unused]] const int r_hp1 = registrar::add<hazard_pointer_protect_retire<fence_mode::symmetric, 1, 1>>(
+    "[hazard_pointer] protect / retire / scan, symmetric fences, 1 reader, 1 write", bound2);
+[[maybe_unused]] const int r_hp2 = registrar::add<hazard_pointer_protect_retire<fence_mode::asymmetric, 1, 1>>(
+    "[hazard_pointer] protect / retire / scan, membarrier, 1 reader, 1 write", bound2);
+[[maybe_unused]] const int r_hp3 = registrar::add<hazard_pointer_protect_retire<fence_mode::symmetric, 2, 1>>(
+    "[hazard_pointer] protect / retire / scan, symmetric fences, 2 readers, 1 write", random300k);
+[[maybe_unused]] const int r_hp4 = registrar::add<hazard_pointer_protect_retire<fence_mode::asymmetric, 2, 1>>(
+    "[hazard_pointer] protect / retire / scan, membarrier, 2 readers, 1 write", random300k);
+[[maybe_unused]] const int r_hp5 = registrar::add<hazard_pointer_protect_retire<fence_mode::symmetric, 1, 2>>(
+    "[hazard_pointer] protect / retire / scan, symmetric fences, 1 reader, 2 writes", random300k);
+[[maybe_unused]] const int r_hp6 = registrar::add<hazard_pointer_protect_retire<fence_mode::asymmetric, 1, 2>>(
+    "[hazard_pointer] protect / retire / scan, membarrier, 1 reader, 2 writes", random300k);
+
+// ---- ms_queue: push / pop with values that have destructors ------------------------------------
+// A stateful allocator (not always equal) keeps the node cache out: every node comes from the
+// allocator and is freed at reclamation, so a node freed too early is ACCESS TO FREED MEMORY.
+template <class T>
+struct model_allocator : std::allocator<T> {
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = model_allocator<U>;
+  };
+  model_allocator() = default;
+  template <class U>
+  model_allocator(const model_allocator<U>&) noexcept {}
+};
+
+struct item {
+  static inline int destroyed = 0; // per execution (reset in before()); the model runs on one OS thread
+  relacy_sync::var<int> producer;
+  relacy_sync::var<int> seq;
+  bool live = true;
+  item(int p, int s) : producer(p), seq(s) {}
+  item(item&& o) noexcept : producer(o.producer.load()), seq(o.seq.load()) { o.live = false; }
+  ~item() {
+    if (live)
+      ++destroyed;
+  }
+};
+
+template <int Producers, int Consumers, int PerProducer, int Attempts>
+struct ms_queue_push_pop
+    : model_test<ms_queue_push_pop<Producers, Consumers, PerProducer, Attempts>, Producers + Consumers> {
+  using queue = otlpconc::ms_queue<item, model_allocator<item>, relacy_sync>;
+  otlpconc_model::domain& domain = *this->default_domain;
+  std::optional<queue> q;
+  int taken[Producers][PerProducer];
+  int last_seq[Consumers + 1][Producers]; // the last row: the drain in after()
+
+  void before() {
+    // membarrier mode, the default on Linux: the readers' fence is then only a compiler barrier,
+    // so it cannot stand in for an acquire the queue forgot (the symmetric seq_cst fence would).
+    relacy_sync::mode = fence_mode::asymmetric;
+    item::destroyed = 0;
+    q.emplace(domain, model_allocator<item>());
+    for (auto& row : taken)
+      for (int& t : row)
+        t = 0;
+    for (auto& row : last_seq)
+      for (int& s : row)
+        s = -1;
+  }
+  void take(int c, const item& v) {
+    const int p = v.producer, s = v.seq;
+    RL_ASSERT(p >= 0 && p < Producers && s >= 0 && s < PerProducer);
+    RL_ASSERT(s > last_seq[c][p]); // per-producer FIFO as each consumer sees it
+    last_seq[c][p] = s;
+    ++taken[p][s];
+  }
+  void thread(unsigned index) {
+    if (index < static_cast<unsigned>(Producers)) {
+      for (int s = 0; s < PerProducer; ++s)
+        q->push(item(static_cast<int>(index), s));
+    } else {
+      // A fixed number of attempts (no spinning until everything arrived: a spin loop multiplies
+      // the executions to explore); what is left is drained in after().
+      for (int a = 0; a < Attempts; ++a)
+        if (std::optional<item> v = q->try_pop())
+          take(static_cast<int>(index) - Producers, *v);
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    while (std::optional<item> v = q->try_pop())
+      take(Consumers, *v);
+    RL_ASSERT(q->empty());
+    for (auto& row : taken)
+      for (int t : row)
+        RL_ASSERT(t == 1); // nothing lost, nothing duplicated
+    q.reset();
+    otlpconc::hazard_pointer_clean_up(domain);
+    // Every pushed value destroyed exactly once (moved-from shells do not count).
+    RL_ASSERT(item::destroyed == Producers * PerProducer);
+  }
+};
+[[maybe_unused]] const int r_q1 =
+    registrar::add<ms_queue_push_pop<1, 1, 2, 2>>("[ms_queue] 1 producer x 1 consumer, 2 values", random300k);
+[[maybe_unused]] const int r_q2 =
+    registrar::add<ms_queue_push_pop<2, 1, 1, 2>>("[ms_queue] 2 producers x 1 consumer, 1 value each", random300k);
+[[maybe_unused]] const int r_q3 =
+    registrar::add<ms_queue_push_pop<1, 2, 2, 1>>("[ms_queue] 1 producer x 2 consumers, 2 values", random300k);
+
+// ---- chase_lev_deque: push / pop / steal / steal_batch across growth ---------------------------
+// Capacity 2: the third push grows the array while thieves may read the old one. The hazard
+// pointers run in membarrier mode, so that their fence does not hide a missing acquire. Every item is
+// taken exactly once (by a pop, a steal or a batch), and an item read is the item pushed (never an
+// empty slot, value 0).
+template <int Thieves, bool Batch>
+struct chase_lev_push_pop_steal : model_test<chase_lev_push_pop_steal<Thieves, Batch>, Thieves + 1> {
+  static constexpr int items = 3;
+  using deque = otlpconc::chase_lev_deque<int, relacy_sync>;
+  std::optional<deque> d;
+  std::optional<deque> thief_deque[Thieves > 0 ? Thieves : 1];
+  int taken[items + 1];
+
+  void before() {
+    relacy_sync::mode = fence_mode::asymmetric; // as in the queue's test: no fence in protect
+    d.emplace(2);
+    for (auto& td : thief_deque)
+      td.emplace(2);
+    for (int& t : taken)
+      t = 0;
+  }
+  void take(int v) {
+    RL_ASSERT(v >= 1 && v <= items);
+    ++taken[v];
+  }
+  void thread(unsigned index) {
+    if (index == 0) {
+      for (int v = 1; v <= items; ++v) {
+        d->push(v);
+        if (v == 2)
+          if (auto x = d->pop())
+            take(*x);
+      }
+      while (auto x = d->pop())
+        take(*x);
+    } else {
+      deque& mine = *thief_deque[index - 1];
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        if constexpr (Batch) {
+          if (d->steal_batch(mine, 2) > 0)
+            while (auto x = mine.pop())
+              take(*x);
+        } else if (auto x = d->steal()) {
+          take(*x);
+        }
+      }
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    for (int v = 1; v <= items; ++v)
+      RL_ASSERT(taken[v] == 1);
+    d.reset();
+    for (auto& td : thief_deque)
+      td.reset();
+  }
+};
+[[maybe_unused]] const int r_d1 = registrar::add<chase_lev_push_pop_steal<1, false>>(
+    "[chase_lev_deque] owner push / pop, 1 thief steal, across growth", random300k);
+[[maybe_unused]] const int r_d2 = registrar::add<chase_lev_push_pop_steal<2, false>>(
+    "[chase_lev_deque] owner push / pop, 2 thieves steal, across growth", random300k);
+[[maybe_unused]] const int r_d3 = registrar::add<chase_lev_push_pop_steal<1, true>>(
+    "[chase_lev_deque] owner push / pop, 1 thief steal_batch, across growth", random300k);
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const char* filter = argc > 1 ? argv[1] : "";
+  // Optional: a search overriding each test's own: full | bound N | random N.
+  std::optional<search> forced;
+  if (argc > 2) {
+    search f;
+    f.type = std::strcmp(argv[2], "full") == 0    ? rl::sched_full
+             : std::strcmp(argv[2], "bound") == 0 ? rl::sched_bound
+                                                  : rl::sched_random;
+    if (argc > 3) {
+      if (f.type == rl::sched_bound)
+        f.context_bound = static_cast<unsigned>(std::strtoul(argv[3], nullptr, 10));
+      else
+        f.iterations = std::strtoull(argv[3], nullptr, 10);
+    }
+    forced = f;
+  }
+  // OTLPCONC_STRESS_SCALE=N runs N times as many random executions (as it lengthens the stress tests).
+  unsigned long long scale = 1;
+  if (const char* e = std::getenv("OTLPCONC_STRESS_SCALE"))
+    scale = std::max(1ULL, std::strtoull(e, nullptr, 10));
+  int passed = 0, failed = 0;
+  for (const auto& t : otlpconc_model::registry()) {
+    if (*filter != '\0' && t.name.find(filter) == std::string::npos)
+      continue;
+    search how = forced ? *forced : t.how;
+    if (how.type == rl::sched_random)
+      how.iterations *= scale;
+    const auto start = std::chrono::steady_clock::now();
+    const bool ok = t.run(how);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const char* kind = how.type == rl::sched_full ? "exhaustive" : how.type == rl::sched_bound ? "bounded" : "random";
+    const std::string detail = how.type == rl::sched_bound    ? ", context bound " + std::to_string(how.context_bound)
+                               : how.type == rl::sched_random ? ", " + std::to_string(how.iterations) + " executions"
+                                                              : "";
+    std::printf("%-6s %s  (%s search%s, %.1f s)\n", ok ? "passed" : "FAILED", t.name.c_str(), kind, detail.c_str(), s);
+    std::fflush(stdout);
+    (ok ? passed : failed) += 1;
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}

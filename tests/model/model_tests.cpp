@@ -144,6 +144,12 @@ struct model_allocator : std::allocator<T> {
   model_allocator() = default;
   template <class U>
   model_allocator(const model_allocator<U>&) noexcept {}
+  // Scribbles over what it frees: Relacy marks a variable dead when it is destroyed, not when the
+  // memory under it is freed, so a value still in a freed node would read as alive.
+  void deallocate(T* p, std::size_t n) {
+    std::memset(static_cast<void*>(p), 0xdd, n * sizeof(T));
+    std::allocator<T>::deallocate(p, n);
+  }
 };
 
 struct item {
@@ -151,8 +157,22 @@ struct item {
   relacy_sync::var<int> producer;
   relacy_sync::var<int> seq;
   bool live = true;
+  // A slow move, scripted: when a test sets others_done, a consumer thread (index >= slow_from)
+  // that moves the value of sequence 0 out of the queue first waits until another consumer has
+  // finished (its pops, and the reclamation after each). The move reads a node that only the
+  // moving pop's hazard pointer keeps alive: a pop that let go of it too early reads freed memory.
+  // (Relacy's random scheduler would almost never leave a pop paused for a whole other pop.)
+  static inline relacy_sync::atomic<int>* others_done = nullptr;
+  static inline unsigned slow_from = 0;
   item(int p, int s) : producer(p), seq(s) {}
-  item(item&& o) noexcept : producer(o.producer.load()), seq(o.seq.load()) { o.live = false; }
+  item(item&& o) noexcept : producer(-1), seq(-1) {
+    if (others_done != nullptr && rl::thread_index() >= slow_from && o.seq.load() == 0)
+      while (others_done->load(std::memory_order_acquire) == 0) // pairs with the consumer's release
+        relacy_sync::yield();
+    producer = o.producer.load();
+    seq = o.seq.load();
+    o.live = false;
+  }
   ~item() {
     if (live)
       ++destroyed;
@@ -168,7 +188,11 @@ struct ms_queue_push_pop
   int taken[Producers][PerProducer];
   int last_seq[Consumers + 1][Producers]; // the last row: the drain in after()
 
+  relacy_sync::atomic<int> consumers_done{0};
+
   void before() {
+    item::others_done = Consumers > 1 ? &consumers_done : nullptr;
+    item::slow_from = Producers;
     // membarrier mode, the default on Linux: the readers' fence is then only a compiler barrier,
     // so it cannot stand in for an acquire the queue forgot (the symmetric seq_cst fence would).
     relacy_sync::mode = fence_mode::asymmetric;
@@ -196,12 +220,18 @@ struct ms_queue_push_pop
       // A fixed number of attempts (no spinning until everything arrived: a spin loop multiplies
       // the executions to explore); what is left is drained in after().
       for (int a = 0; a < Attempts; ++a)
-        if (std::optional<item> v = q->try_pop())
+        if (std::optional<item> v = q->try_pop()) {
           take(static_cast<int>(index) - Producers, *v);
+          // Reclaim now (a scan that frees what nobody protects), while other pops may be inside
+          // their moves: a node they still read and no longer protect is freed under them.
+          otlpconc::hazard_pointer_clean_up(domain);
+        }
+      consumers_done.fetch_add(1, std::memory_order_release); // pairs with the slow move's acquire
     }
     relacy_sync::thread_exit();
   }
   void after() {
+    item::others_done = nullptr;
     while (std::optional<item> v = q->try_pop())
       take(Consumers, *v);
     RL_ASSERT(q->empty());

@@ -231,6 +231,8 @@ class basic_hazard_pointer_domain {
   friend class basic_hazard_pointer_obj_base;
   template <class S>
   friend basic_hazard_pointer<S> make_hazard_pointer(basic_hazard_pointer_domain<S>&);
+  template <class S>
+  friend basic_hazard_pointer<S> make_hazard_pointer_uncached(basic_hazard_pointer_domain<S>&);
   friend struct detail::hazard_thread_exit_guard<Sync>;
   friend basic_hazard_pointer_domain<detail::std_sync>& hazard_pointer_default_domain() noexcept;
 
@@ -588,6 +590,8 @@ class basic_hazard_pointer {
  private:
   template <class S>
   friend basic_hazard_pointer<S> make_hazard_pointer(basic_hazard_pointer_domain<S>&);
+  template <class S>
+  friend basic_hazard_pointer<S> make_hazard_pointer_uncached(basic_hazard_pointer_domain<S>&);
   explicit basic_hazard_pointer(record* r) noexcept : record_(r) {}
 
   void release() noexcept {
@@ -610,10 +614,18 @@ using hazard_pointer = basic_hazard_pointer<detail::std_sync>;
 // Returns a non-empty hazard pointer of `domain`. Throws std::bad_alloc if a new hazard record is
 // needed and cannot be allocated.
 template <class Sync>
-basic_hazard_pointer<Sync> make_hazard_pointer(basic_hazard_pointer_domain<Sync>& domain) {
+OTLPCONC_NOINLINE basic_hazard_pointer<Sync> make_hazard_pointer_uncached(basic_hazard_pointer_domain<Sync>& domain);
+template <class Sync>
+OTLPCONC_ALWAYS_INLINE basic_hazard_pointer<Sync> make_hazard_pointer(basic_hazard_pointer_domain<Sync>& domain) {
   detail::hazard_thread_cache<Sync>& tls = detail::hazard_tls<Sync>();
   if (OTLPCONC_LIKELY(tls.size > 0) && domain.is_default())
     return basic_hazard_pointer<Sync>(tls.records[--tls.size]);
+  return make_hazard_pointer_uncached(domain);
+}
+// The slow path, kept out of line so that the cached path above saves no registers.
+template <class Sync>
+OTLPCONC_NOINLINE basic_hazard_pointer<Sync> make_hazard_pointer_uncached(basic_hazard_pointer_domain<Sync>& domain) {
+  detail::hazard_thread_cache<Sync>& tls = detail::hazard_tls<Sync>();
   if constexpr (!Sync::is_model) // a model's threads are fibers: no thread_local destructors
     if (!tls.registered && !tls.exited)
       detail::register_hazard_thread_exit<Sync>();

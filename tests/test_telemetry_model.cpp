@@ -1,5 +1,5 @@
 // Unit tests of the telemetry data model: ids, W3C trace context, samplers, OTLP JSON encoding.
-#include "otlpconc/detail/otlp_response.hpp"
+#include "otlpconc/telemetry/detail/otlp_response.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
@@ -382,7 +382,7 @@ TEST_CASE("OTLP JSON encoding on a pool gives the same bytes as on one thread", 
 }
 
 TEST_CASE("OTLP/HTTP responses: partial success is read by a strict JSON reader", "[telemetry]") {
-  using otlpconc::detail::otlp_json_reader;
+  using otlpconc::telemetry::detail::otlp_json_reader;
   auto read = [](std::string_view body) { return otlp_json_reader(body).partial_success(); };
   // Full success: an empty object, or no partialSuccess, or rejectedSpans 0.
   for (std::string_view ok : {"{}", " { } ", R"({"other":[1,2,{"a":null}],"x":true})", R"({"partialSuccess":{}})",
@@ -434,7 +434,7 @@ TEST_CASE("OTLP/HTTP responses: partial success is read by a strict JSON reader"
 }
 
 TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetry]") {
-  using otlpconc::detail::parse_retry_after;
+  using otlpconc::telemetry::detail::parse_retry_after;
   using std::chrono::seconds;
   // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
   const std::time_t now = 1445412480;

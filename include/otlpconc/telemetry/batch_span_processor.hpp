@@ -49,10 +49,10 @@
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
-#include "otlpconc/detail/env.hpp"
 #include "otlpconc/detail/pool_threads.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/object_pool.hpp"
+#include "otlpconc/telemetry/detail/env.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 
@@ -157,7 +157,12 @@ struct batch_span_processor_stats {
 
 } // namespace otlpconc::telemetry
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
+
+using otlpconc::detail::no_pool_index;
+using otlpconc::detail::pool_core_base;
+using otlpconc::detail::pool_thread_index;
+using otlpconc::detail::pool_thread_registry;
 
 // The processor whose export thread the calling thread is (an exporter that records spans itself
 // must not block waiting for room that only its own thread can make).
@@ -862,7 +867,7 @@ class bsp_core final : public pool_core_base {
   char markers_[2] = {};
 };
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail
 
 namespace otlpconc::telemetry {
 
@@ -872,8 +877,8 @@ class batch_span_processor {
  public:
   explicit batch_span_processor(std::shared_ptr<span_exporter> exporter, batch_span_processor_options options = {},
                                 resource res = resource::for_service(), instrumentation_scope scope = {})
-      : core_(std::make_shared<otlpconc::detail::bsp_core>(std::move(exporter), std::move(options), std::move(res),
-                                                           std::move(scope))) {
+      : core_(std::make_shared<detail::bsp_core>(std::move(exporter), std::move(options), std::move(res),
+                                                 std::move(scope))) {
     thread_ = std::thread([core = core_] { core->run(); });
   }
   batch_span_processor(const batch_span_processor&) = delete;
@@ -907,10 +912,10 @@ class batch_span_processor {
   const batch_span_processor_options& options() const noexcept { return core_->options(); }
 
   // For tracer.
-  otlpconc::detail::bsp_core& core() noexcept { return *core_; }
+  detail::bsp_core& core() noexcept { return *core_; }
 
  private:
-  std::shared_ptr<otlpconc::detail::bsp_core> core_;
+  std::shared_ptr<detail::bsp_core> core_;
   std::thread thread_;
   std::mutex join_mutex_;
 };

@@ -16,7 +16,7 @@
 //     exports fail ("exporter is shut down").
 #pragma once
 
-#include "otlpconc/detail/encode_pool.hpp"
+#include "otlpconc/telemetry/detail/encode_pool.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"

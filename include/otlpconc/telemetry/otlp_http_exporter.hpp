@@ -34,10 +34,10 @@
     "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
 #endif
 
-#include "otlpconc/detail/encode_pool.hpp"
-#include "otlpconc/detail/env.hpp"
-#include "otlpconc/detail/otlp_response.hpp"
-#include "otlpconc/detail/text.hpp"
+#include "otlpconc/telemetry/detail/encode_pool.hpp"
+#include "otlpconc/telemetry/detail/env.hpp"
+#include "otlpconc/telemetry/detail/otlp_response.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"

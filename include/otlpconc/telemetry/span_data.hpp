@@ -17,7 +17,7 @@
 // Memory: about 460 bytes inline; text beyond 160 bytes or more than 8 attributes moves to the heap.
 #pragma once
 
-#include "otlpconc/detail/small_buffer.hpp"
+#include "otlpconc/telemetry/detail/small_buffer.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
 
 #include <concepts>
@@ -316,8 +316,8 @@ class span_data {
   text_ref name_{0, 0};
   text_ref status_message_{0, 0};
   text_ref trace_state_{0, 0};
-  otlpconc::detail::small_buffer<slot, 8> attributes_;
-  otlpconc::detail::small_buffer<char, 160> text_;
+  detail::small_buffer<slot, 8> attributes_;
+  detail::small_buffer<char, 160> text_;
 };
 
 } // namespace otlpconc::telemetry

@@ -13,7 +13,7 @@
 //   Leading and trailing spaces and tabs (HTTP optional whitespace) are ignored.
 #pragma once
 
-#include "otlpconc/detail/text.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
 
 #include <array>
 #include <cstddef>

@@ -24,8 +24,8 @@
 //   destroyed in the reverse order of their creation on their thread (they are stack objects).
 #pragma once
 
-#include "otlpconc/detail/telemetry_random.hpp"
 #include "otlpconc/telemetry/batch_span_processor.hpp"
+#include "otlpconc/telemetry/detail/id_random.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
@@ -38,21 +38,21 @@
 #include <string_view>
 #include <utility>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 inline constinit thread_local const telemetry::span_context* current_span_context = nullptr;
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail
 
 namespace otlpconc::telemetry {
 
 // The calling thread's current span context (the innermost live current_span_scope), or nullptr.
 inline const span_context* current_span_context() noexcept {
-  return otlpconc::detail::current_span_context;
+  return detail::current_span_context;
 }
 
 // Makes a span context the calling thread's current one for the scope's lifetime.
 class [[nodiscard]] current_span_scope {
  public:
-  explicit current_span_scope(const span_context& ctx) noexcept : previous_(otlpconc::detail::current_span_context) {
+  explicit current_span_scope(const span_context& ctx) noexcept : previous_(detail::current_span_context) {
     context_.trace_id = ctx.trace_id;
     context_.span_id = ctx.span_id;
     context_.trace_flags = ctx.trace_flags;
@@ -61,9 +61,9 @@ class [[nodiscard]] current_span_scope {
       context_.trace_state = ctx.trace_state;
     } catch (...) { // out of memory: children do not inherit the trace state
     }
-    otlpconc::detail::current_span_context = &context_;
+    detail::current_span_context = &context_;
   }
-  ~current_span_scope() { otlpconc::detail::current_span_context = previous_; }
+  ~current_span_scope() { detail::current_span_context = previous_; }
   current_span_scope(const current_span_scope&) = delete;
   current_span_scope& operator=(const current_span_scope&) = delete;
 
@@ -167,7 +167,7 @@ class span {
   friend class tracer;
 
   pooled_ptr<span_data> data_;
-  otlpconc::detail::bsp_core* core_ = nullptr;
+  detail::bsp_core* core_ = nullptr;
   std::uint32_t max_attributes_ = 0;
   bool sampled_ = false;
   span_context context_;
@@ -194,7 +194,7 @@ class tracer {
     span s;
     s.core_ = core_;
     s.max_attributes_ = max_attributes_;
-    otlpconc::detail::id_random& random = otlpconc::detail::id_random::local();
+    detail::id_random& random = detail::id_random::local();
     if (parent != nullptr) {
       s.context_.trace_id = parent->trace_id;
       try {
@@ -259,7 +259,7 @@ class tracer {
       out[i] = static_cast<std::uint8_t>(v);
   }
 
-  otlpconc::detail::bsp_core* core_;
+  detail::bsp_core* core_;
   std::shared_ptr<const sampler> sampler_;
   std::uint32_t max_attributes_;
 };

@@ -1,4 +1,4 @@
-// otlpconc/detail/small_buffer.hpp: a growable array of trivially copyable elements with inline
+// otlpconc/telemetry/detail/small_buffer.hpp: a growable array of trivially copyable elements with inline
 // storage, for the span records of the telemetry pipeline.
 //
 // The first N elements live inside the object (no allocation for the common span: a name, a few
@@ -16,7 +16,7 @@
 #include <stdexcept>
 #include <type_traits>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 
 template <class T, std::uint32_t N>
 class small_buffer {
@@ -91,4 +91,4 @@ class small_buffer {
   alignas(T) unsigned char storage_[N * sizeof(T)]; // uninitialized on purpose
 };
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

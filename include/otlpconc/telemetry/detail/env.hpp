@@ -1,4 +1,4 @@
-// otlpconc/detail/env.hpp: reading OpenTelemetry's environment variables (OTEL_*), with the rules the
+// otlpconc/telemetry/detail/env.hpp: reading OpenTelemetry's environment variables (OTEL_*), with the rules the
 // options' from_env() functions share: unset or empty means "keep the default"; a malformed value
 // throws std::invalid_argument naming the variable.
 #pragma once
@@ -12,7 +12,7 @@
 #include <string_view>
 #include <system_error>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 
 // The variable's value, or nullopt when it is unset or empty.
 inline std::optional<std::string> env_text(const char* name) {
@@ -38,4 +38,4 @@ inline std::optional<std::uint64_t> env_uint(const char* name, std::uint64_t max
   return v;
 }
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

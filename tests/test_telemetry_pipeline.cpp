@@ -1,4 +1,6 @@
 // Unit tests of the telemetry pipeline: tracer, batch span processor, exporters.
+#include "warning_capture.hpp"
+
 #include "otlpconc/telemetry/json_lines_file_exporter.hpp"
 #include "otlpconc/telemetry/tracer.hpp"
 
@@ -410,7 +412,8 @@ TEST_CASE("invalid options are rejected naming the field", "[telemetry]") {
   CHECK_THROWS_AS(batch_span_processor(nullptr), std::invalid_argument);
 }
 
-TEST_CASE("OTEL_BSP_* environment variables are read and checked", "[telemetry]") {
+TEST_CASE("OTEL_BSP_* environment variables are read; what cannot be used is a warning, not an error", "[telemetry]") {
+  otlpconc_test::warning_capture warnings;
   ::setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
   ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10", 1);
   ::setenv("OTEL_BSP_SCHEDULE_DELAY", "250", 1);
@@ -420,16 +423,60 @@ TEST_CASE("OTEL_BSP_* environment variables are read and checked", "[telemetry]"
   CHECK(o.max_export_batch_size == 10);
   CHECK(o.schedule_delay == 250ms);
   CHECK(o.export_timeout == 30000ms);
-  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "5s", 1);
-  CHECK_THROWS_WITH(batch_span_processor_options::from_env(), Catch::Contains("OTEL_BSP_SCHEDULE_DELAY"));
-  ::setenv("OTEL_BSP_SCHEDULE_DELAY", "-1", 1);
-  CHECK_THROWS_AS(batch_span_processor_options::from_env(), std::invalid_argument);
+  CHECK(warnings.take().empty());
+  // The specification's Timeout type: 0 means no limit.
+  ::setenv("OTEL_BSP_EXPORT_TIMEOUT", "0", 1);
+  CHECK(batch_span_processor_options::from_env().export_timeout == std::chrono::milliseconds::max());
+  CHECK(warnings.take().empty());
+  // Malformed or out of range: a warning naming the variable and showing the value; the value is
+  // kept (the base's, here the default).
+  for (const char* bad : {"5s", "-1", "0", "1e3", "99999999999999999999"}) {
+    INFO(bad);
+    ::setenv("OTEL_BSP_SCHEDULE_DELAY", bad, 1);
+    CHECK(batch_span_processor_options::from_env().schedule_delay == 5000ms);
+    CHECK(warnings.any({"OTEL_BSP_SCHEDULE_DELAY", std::string("'") + bad + "'", "ignored"}));
+    warnings.take();
+  }
   ::setenv("OTEL_BSP_SCHEDULE_DELAY", "250", 1);
-  ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000", 1); // more than the queue
-  CHECK_THROWS_WITH(batch_span_processor_options::from_env(), Catch::Contains("max_export_batch_size"));
+  ::setenv("OTEL_BSP_MAX_QUEUE_SIZE", "lots", 1);
+  CHECK(batch_span_processor_options::from_env().max_queue_size == 2048);
+  CHECK(warnings.any({"OTEL_BSP_MAX_QUEUE_SIZE", "'lots'"}));
+  ::setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
+  ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000", 1); // more than the queue: lowered to it
+  o = batch_span_processor_options::from_env();
+  CHECK(o.max_export_batch_size == 100);
+  CHECK(warnings.any({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "lowered"}));
+  // A bad base is the program's error, not the environment's: it still throws.
+  batch_span_processor_options bad_base;
+  bad_base.max_queue_size = 0;
+  CHECK_THROWS_AS(batch_span_processor_options::from_env(bad_base), std::invalid_argument);
   for (const char* v : {"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY",
                         "OTEL_BSP_EXPORT_TIMEOUT"})
     ::unsetenv(v);
+}
+
+TEST_CASE("an export timeout of milliseconds::max() is no limit", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor_options o;
+  o.export_timeout = std::chrono::milliseconds::max();
+  batch_span_processor processor(exporter, o);
+  tracer t(processor);
+  t.start_span("a").end();
+  CHECK(processor.force_flush(5s));
+  CHECK(processor.shutdown(5s));
+  CHECK(exporter->size() == 1);
+}
+
+TEST_CASE("the warning handler is replaceable and restored by nullptr", "[telemetry]") {
+  std::vector<std::string> got;
+  auto previous = set_warning_handler([&](std::string_view m) { got.emplace_back(m); });
+  warn("first");
+  set_warning_handler([](std::string_view) { throw std::runtime_error("a handler that throws"); });
+  CHECK_NOTHROW(warn("swallowed"));
+  set_warning_handler(nullptr); // the default: standard error
+  warn("to stderr (expected in the test log)");
+  set_warning_handler(previous);
+  CHECK(got == std::vector<std::string>{"first"});
 }
 
 TEST_CASE("the JSON Lines file exporter writes one TracesData per line", "[telemetry]") {

@@ -53,6 +53,7 @@
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/object_pool.hpp"
 #include "otlpconc/telemetry/detail/env.hpp"
+#include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 
@@ -88,7 +89,7 @@ struct batch_span_processor_options {
   std::size_t max_queue_size = 2048;               // OTEL_BSP_MAX_QUEUE_SIZE
   std::chrono::milliseconds schedule_delay{5000};  // OTEL_BSP_SCHEDULE_DELAY
   std::size_t max_export_batch_size = 512;         // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-  std::chrono::milliseconds export_timeout{30000}; // OTEL_BSP_EXPORT_TIMEOUT
+  std::chrono::milliseconds export_timeout{30000}; // OTEL_BSP_EXPORT_TIMEOUT; milliseconds::max(): no limit
   overflow_policy on_full = overflow_policy::drop;
   object_pool_options span_pool; // where span records live (NUMA binding, node hook); no limit allowed
 
@@ -106,35 +107,41 @@ struct batch_span_processor_options {
     if (schedule_delay.count() <= 0)
       fail("schedule_delay must be positive");
     if (export_timeout.count() <= 0)
-      fail("export_timeout must be positive");
+      fail("export_timeout must be positive (milliseconds::max() for no limit)");
     if (span_pool.max_objects != 0)
       fail("span_pool.max_objects must be 0 (the queue bound limits spans; live spans are the application's)");
     if (span_pool.on_limit != pool_limit_policy::fail)
       fail("span_pool.on_limit must be left at its default");
   }
 
-  // Reads the OpenTelemetry environment variables over `base`: OTEL_BSP_SCHEDULE_DELAY,
-  // OTEL_BSP_EXPORT_TIMEOUT (milliseconds), OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE.
-  // An unset or empty variable keeps base's value; a malformed one (not a non-negative decimal
-  // integer) throws std::invalid_argument naming the variable. The result is validated.
+  // Reads the OpenTelemetry environment variables over `base`, with the specification's rules
+  // (detail/env.hpp): OTEL_BSP_SCHEDULE_DELAY (milliseconds, at least 1), OTEL_BSP_EXPORT_TIMEOUT
+  // (milliseconds, 0 = no limit), OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (1 to
+  // 2^40). An unset or empty variable keeps base's value; a malformed or out-of-range one is
+  // reported to the warning handler (diagnostics.hpp) and ignored. A batch size above the queue
+  // size is lowered to it, with a warning. base itself is validated (std::invalid_argument), so
+  // the environment never makes this throw.
   static batch_span_processor_options from_env(batch_span_processor_options base);
   static batch_span_processor_options from_env();
 };
 
 inline batch_span_processor_options batch_span_processor_options::from_env(batch_span_processor_options base) {
-  auto read = [](const char* name, auto& field) {
-    const std::optional<std::uint64_t> v = detail::env_uint(name, std::uint64_t{1} << 40);
-    if (!v)
-      return;
-    if constexpr (std::is_same_v<std::remove_reference_t<decltype(field)>, std::chrono::milliseconds>)
-      field = std::chrono::milliseconds(static_cast<std::int64_t>(*v));
-    else
-      field = static_cast<std::size_t>(*v);
-  };
-  read("OTEL_BSP_SCHEDULE_DELAY", base.schedule_delay);
-  read("OTEL_BSP_EXPORT_TIMEOUT", base.export_timeout);
-  read("OTEL_BSP_MAX_QUEUE_SIZE", base.max_queue_size);
-  read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", base.max_export_batch_size);
+  base.validate();
+  constexpr std::uint64_t limit = std::uint64_t{1} << 40;
+  if (auto v = detail::env_millis("OTEL_BSP_SCHEDULE_DELAY", 1, limit, false))
+    base.schedule_delay = *v;
+  if (auto v = detail::env_millis("OTEL_BSP_EXPORT_TIMEOUT", 1, limit, true))
+    base.export_timeout = *v;
+  if (auto v = detail::env_uint("OTEL_BSP_MAX_QUEUE_SIZE", 1, limit))
+    base.max_queue_size = static_cast<std::size_t>(*v);
+  if (auto v = detail::env_uint("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, limit))
+    base.max_export_batch_size = static_cast<std::size_t>(*v);
+  if (base.max_export_batch_size > base.max_queue_size) {
+    warn("OTEL_BSP_MAX_EXPORT_BATCH_SIZE / OTEL_BSP_MAX_QUEUE_SIZE: the batch size " +
+         std::to_string(base.max_export_batch_size) + " exceeds the queue size " + std::to_string(base.max_queue_size) +
+         ": lowered to it");
+    base.max_export_batch_size = base.max_queue_size;
+  }
   base.validate();
   return base;
 }

@@ -38,6 +38,7 @@
 #include "otlpconc/telemetry/detail/env.hpp"
 #include "otlpconc/telemetry/detail/otlp_response.hpp"
 #include "otlpconc/telemetry/detail/text.hpp"
+#include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
@@ -66,7 +67,8 @@ namespace otlpconc::telemetry {
 struct otlp_http_exporter_options {
   std::string endpoint = "http://localhost:4318/v1/traces"; // the full URL, path included
   std::vector<std::pair<std::string, std::string>> headers; // sent with every request
-  std::chrono::milliseconds timeout{10000};                 // one export, retries and waits included
+  // One export, retries and waits included; milliseconds::max(): no limit.
+  std::chrono::milliseconds timeout{10000};
   std::chrono::milliseconds initial_backoff{1000};
   std::chrono::milliseconds max_backoff{5000};
   double backoff_multiplier = 1.5;
@@ -83,8 +85,8 @@ struct otlp_http_exporter_options {
     if (endpoint.find_first_of(" \t\r\n") != std::string::npos)
       fail("endpoint must not contain white space: '" + endpoint + "'");
     constexpr std::chrono::milliseconds day{86'400'000};
-    if (timeout.count() <= 0 || timeout > day)
-      fail("timeout must be positive and at most a day");
+    if (timeout.count() <= 0 || (timeout > day && timeout != std::chrono::milliseconds::max()))
+      fail("timeout must be positive and at most a day, or milliseconds::max() (no limit)");
     if (initial_backoff.count() <= 0 || max_backoff < initial_backoff || max_backoff > day)
       fail("initial_backoff must be positive, max_backoff at least initial_backoff and at most a day");
     if (!(backoff_multiplier >= 1.0 && backoff_multiplier <= 10.0))
@@ -100,51 +102,67 @@ struct otlp_http_exporter_options {
       fail("encode_threads must be -1 (automatic) or 0 to 64");
   }
 
-  // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first):
-  //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces"),
-  //   OTEL_EXPORTER_OTLP_TRACES_HEADERS or OTEL_EXPORTER_OTLP_HEADERS ("k=v,k2=v2", percent-decoded,
-  //   added to base's headers), OTEL_EXPORTER_OTLP_TRACES_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT
-  //   (milliseconds), OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL (only
-  //   "http/json" is spoken here: anything else throws). Unset or empty keeps base's value; a
-  //   malformed one throws std::invalid_argument naming the variable. The result is validated.
+  // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first), with
+  // the specification's rules (detail/env.hpp): a value that cannot be used is reported to the
+  // warning handler (diagnostics.hpp) and ignored, so the environment never makes this throw.
+  //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces");
+  //     not http(s): ignored.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS: "k=v,k2=v2", percent-decoded, added to base's headers; a
+  //     malformed member is ignored, the others are kept.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT: milliseconds, 0 = no limit.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL: http/json is what is sent; http/protobuf and grpc (not
+  //     implemented) and unknown values are ignored with a warning.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: none; gzip is not implemented yet: a warning says so
+  //     and requests go uncompressed (a Collector accepts both); unknown values are ignored.
+  // base itself is validated (std::invalid_argument).
   static otlp_http_exporter_options from_env(otlp_http_exporter_options base) {
+    using detail::env_pick;
     using detail::env_text;
-    auto pick = [](const char* specific, const char* general) { return env_text(specific) ? specific : general; };
-    if (auto v = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-      base.endpoint = *v;
-    } else if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-      std::string e = *g;
-      while (!e.empty() && e.back() == '/')
-        e.pop_back();
-      base.endpoint = e + "/v1/traces";
+    // An unusable traces endpoint is as if unset: the general one applies.
+    const auto traces = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    if (!traces || !set_endpoint(base, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", *traces)) {
+      if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        std::string e = *g;
+        while (!e.empty() && e.back() == '/')
+          e.pop_back();
+        set_endpoint(base, "OTEL_EXPORTER_OTLP_ENDPOINT", e + "/v1/traces", *g);
+      }
     }
-    const char* protocol = pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
-    if (auto v = env_text(protocol); v && *v != "http/json")
-      throw std::invalid_argument(std::string(protocol) + ": only http/json is supported by otlp_http_exporter, got '" +
-                                  *v + "'");
-    const char* timeout_var = pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
-    if (auto ms = detail::env_uint(timeout_var, 86'400'000)) {
-      if (*ms == 0)
-        throw std::invalid_argument(std::string(timeout_var) + ": must be positive");
-      base.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(*ms));
-    }
-    const char* headers_var = pick("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
+    const char* protocol = env_pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
+    if (auto p = detail::env_enum(protocol, {"http/json", "http/protobuf", "grpc"}); p && *p != "http/json")
+      detail::env_ignored(protocol, *env_text(protocol),
+                          "is not implemented by otlp_http_exporter (it sends http/json)");
+    const char* compression = env_pick("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION");
+    if (auto c = detail::env_enum(compression, {"none", "gzip"}); c && *c == "gzip")
+      warn(std::string(compression) + "=" + *env_text(compression) +
+           ": gzip compression is not implemented yet, requests are sent uncompressed (a Collector accepts both)");
+    const char* timeout_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+    if (auto ms = detail::env_millis(timeout_var, 1, 86'400'000, true))
+      base.timeout = *ms;
+    const char* headers_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
     if (auto v = env_text(headers_var))
       parse_headers(headers_var, *v, base.headers);
-    try {
-      base.validate();
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string(e.what()) + " (from the OTEL_EXPORTER_OTLP_* environment)");
-    }
+    base.validate();
     return base;
   }
   static otlp_http_exporter_options from_env() { return from_env(otlp_http_exporter_options()); }
 
  private:
+  // false (with a warning showing `given`) when url is not an http(s) URL.
+  static bool set_endpoint(otlp_http_exporter_options& o, const char* var, const std::string& url,
+                           std::string_view given = {}) {
+    if ((url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) || url.find_first_of(" \t\r\n") != url.npos) {
+      detail::env_ignored(var, given.empty() ? std::string_view(url) : given, "is not an http:// or https:// URL");
+      return false;
+    }
+    o.endpoint = url;
+    return true;
+  }
+
   static void parse_headers(const char* var, std::string_view text,
                             std::vector<std::pair<std::string, std::string>>& out) {
     using detail::trim_ows;
-    auto decode = [&](std::string_view s) {
+    auto decode = [&](std::string_view s) -> std::optional<std::string> {
       std::string r;
       for (std::size_t i = 0; i < s.size(); ++i) {
         if (s[i] != '%') {
@@ -154,7 +172,7 @@ struct otlp_http_exporter_options {
         const int hi = i + 2 < s.size() ? detail::hex_value(s[i + 1]) : -1;
         const int lo = i + 2 < s.size() ? detail::hex_value(s[i + 2]) : -1;
         if (hi < 0 || lo < 0)
-          throw std::invalid_argument(std::string(var) + ": bad percent escape in '" + std::string(text) + "'");
+          return std::nullopt;
         r.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;
       }
@@ -167,10 +185,18 @@ struct otlp_http_exporter_options {
       if (item.empty())
         continue;
       const std::size_t eq = item.find('=');
-      if (eq == std::string_view::npos || trim_ows(item.substr(0, eq)).empty())
-        throw std::invalid_argument(std::string(var) + ": expected key=value pairs separated by commas, got '" +
-                                    std::string(item) + "'");
-      out.emplace_back(decode(trim_ows(item.substr(0, eq))), decode(trim_ows(item.substr(eq + 1))));
+      std::optional<std::string> name, value;
+      if (eq != std::string_view::npos) {
+        name = decode(trim_ows(item.substr(0, eq)));
+        value = decode(trim_ows(item.substr(eq + 1)));
+      }
+      const bool bad_name = !name || name->empty() || name->find_first_of(" \t:\r\n") != std::string::npos;
+      if (bad_name || !value || value->find_first_of("\r\n") != std::string::npos) {
+        warn(std::string(var) + ": the member '" + std::string(item) +
+             "' is not key=value with a valid header name, value and percent escapes: ignored");
+        continue;
+      }
+      out.emplace_back(std::move(*name), std::move(*value));
     }
   }
 };
@@ -285,7 +311,8 @@ class otlp_http_exporter final : public span_exporter {
 
   export_result export_unguarded(const span_batch_view& batch, clock::time_point deadline) {
     const auto start = clock::now();
-    if (deadline - start > options_.timeout) // (no overflow: timeout is at most a day)
+    // (no overflow: a limited timeout is at most a day)
+    if (options_.timeout != std::chrono::milliseconds::max() && deadline - start > options_.timeout)
       deadline = start + options_.timeout;
     body_.clear();
     encoder_.encode(batch, body_);

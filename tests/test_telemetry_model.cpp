@@ -75,10 +75,31 @@ TEST_CASE("traceparent: the W3C valid examples parse", "[telemetry]") {
   REQUIRE(future);
   CHECK(future->trace_id.to_hex() == tp_trace);
   CHECK(parse_traceparent("cc-" + tp_trace + "-" + tp_span + "-01"));
-  // Undefined flag bits are not propagated.
+  // Undefined flag bits are not propagated; the Level 2 random flag (0x02) is, in both directions.
   auto flags = parse_traceparent("00-" + tp_trace + "-" + tp_span + "-ff");
   REQUIRE(flags);
-  CHECK(flags->trace_flags == trace_flag_sampled);
+  CHECK(flags->trace_flags == (trace_flag_sampled | trace_flag_random));
+  auto random_unsampled = parse_traceparent("00-" + tp_trace + "-" + tp_span + "-02");
+  REQUIRE(random_unsampled);
+  CHECK(random_unsampled->random());
+  CHECK_FALSE(random_unsampled->sampled());
+  CHECK(format_traceparent(*random_unsampled) == "00-" + tp_trace + "-" + tp_span + "-02");
+  CHECK(format_traceparent(*flags) == "00-" + tp_trace + "-" + tp_span + "-03");
+  CHECK_FALSE(ctx->random()); // tp_valid's flags are 01
+}
+
+TEST_CASE("the default resource names the SDK: name, language and version", "[telemetry]") {
+  const resource r = resource::for_service("svc");
+  auto value = [&](std::string_view key) -> std::string {
+    for (const key_value& kv : r.attributes)
+      if (kv.key == key)
+        return std::get<std::string>(kv.value);
+    return "(missing)";
+  };
+  CHECK(value("service.name") == "svc");
+  CHECK(value("telemetry.sdk.name") == "otlpconc");
+  CHECK(value("telemetry.sdk.language") == "cpp");
+  CHECK(value("telemetry.sdk.version") == std::string(sdk_version));
 }
 
 TEST_CASE("traceparent: malformed headers are rejected", "[telemetry]") {

@@ -691,3 +691,58 @@ TEST_CASE("a span open across shutdown is counted as dropped when it ends", "[te
   CHECK(balanced(s));
   CHECK(exporter->size() == 0);
 }
+
+TEST_CASE("the file exporter syncs at shutdown with sync_on_flush", "[telemetry]") {
+  const std::string path = temp_path("otlpconc-sync");
+  {
+    // Used directly: its own shutdown syncs.
+    json_lines_file_exporter exporter(path, {.truncate = true, .encode_threads = 0, .sync_on_flush = true});
+    span_data d;
+    d.set_ids(*trace_id::from_hex("4bf92f3577b34da6a3ce929d0e0e4736"), *span_id::from_hex("00f067aa0ba902b7"), {}, 1,
+              false);
+    const span_data* one[] = {&d};
+    const resource res = resource::for_service("sync");
+    const instrumentation_scope scope{"sync", "", {}};
+    REQUIRE(exporter.export_spans({res, scope, one}, span_exporter::clock::now() + 5s).status ==
+            export_status::success);
+    CHECK(exporter.syncs() == 0);
+    exporter.shutdown(span_exporter::clock::now() + 5s);
+    CHECK(exporter.syncs() == 1);
+  }
+  {
+    // Without sync_on_flush, never.
+    json_lines_file_exporter exporter(path, {.truncate = true, .encode_threads = 0});
+    exporter.shutdown(span_exporter::clock::now() + 5s);
+    CHECK(exporter.syncs() == 0);
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("root spans carry the W3C random flag; a continued trace keeps its parent's", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor);
+  tracer unsampled(processor, {.span_sampler = always_off()});
+  {
+    auto root = t.start_span("root");
+    CHECK(root.context().random());
+    CHECK(root.context().sampled());
+    auto child = t.start_span("child", {.parent = &root.context()});
+    CHECK(child.context().random());
+    auto dropped_root = unsampled.start_span("not sampled");
+    CHECK(dropped_root.context().random()); // the flag describes the id, whatever the sampling
+    CHECK_FALSE(dropped_root.context().sampled());
+    // A remote parent without the flag: the trace id may not be random; children say so too.
+    auto legacy = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    auto from_legacy = t.start_span("from legacy", {.parent = &*legacy});
+    CHECK_FALSE(from_legacy.context().random());
+    CHECK(format_traceparent(from_legacy.context()).ends_with("-01"));
+    auto level2 = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
+    auto from_level2 = t.start_span("from level 2", {.parent = &*level2});
+    CHECK(from_level2.context().random());
+    CHECK(format_traceparent(from_level2.context()).ends_with("-03"));
+  }
+  REQUIRE(processor.force_flush(5s));
+  for (const span_record& r : exporter->spans())
+    CHECK((r.trace_flags & trace_flag_random) == (r.name == "from legacy" ? 0 : trace_flag_random));
+}

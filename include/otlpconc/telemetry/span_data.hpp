@@ -19,6 +19,7 @@
 
 #include "otlpconc/telemetry/detail/small_buffer.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
+#include "otlpconc/telemetry/version.hpp"
 
 #include <concepts>
 #include <cstdint>
@@ -121,12 +122,15 @@ struct key_value {
 struct resource {
   std::vector<key_value> attributes;
 
-  // service.name plus the telemetry.sdk.* attributes OpenTelemetry SDKs report.
+  // service.name plus the telemetry.sdk.* attributes the semantic conventions require of an SDK:
+  // name "otlpconc" (not "opentelemetry", which is reserved for OpenTelemetry's own SDKs), language
+  // "cpp", version (version.hpp).
   static resource for_service(std::string service_name = "unknown_service") {
     resource r;
     r.attributes.emplace_back("service.name", service_name);
-    r.attributes.emplace_back("telemetry.sdk.name", "otlpconc");
+    r.attributes.emplace_back("telemetry.sdk.name", sdk_name);
     r.attributes.emplace_back("telemetry.sdk.language", "cpp");
+    r.attributes.emplace_back("telemetry.sdk.version", sdk_version);
     return r;
   }
 };

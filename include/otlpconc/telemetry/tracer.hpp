@@ -213,12 +213,16 @@ class tracer {
     while (id == 0);
     store_u64(s.context_.span_id.bytes.data(), id);
 
+    // W3C Level 2: a trace started here has a random trace id (the random flag is set); a continued
+    // trace keeps the parent's random flag as it is.
+    const std::uint8_t random_flag = parent != nullptr ? parent->trace_flags & trace_flag_random : trace_flag_random;
+    s.context_.trace_flags = random_flag;
     const sampling_decision decision = sampler_->should_sample(parent, s.context_.trace_id, name, options.kind);
     if (decision == sampling_decision::drop)
       return s;
     s.sampled_ = decision == sampling_decision::record_and_sample;
     if (s.sampled_)
-      s.context_.trace_flags = trace_flag_sampled;
+      s.context_.trace_flags = random_flag | trace_flag_sampled;
     if (core_->closed()) {
       if (s.sampled_)
         core_->count_refused();

@@ -18,7 +18,7 @@ per request with the status and the span count only (a fast receiver, for throug
 otlpconc-loadgen --endpoint).
 Otherwise every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
 body whose spans have 32/16-hex ids) and appended to LOG_FILE as one JSON line: path, request
-headers (lower-cased names), status returned, span count, span ids, and the spans' loadgen.thread
+headers (lower-cased names), arrival time, status returned, span count, span ids, and the spans' loadgen.thread
 and loadgen.seq attributes when present. A request that fails the checks is answered 400 and its
 "error" logged.
 """
@@ -70,7 +70,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"{}")
             return
-        entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        entry = {"path": self.path, "time": time.time(), "headers": {k.lower(): v for k, v in self.headers.items()}}
         try:
             if self.path != "/v1/traces":
                 raise ValueError(f"wrong path {self.path}")
@@ -106,6 +106,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "error" in entry:
             status = 400
         entry["status"] = 0 if close else status
+        entry["scripted_retry_after"] = 1 if "Retry-After" in headers else 0
         with lock, open(log_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
         if hang:

@@ -261,6 +261,27 @@ TEST_CASE("span_data stores attributes, replaces present keys and counts what ex
   CHECK(many.name().empty());
 }
 
+TEST_CASE("span_data keeps strings of every length byte for byte, inline and on the heap", "[telemetry]") {
+  // The short copies take different paths by length (below 4, 4-7, 8-16, 17-32, longer).
+  for (std::size_t n = 0; n <= 300; ++n) {
+    INFO("length " << n);
+    span_data d;
+    std::string key(n + 1, 'k'), value(n, 'v');
+    for (std::size_t i = 0; i < n; ++i)
+      value[i] = static_cast<char>('a' + (i * 7 + n) % 26);
+    d.set_name(value);
+    CHECK(d.set_attribute(key, value, 8));
+    CHECK(d.set_attribute("tail", "after", 8)); // what follows the copy is intact
+    CHECK(d.name() == value);
+    CHECK(d.attribute_at(0).key == key);
+    CHECK(d.attribute_at(0).value.string_value() == value);
+    CHECK(d.attribute_at(1).value.string_value() == "after");
+    // A value viewed from the record's own text, with and without the arena growing.
+    CHECK(d.set_attribute("copy", d.attribute_at(0).value.string_value(), 8));
+    CHECK(d.attribute_at(2).value.string_value() == value);
+  }
+}
+
 TEST_CASE("span status follows OpenTelemetry: message only with error, ok is final", "[telemetry]") {
   span_data d;
   d.set_status(status_code::ok, "ignored");

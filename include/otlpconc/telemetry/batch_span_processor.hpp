@@ -271,17 +271,20 @@ class bsp_core final : public pool_core_base {
 
   // The recording thread hands over an ended, sampled span.
   void on_end(pooled_ptr<span_data> span) noexcept {
-    accepted_.increment();
     if (closed()) {
-      dropped_.increment();
+      count_refused();
       return;
     }
     const unsigned index = pool_thread_index();
     stage* st = index == no_pool_index ? nullptr : stage_of(index);
     if (st == nullptr) [[unlikely]] {
+      accepted_.increment();
       submit_unstaged(std::move(span));
       return;
     }
+    // (A0) relaxed: the stage's owner is the count's only writer (a load and a store, no
+    // read-modify-write); stats() reads it as a statistic.
+    st->accepted.store(st->accepted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // (S1) acquire: pairs with the release stores (S2) of this thread's previous operation (same
     // thread) and with a collector's release CAS (C1) that emptied or closed the slot. The span is
     // admitted while the stage is busy, so a collector that waits out busy stages finds every
@@ -387,6 +390,9 @@ class bsp_core final : public pool_core_base {
     s.batches = batches_count_.load();
     s.failed_batches = failed_batches_.load();
     s.accepted = accepted_.load();
+    for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+      if (const stage* st = stages_[i].load(std::memory_order_acquire)) // (S3') acquire: pairs with (S3)
+        s.accepted += static_cast<std::int64_t>(st->accepted.load(std::memory_order_relaxed)); // (A0)
     s.queued = s.accepted - s.exported - s.dropped - s.failed;
     s.export_thread_cpu_ns = export_cpu_ns_.load(std::memory_order_relaxed); // a statistic
     std::lock_guard lock(mutex_);
@@ -466,6 +472,10 @@ class bsp_core final : public pool_core_base {
     // the owner's staging batch.
     std::atomic<bsp_batch*> slot{nullptr};
     bsp_batch* fresh = nullptr; // owner only: recycled records to reuse (spans[0, size))
+    // Spans the owners of this stage (one thread at a time) handed over: a per-thread share of
+    // stats().accepted, written where the thread writes anyway (a shared counter cost a lookup
+    // of the thread's counter cell on every span).
+    std::atomic<std::uint64_t> accepted{0};
   };
   static bsp_batch* busy() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{1}); }
   static bsp_batch* closed_slot() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{2}); }
@@ -962,6 +972,8 @@ class bsp_core final : public pool_core_base {
   std::atomic<int> room_waiters_{0};
   std::atomic<std::int64_t> export_cpu_ns_{0};
 
+  // accepted_: spans refused at once (after shutdown) and those of threads without a stage; the
+  // others are counted in their stage.
   sharded_counter accepted_, exported_, dropped_, failed_, batches_count_, failed_batches_;
 
   mutable std::mutex mutex_;

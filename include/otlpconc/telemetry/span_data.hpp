@@ -17,6 +17,7 @@
 // Memory: about 460 bytes inline; text beyond 160 bytes or more than 8 attributes moves to the heap.
 #pragma once
 
+#include "otlpconc/detail/config.hpp"
 #include "otlpconc/telemetry/detail/small_buffer.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
 #include "otlpconc/telemetry/version.hpp"
@@ -263,9 +264,19 @@ class span_data {
   };
 
   std::string_view view(text_ref r) const noexcept { return {text_.data() + r.offset, r.length}; }
-  text_ref store(std::string_view s) {
-    if (s.empty())
+  OTLPCONC_ALWAYS_INLINE text_ref store(std::string_view s) {
+    const std::size_t n = s.size();
+    if (n == 0)
       return {0, 0};
+    if (text_.room(n)) [[likely]] {
+      // Nothing moves: s may even view this record's own text (it lies before the new bytes).
+      char* out = text_.extend_in_place(n);
+      detail::copy_bytes(out, s.data(), n);
+      return {static_cast<std::uint32_t>(out - text_.data()), static_cast<std::uint32_t>(n)};
+    }
+    return store_growing(s);
+  }
+  OTLPCONC_NOINLINE text_ref store_growing(std::string_view s) {
     // s may view this record's own text (a value copied from another attribute), which extend may
     // move: remember where it was.
     const char* const base = text_.data();
@@ -279,7 +290,7 @@ class span_data {
   // Reuses the old bytes when the new string fits in them (repeated updates do not grow the arena).
   void replace(text_ref& r, std::string_view s) {
     if (s.size() <= r.length) {
-      if (!s.empty())
+      if (!s.empty()) // (s may overlap the old bytes: a value set from this record's own text)
         std::memmove(text_.data() + r.offset, s.data(), s.size());
       r.length = static_cast<std::uint32_t>(s.size());
       return;

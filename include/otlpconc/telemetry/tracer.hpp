@@ -30,8 +30,10 @@
 #include "otlpconc/telemetry/span_data.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
 
+#include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -202,10 +204,13 @@ class tracer {
       } catch (...) { // out of memory: the trace state is not propagated
       }
     } else {
+      std::uint64_t high, low;
       do {
-        store_u64(s.context_.trace_id.bytes.data(), random.next());
-        store_u64(s.context_.trace_id.bytes.data() + 8, random.next());
-      } while (!s.context_.trace_id.valid());
+        high = random.next();
+        low = random.next();
+      } while ((high | low) == 0); // all zero is the invalid id
+      store_u64(s.context_.trace_id.bytes.data(), high);
+      store_u64(s.context_.trace_id.bytes.data() + 8, low);
     }
     std::uint64_t id;
     do
@@ -258,9 +263,16 @@ class tracer {
   const sampler& span_sampler() const noexcept { return *sampler_; }
 
  private:
+  // Big-endian, as ids are written (one byte swap and one store on little-endian machines).
   static void store_u64(std::uint8_t* out, std::uint64_t v) noexcept {
-    for (int i = 7; i >= 0; --i, v >>= 8)
-      out[i] = static_cast<std::uint8_t>(v);
+    if constexpr (std::endian::native == std::endian::little)
+      v = byteswap(v);
+    std::memcpy(out, &v, sizeof v);
+  }
+  static constexpr std::uint64_t byteswap(std::uint64_t v) noexcept {
+    v = (v & 0x00ff00ff00ff00ffull) << 8 | (v >> 8 & 0x00ff00ff00ff00ffull);
+    v = (v & 0x0000ffff0000ffffull) << 16 | (v >> 16 & 0x0000ffff0000ffffull);
+    return v << 32 | v >> 32; // compilers emit one bswap for this
   }
 
   detail::bsp_core* core_;

@@ -282,6 +282,21 @@ TEST_CASE("span_data keeps strings of every length byte for byte, inline and on 
   }
 }
 
+TEST_CASE("a new attribute whose value views the record's own text survives its key moving the text", "[telemetry]") {
+  // Storing the key used to grow (move) the text before the value, a view of the old text, was
+  // copied: a use after free (the old heap text's first bytes are the allocator's once freed).
+  span_data d;
+  const std::string name(300, 'n'); // on the heap (beyond the 160 inline bytes)
+  d.set_name(name);
+  const std::string key(1000, 'k'); // storing it moves the text
+  CHECK(d.set_attribute(key, d.name(), 8));
+  CHECK(d.attribute_at(0).value.string_value() == name);
+  CHECK(d.attribute_at(0).key == key);
+  // And a key viewed from the record's own text.
+  CHECK(d.set_attribute(d.attribute_at(0).value.string_value().substr(0, 200), std::string(2000, 'v'), 8));
+  CHECK(d.attribute_at(1).key == std::string(200, 'n'));
+}
+
 TEST_CASE("span status follows OpenTelemetry: message only with error, ok is final", "[telemetry]") {
   span_data d;
   d.set_status(status_code::ok, "ignored");

@@ -239,10 +239,15 @@ class span_data {
       count_dropped_attribute();
       return false;
     }
+    // The key and a string value may both view this record's own text: the room for both is made
+    // first (moving the text at most once, the views following it), so that storing the key
+    // cannot move the text under the value.
+    std::string_view value_text = v.type() == attribute_type::string_value ? v.string_value() : std::string_view();
+    make_room(key.size() + value_text.size(), key, value_text);
     slot s{};
     s.key = store(key);
     s.type = attribute_type::int_value; // assign() below reads the old string only for strings
-    assign(s, v);
+    assign(s, v.type() == attribute_type::string_value ? attribute_value(value_text) : v);
     attributes_.push_back(s);
     return true;
   }
@@ -286,6 +291,23 @@ class span_data {
     char* out = text_.extend(s.size());
     std::memcpy(out, inside ? text_.data() + at : s.data(), s.size());
     return {static_cast<std::uint32_t>(out - text_.data()), static_cast<std::uint32_t>(s.size())};
+  }
+  // Room for n more bytes of text; a and b, when they view the text, are moved with it.
+  void make_room(std::size_t n, std::string_view& a, std::string_view& b) {
+    if (text_.room(n)) [[likely]]
+      return;
+    const char* const base = text_.data();
+    auto offset = [&](std::string_view v) -> std::ptrdiff_t {
+      const bool inside =
+          !std::less<const char*>()(v.data(), base) && std::less<const char*>()(v.data(), base + text_.size());
+      return inside ? v.data() - base : -1;
+    };
+    const std::ptrdiff_t at_a = offset(a), at_b = offset(b);
+    text_.reserve_more(n);
+    if (at_a >= 0)
+      a = {text_.data() + at_a, a.size()};
+    if (at_b >= 0)
+      b = {text_.data() + at_b, b.size()};
   }
   // Reuses the old bytes when the new string fits in them (repeated updates do not grow the arena).
   void replace(text_ref& r, std::string_view s) {

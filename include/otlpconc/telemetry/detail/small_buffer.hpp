@@ -81,6 +81,14 @@ class small_buffer {
     size_ = needed;
     return out;
   }
+  // Makes room for n more elements (the contents may move). Throws as extend() does.
+  void reserve_more(std::size_t n) {
+    if (room(n))
+      return;
+    if (n > std::size_t{max_size} - size_)
+      throw std::length_error("otlpconc: span record larger than 4 GiB");
+    grow(static_cast<std::uint32_t>(size_ + n));
+  }
   // extend() for n elements that fit in the current storage (room(n)): nothing moves.
   bool room(std::size_t n) const noexcept { return n <= std::size_t{capacity_} - size_; }
   T* extend_in_place(std::size_t n) noexcept {

@@ -1,5 +1,8 @@
 // Unit tests of the telemetry data model: ids, W3C trace context, samplers, OTLP JSON encoding.
+#include "warning_capture.hpp"
+
 #include "otlpconc/telemetry/detail/otlp_response.hpp"
+#include "otlpconc/telemetry/detail/wall_clock.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
@@ -8,12 +11,18 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace otlpconc::telemetry;
@@ -510,4 +519,69 @@ TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetr
     INFO(bad);
     CHECK_FALSE(parse_retry_after(bad, now));
   }
+}
+
+// ---- span time stamps (detail/wall_clock.hpp) ------------------------------------------------------
+
+namespace {
+
+using otlpconc::telemetry::detail::wall_clock;
+
+bool kernel_keeps_time_with_tsc() {
+  std::ifstream in("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  std::string name;
+  const char* env = std::getenv("OTLPCONC_TELEMETRY_CLOCK");
+  return in >> name && name == "tsc" && !(env != nullptr && std::strcmp(env, "system") == 0);
+}
+
+// Runs the clock for `how_long` on this thread: every time stamp lies between two reads of
+// CLOCK_REALTIME (within `slack`) and none goes back. Returns the number of violations.
+long check_against_realtime(std::chrono::milliseconds how_long, std::uint64_t slack) {
+  long bad = 0;
+  std::uint64_t last = 0;
+  const auto until = std::chrono::steady_clock::now() + how_long;
+  while (std::chrono::steady_clock::now() < until) {
+    const std::uint64_t before = wall_clock::system_now();
+    const std::uint64_t t = wall_clock::now();
+    const std::uint64_t after = wall_clock::system_now();
+    bad += t + slack < before || t > after + slack || t < last;
+    last = t;
+  }
+  return bad;
+}
+
+} // namespace
+
+TEST_CASE("span time stamps follow CLOCK_REALTIME and never go back in a thread", "[telemetry]") {
+  for (bool system : {true, false}) {
+    INFO("system clock forced: " << system);
+    wall_clock::reset_for_tests(system);
+    // 400 ms: several renewals of the thread's anchor (every 2^26 ticks, at most 67 ms at 1 GHz).
+    CHECK(check_against_realtime(std::chrono::milliseconds(400), 200'000) == 0);
+    const bool counter = wall_clock::current() == wall_clock::source::tsc;
+    CHECK(counter == (!system && kernel_keeps_time_with_tsc()));
+  }
+  // Across threads: a time stamp taken after another thread's (in happens-before order) is not
+  // earlier than it, within the same slack.
+  std::atomic<std::uint64_t> first{0};
+  std::thread([&] { first.store(wall_clock::now(), std::memory_order_release); }).join();
+  CHECK(wall_clock::now() + 200'000 >= first.load(std::memory_order_acquire));
+}
+
+TEST_CASE("span time stamps give up the counter when its rate is off, with a warning", "[telemetry]") {
+  if (!kernel_keeps_time_with_tsc()) {
+    WARN("the kernel does not keep time with the time-stamp counter here: nothing to give up");
+    return;
+  }
+  otlpconc_test::warning_capture warnings;
+  wall_clock::reset_for_tests(false);
+  (void)check_against_realtime(std::chrono::milliseconds(100), 200'000); // calibrated, in use
+  REQUIRE(wall_clock::current() == wall_clock::source::tsc);
+  wall_clock::skew_scale_for_tests(1.01); // as if the counter's frequency had changed by 1 %
+  // The next renewal notices (at most 2^26 ticks later), and time stamps stay right meanwhile
+  // within the slack (1 % of 67 ms).
+  CHECK(check_against_realtime(std::chrono::milliseconds(300), 1'000'000) == 0);
+  CHECK(wall_clock::current() == wall_clock::source::system);
+  CHECK(warnings.any({"time-stamp counter", "0.1 %"}));
+  wall_clock::reset_for_tests(false);
 }

@@ -26,6 +26,7 @@
 
 #include "otlpconc/telemetry/batch_span_processor.hpp"
 #include "otlpconc/telemetry/detail/id_random.hpp"
+#include "otlpconc/telemetry/detail/wall_clock.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
@@ -74,11 +75,10 @@ class [[nodiscard]] current_span_scope {
   const span_context* previous_;
 };
 
-// Nanoseconds since the Unix epoch (the OTLP time base).
+// Nanoseconds since the Unix epoch (the OTLP time base): CLOCK_REALTIME, read from the time-stamp
+// counter where the kernel keeps time with it (detail/wall_clock.hpp).
 inline std::uint64_t unix_nano_now() noexcept {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  return detail::wall_clock::now();
 }
 
 struct tracer_options {
@@ -155,7 +155,11 @@ class span {
   void end(std::uint64_t end_time_unix_nano = 0) noexcept {
     if (!data_)
       return;
-    data_->set_end_time(end_time_unix_nano != 0 ? end_time_unix_nano : unix_nano_now());
+    // Not before the start: a span ended on another thread than it started on may see a clock a
+    // few microseconds behind.
+    const std::uint64_t end = end_time_unix_nano != 0 ? end_time_unix_nano : unix_nano_now();
+    data_->set_end_time(end_time_unix_nano == 0 && end < data_->start_time_unix_nano() ? data_->start_time_unix_nano()
+                                                                                       : end);
     if (sampled_)
       core_->on_end(std::move(data_));
     else

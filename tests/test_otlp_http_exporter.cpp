@@ -395,7 +395,7 @@ TEST_CASE("otlp_http_exporter_options are checked, naming the field", "[otlp_htt
   CHECK_NOTHROW(otlp_http_exporter(otlp_http_exporter_options{}));
 }
 
-TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter; unusable values are warnings",
+TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter, and unusable values are warnings",
           "[otlp_http]") {
   const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT",    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                         "OTEL_EXPORTER_OTLP_HEADERS",     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",

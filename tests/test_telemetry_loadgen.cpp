@@ -8,7 +8,7 @@
 
 using otlpconc::loadgen::latency_histogram;
 
-TEST_CASE("latency_histogram: quantiles within 1/64 of the value, never below it; max exact", "[telemetry]") {
+TEST_CASE("latency_histogram: quantiles within 1/64 of the value and never below it, the max exact", "[telemetry]") {
   latency_histogram h;
   CHECK(h.quantile(0.5) == 0);
   for (std::uint64_t v = 1; v <= 100; ++v) // small values are exact

@@ -426,7 +426,8 @@ TEST_CASE("invalid options are rejected naming the field", "[telemetry]") {
   CHECK_THROWS_AS(batch_span_processor(nullptr), std::invalid_argument);
 }
 
-TEST_CASE("OTEL_BSP_* environment variables are read; what cannot be used is a warning, not an error", "[telemetry]") {
+TEST_CASE("OTEL_BSP_* environment variables are read, and what cannot be used is a warning, not an error",
+          "[telemetry]") {
   otlpconc_test::warning_capture warnings;
   ::setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
   ::setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10", 1);
@@ -732,7 +733,7 @@ TEST_CASE("the file exporter syncs at shutdown with sync_on_flush", "[telemetry]
   std::remove(path.c_str());
 }
 
-TEST_CASE("root spans carry the W3C random flag; a continued trace keeps its parent's", "[telemetry]") {
+TEST_CASE("root spans carry the W3C random flag, and a continued trace keeps its parent's", "[telemetry]") {
   auto exporter = std::make_shared<in_memory_exporter>();
   batch_span_processor processor(exporter);
   tracer t(processor);
@@ -1022,7 +1023,7 @@ class async_exporter final : public span_exporter {
 
 } // namespace
 
-TEST_CASE("an asynchronous exporter keeps exports in flight; the counts follow its reports", "[telemetry]") {
+TEST_CASE("an asynchronous exporter keeps exports in flight, and the counts follow its reports", "[telemetry]") {
   auto exporter = std::make_shared<async_exporter>(30ms, 4);
   batch_span_processor_options options;
   options.max_export_batch_size = 16;

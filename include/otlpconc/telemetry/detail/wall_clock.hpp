@@ -71,8 +71,12 @@ class wall_clock {
     }
     if (mode != source::system)
       return decide(mode);
-#endif
+    // The system clock, held at this thread's last counter-based time stamp until it passes it
+    // (after a give-up, by at most the error gathered since the thread's last renewal).
+    return held(local(), system_now());
+#else
     return system_now();
+#endif
   }
 
   static source current() noexcept {
@@ -157,6 +161,17 @@ class wall_clock {
     return ok;
   }
 
+  // A system-clock time stamp that does not go back by less than max_hold_ns behind the thread's
+  // last counter-based one (a.last; 0 once the system clock has passed it, or if there was none).
+  static std::uint64_t held(anchor& a, std::uint64_t ns) noexcept {
+    if (a.last == 0) [[likely]]
+      return ns;
+    if (ns < a.last && a.last - ns < max_hold_ns)
+      return a.last;
+    a.last = 0;
+    return ns;
+  }
+
   // Back to clock_gettime for the rest of the process.
   static void give_up(const char* why) noexcept {
     if (state().mode.exchange(static_cast<int>(source::system), std::memory_order_acq_rel) == // (K2)
@@ -218,7 +233,7 @@ class wall_clock {
       const auto measured = static_cast<double>(raw - a.raw);
       if (measured > 0 && (predicted > measured * 1.001 || predicted < measured * 0.999)) {
         give_up("its rate differs from CLOCK_MONOTONIC_RAW's by more than 0.1 %");
-        return ns;
+        return held(a, ns);
       }
     }
     // The kernel's clocksource, once a second (by whichever thread renews then).
@@ -228,7 +243,7 @@ class wall_clock {
         s.clocksource_checked_raw.compare_exchange_strong(checked, raw, std::memory_order_relaxed) && // (K5)
         !kernel_uses_tsc()) {
       give_up("the kernel's clocksource is no longer tsc");
-      return ns;
+      return held(a, ns);
     }
     a.tsc = tsc;
     a.ns = ns;

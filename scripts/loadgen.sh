@@ -11,13 +11,26 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/deps.sh run >/dev/null
+# Quiet when all goes well; on a failure the step's whole output is shown (a compile error used to
+# print nothing and exit 1).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+step() {
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "loadgen.sh: '$*' failed (its output is above)" >&2
+    exit 1
+  fi
+}
+step scripts/deps.sh run
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-cmake --preset release >/dev/null
-cmake --build --preset release --target otlpconc-loadgen >/dev/null
+step cmake --preset release
+step cmake --build --preset release --target otlpconc-loadgen
 loadgen=build/release/tools/otlpconc-loadgen
 
 if (($#)); then
+  trap - EXIT
+  rm -f "$log"
   exec "$loadgen" "$@"
 fi
 mkdir -p build/loadgen

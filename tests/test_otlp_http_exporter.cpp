@@ -1,6 +1,7 @@
 // Tests of otlp_http_exporter against a real HTTP server on loopback (tests/e2e/otlp_server.py,
 // started by each test), which checks every request and answers with scripted failures.
 #include "loopback_server.hpp"
+#include "warning_capture.hpp"
 
 #include "otlpconc/telemetry/otlp_http_exporter.hpp"
 #include "otlpconc/telemetry/tracer.hpp"
@@ -9,10 +10,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -391,11 +395,13 @@ TEST_CASE("otlp_http_exporter_options are checked, naming the field", "[otlp_htt
   CHECK_NOTHROW(otlp_http_exporter(otlp_http_exporter_options{}));
 }
 
-TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter", "[otlp_http]") {
-  const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                        "OTEL_EXPORTER_OTLP_HEADERS",  "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                        "OTEL_EXPORTER_OTLP_TIMEOUT",  "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                        "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"};
+TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter, and unusable values are warnings",
+          "[otlp_http]") {
+  const char* vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT",    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "OTEL_EXPORTER_OTLP_HEADERS",     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT",     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL",    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                        "OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"};
   for (const char* v : vars)
     ::unsetenv(v);
   {
@@ -426,22 +432,287 @@ TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter", "
     REQUIRE(o.headers.size() == 1);
     CHECK(o.headers[0].first == "k");
   }
-  auto rejects = [](const char* var, const char* value, const char* expect) {
+  // What cannot be used is reported (naming the variable and showing the value) and ignored: the
+  // environment never makes from_env throw (the specification: SHOULD for numbers, MUST for enums).
+  otlpconc_test::warning_capture warnings;
+  auto ignored = [&](const char* var, const char* value, std::initializer_list<std::string_view> parts) {
     INFO(var << "=" << value);
     ::setenv(var, value, 1);
-    CHECK_THROWS_WITH(otlp_http_exporter_options::from_env(), Catch::Contains(expect));
+    otlp_http_exporter_options o;
+    CHECK_NOTHROW(o = otlp_http_exporter_options::from_env());
+    std::vector<std::string_view> all(parts);
+    all.push_back(var);
+    CHECK(warnings.any(all));
+    warnings.take();
+    return o;
   };
-  rejects("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+  // (Under the general variables the traces-specific ones stay set: they win.)
+  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", {"'grpc'", "not implemented"}).endpoint ==
+        "https://other:443/custom/path");
+  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", {"'http/protobuf'"}).timeout == 700ms);
+  ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", {"'thrift'", "is not one of"});
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "HTTP/JSON", 1); // enums are case-insensitive
+  CHECK_NOTHROW(otlp_http_exporter_options::from_env());
+  CHECK(warnings.take().empty());
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-  rejects("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL");
-  ::unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL");
-  rejects("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
-  rejects("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
+  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", {"'10s'", "ignored"}).timeout == 10000ms);
+  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-5", {"'-5'"}).timeout == 10000ms);
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0", 1); // the Timeout type: 0 is no limit
+  CHECK(otlp_http_exporter_options::from_env().timeout == std::chrono::milliseconds::max());
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT");
-  rejects("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue", "OTEL_EXPORTER_OTLP_TRACES_HEADERS");
-  rejects("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=%zz", "OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+  {
+    const auto o = ignored("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "a=1,novalue,k=%zz,b=2", {"'novalue'"});
+    REQUIRE(o.headers.size() == 2); // the good members are kept
+    CHECK(o.headers[0] == std::pair<std::string, std::string>("a", "1"));
+    CHECK(o.headers[1] == std::pair<std::string, std::string>("b", "2"));
+    ::setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=%zz", 1);
+    (void)otlp_http_exporter_options::from_env();
+    CHECK(warnings.any({"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "'k=%zz'"}));
+    ::setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=line%0D%0AInjected: yes", 1);
+    CHECK(otlp_http_exporter_options::from_env().headers.empty()); // no header injection
+    warnings.take();
+  }
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS");
-  rejects("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318", "endpoint");
+  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318", {"'collector:4318'"}).endpoint ==
+        "http://collector:4318/v1/traces"); // the general variable's, still set
+  ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  // Compression is not implemented yet: gzip is said to be ignored, never silently.
+  ignored("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", {"gzip", "not implemented", "uncompressed"});
+  ignored("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", {"GZIP"});
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none", 1);
+  (void)otlp_http_exporter_options::from_env();
+  CHECK(warnings.take().empty());
+  ignored("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "brotli", {"'brotli'", "is not one of"});
+  ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
+  ::unsetenv("OTEL_EXPORTER_OTLP_COMPRESSION");
+  CHECK(warnings.take().empty());
   for (const char* v : vars)
     ::unsetenv(v);
+}
+
+// ---- issue 19: concurrent exports, redirects, warnings, honest byte counts ------------------------
+
+namespace {
+
+// The outcomes of asynchronous exports, in the order they were reported.
+struct outcomes {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<export_result> results;
+  export_callback callback() {
+    return [this](export_result r) {
+      std::lock_guard lock(m);
+      results.push_back(std::move(r));
+      cv.notify_all();
+    };
+  }
+  bool wait_for(std::size_t n, std::chrono::seconds timeout) {
+    std::unique_lock lock(m);
+    return cv.wait_for(lock, timeout, [&] { return results.size() >= n; });
+  }
+  std::size_t size() {
+    std::lock_guard lock(m);
+    return results.size();
+  }
+};
+
+// A file whose existence releases the loopback server's "wait=" answers.
+struct gate_file {
+  std::string path = "/tmp/otlpconc-gate-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++);
+  gate_file() { std::remove(path.c_str()); }
+  ~gate_file() { std::remove(path.c_str()); }
+  void open() const { std::ofstream(path) << "open\n"; }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+bool wait_for_requests(const loopback_server& server, std::size_t n) {
+  const auto give_up = steady::now() + 30s;
+  while (server.requests().size() < n && steady::now() < give_up)
+    std::this_thread::sleep_for(10ms);
+  return server.requests().size() >= n;
+}
+
+} // namespace
+
+TEST_CASE("otlp_http_exporter keeps up to max_concurrent_requests exports in flight, never more", "[otlp_http]") {
+  gate_file gate;
+  const std::string held = "200|wait=" + gate.path;
+  loopback_server server({held, held, held, held, held, held});
+  auto o = fast_options(server);
+  o.max_concurrent_requests = 4;
+  otlp_http_exporter exporter(o);
+  test_batch batch(3);
+  outcomes done;
+  // The fifth and sixth exports wait for room: they are started from another thread.
+  std::thread submitter([&] {
+    for (int i = 0; i < 6; ++i)
+      exporter.export_spans_async(batch.view(), steady::now() + 60s, done.callback());
+  });
+  REQUIRE(wait_for_requests(server, 4));
+  std::this_thread::sleep_for(200ms);
+  CHECK(server.requests().size() == 4); // the others wait for room, unsent
+  CHECK(exporter.stats().in_flight == 4);
+  CHECK(done.size() == 0);
+  CHECK_FALSE(exporter.force_flush(steady::now() + 100ms)); // exports are in flight
+  gate.open();
+  submitter.join();
+  REQUIRE(exporter.force_flush(steady::now() + 30s)); // true once every export has reported
+  CHECK(done.size() == 6);
+  for (const export_result& r : done.results)
+    CHECK(r.status == export_status::success);
+  const auto w = exporter.stats();
+  CHECK(w.requests == 6);
+  CHECK(w.max_in_flight == 4);
+  CHECK(w.in_flight == 0);
+  CHECK(server.requests().size() == 6);
+}
+
+TEST_CASE("otlp_http_exporter: shutdown fails every export in flight at once and waits for them", "[otlp_http]") {
+  gate_file gate; // never opened
+  const std::string held = "200|wait=" + gate.path;
+  loopback_server server({held, held, held});
+  auto o = fast_options(server);
+  o.max_concurrent_requests = 3;
+  o.timeout = 60s;
+  auto exporter = std::make_unique<otlp_http_exporter>(o);
+  test_batch batch(1);
+  outcomes done;
+  for (int i = 0; i < 3; ++i)
+    exporter->export_spans_async(batch.view(), steady::now() + 60s, done.callback());
+  REQUIRE(wait_for_requests(server, 3));
+  const auto t0 = steady::now();
+  CHECK(exporter->shutdown_and_wait(steady::now() + 10s));
+  CHECK(seconds_since(t0) < 2.0);
+  REQUIRE(done.size() == 3); // reported before shutdown returned
+  for (const export_result& r : done.results) {
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "shut down during a request"));
+  }
+  exporter->export_spans_async(batch.view(), steady::now() + 1s, done.callback()); // fails unsent
+  CHECK(done.size() == 4);
+  exporter.reset();
+  CHECK(server.requests().size() == 3);
+}
+
+TEST_CASE("the processor over otlp_http_exporter keeps exports in flight against a slow receiver", "[otlp_http]") {
+  // Every answer takes 300 ms: one request at a time would need 8 x 300 ms for 8 batches.
+  std::vector<std::string> script(8, "200|hang=0.3");
+  loopback_server server({script[0], script[1], script[2], script[3], script[4], script[5], script[6], script[7]});
+  auto o = fast_options(server);
+  o.max_concurrent_requests = 8;
+  auto exporter = std::make_shared<otlp_http_exporter>(o);
+  batch_span_processor_options bo;
+  bo.max_export_batch_size = 16;
+  bo.max_queue_size = 1024;
+  bo.on_full = overflow_policy::block;
+  batch_span_processor processor(exporter, bo);
+  tracer t(processor);
+  for (int i = 0; i < 128; ++i)
+    t.start_span("slow").end();
+  REQUIRE(processor.force_flush(60s)); // waits for the exports in flight: the counts are final
+  const auto s = processor.stats();
+  CHECK(s.exported == 128);
+  CHECK(s.queued == 0);
+  CHECK(exporter->stats().max_in_flight > 1);
+  REQUIRE(processor.shutdown(10s));
+}
+
+TEST_CASE("otlp_http_exporter follows redirects to the same host, at most 5", "[otlp_http]") {
+  SECTION("307, 308, 301 and 302 to the same URL: the POST is sent again, body included") {
+    for (const char* status : {"307", "308", "301", "302"}) {
+      INFO(status);
+      loopback_server server({std::string(status) + "|location=/v1/traces"});
+      otlp_http_exporter exporter(fast_options(server));
+      test_batch batch(2);
+      const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+      INFO(r.error);
+      CHECK(r.status == export_status::success);
+      const auto log = server.requests();
+      REQUIRE(log.size() == 2);
+      CHECK(has(log[1], "\"spans\": 2")); // the body went again
+      CHECK(exporter.stats().redirects == 1);
+      CHECK(exporter.stats().retries == 0);
+    }
+  }
+  SECTION("303 (See Other) is not a place to send the export to") {
+    loopback_server server({"303|location=/v1/traces"});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "HTTP 303"));
+    CHECK(server.requests().size() == 1);
+  }
+  SECTION("another host is not followed: the headers may carry credentials") {
+    loopback_server server({"307|location=http://localhost:9/v1/traces"});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "HTTP 307"));
+    CHECK(has(r.error, "not followed"));
+    CHECK(exporter.stats().redirects == 0);
+  }
+  SECTION("more than 5 redirects fail the export") {
+    const std::string again = "307|location=/v1/traces";
+    loopback_server server({again, again, again, again, again, again, again});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(1);
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK(has(r.error, "more than 5 redirects"));
+    CHECK(server.requests().size() == 6);
+    CHECK(exporter.stats().redirects == 5);
+  }
+}
+
+TEST_CASE("otlp_http_exporter keeps the receiver's partial-success warning", "[otlp_http]") {
+  otlpconc_test::warning_capture warnings;
+  const std::string warning = R"(200|body={"partialSuccess":{"errorMessage":"attribute values truncated"}})";
+  loopback_server server({warning, warning});
+  otlp_http_exporter exporter(fast_options(server));
+  test_batch batch(4);
+  for (int i = 0; i < 2; ++i) {
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::success);
+    CHECK(r.rejected_spans == 0);
+  }
+  const auto w = exporter.stats();
+  CHECK(w.partial_success_warnings == 2);
+  CHECK(w.last_warning == "attribute values truncated");
+  const auto got = warnings.messages();
+  REQUIRE(got.size() == 1); // reported when its text changes, counted every time
+  CHECK(has(got[0], "attribute values truncated"));
+}
+
+TEST_CASE("otlp_http_exporter counts only the bytes it sent, and names itself and its language", "[otlp_http]") {
+  {
+    loopback_server server({});
+    otlp_http_exporter exporter(fast_options(server));
+    test_batch batch(3);
+    REQUIRE(exporter.export_spans(batch.view(), steady::now() + 10s).status == export_status::success);
+    CHECK(exporter.stats().bytes_sent > 100);
+    const auto log = server.requests();
+    REQUIRE(log.size() == 1);
+    CHECK(has(log[0], "\"user-agent\": \"otlpconc-OTLP-Exporter-Cpp/" + std::string(sdk_version) + "\""));
+  }
+  std::string url;
+  {
+    loopback_server gone({});
+    url = gone.url();
+  }
+  otlp_http_exporter_options o;
+  o.endpoint = url; // nothing listens: nothing is sent
+  o.initial_backoff = 10ms;
+  o.max_backoff = 20ms;
+  o.max_attempts = 3;
+  o.encode_threads = 0;
+  otlp_http_exporter exporter(o);
+  test_batch batch(50);
+  CHECK(exporter.export_spans(batch.view(), steady::now() + 10s).status == export_status::failure);
+  CHECK(exporter.stats().requests == 3);
+  CHECK(exporter.stats().bytes_sent == 0);
 }

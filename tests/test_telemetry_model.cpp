@@ -1,5 +1,8 @@
 // Unit tests of the telemetry data model: ids, W3C trace context, samplers, OTLP JSON encoding.
-#include "otlpconc/detail/otlp_response.hpp"
+#include "warning_capture.hpp"
+
+#include "otlpconc/telemetry/detail/otlp_response.hpp"
+#include "otlpconc/telemetry/detail/wall_clock.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
@@ -8,12 +11,18 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace otlpconc::telemetry;
@@ -75,10 +84,31 @@ TEST_CASE("traceparent: the W3C valid examples parse", "[telemetry]") {
   REQUIRE(future);
   CHECK(future->trace_id.to_hex() == tp_trace);
   CHECK(parse_traceparent("cc-" + tp_trace + "-" + tp_span + "-01"));
-  // Undefined flag bits are not propagated.
+  // Undefined flag bits are not propagated; the Level 2 random flag (0x02) is, in both directions.
   auto flags = parse_traceparent("00-" + tp_trace + "-" + tp_span + "-ff");
   REQUIRE(flags);
-  CHECK(flags->trace_flags == trace_flag_sampled);
+  CHECK(flags->trace_flags == (trace_flag_sampled | trace_flag_random));
+  auto random_unsampled = parse_traceparent("00-" + tp_trace + "-" + tp_span + "-02");
+  REQUIRE(random_unsampled);
+  CHECK(random_unsampled->random());
+  CHECK_FALSE(random_unsampled->sampled());
+  CHECK(format_traceparent(*random_unsampled) == "00-" + tp_trace + "-" + tp_span + "-02");
+  CHECK(format_traceparent(*flags) == "00-" + tp_trace + "-" + tp_span + "-03");
+  CHECK_FALSE(ctx->random()); // tp_valid's flags are 01
+}
+
+TEST_CASE("the default resource names the SDK: name, language and version", "[telemetry]") {
+  const resource r = resource::for_service("svc");
+  auto value = [&](std::string_view key) -> std::string {
+    for (const key_value& kv : r.attributes)
+      if (kv.key == key)
+        return std::get<std::string>(kv.value);
+    return "(missing)";
+  };
+  CHECK(value("service.name") == "svc");
+  CHECK(value("telemetry.sdk.name") == "otlpconc");
+  CHECK(value("telemetry.sdk.language") == "cpp");
+  CHECK(value("telemetry.sdk.version") == std::string(sdk_version));
 }
 
 TEST_CASE("traceparent: malformed headers are rejected", "[telemetry]") {
@@ -240,6 +270,42 @@ TEST_CASE("span_data stores attributes, replaces present keys and counts what ex
   CHECK(many.name().empty());
 }
 
+TEST_CASE("span_data keeps strings of every length byte for byte, inline and on the heap", "[telemetry]") {
+  // The short copies take different paths by length (below 4, 4-7, 8-16, 17-32, longer).
+  for (std::size_t n = 0; n <= 300; ++n) {
+    INFO("length " << n);
+    span_data d;
+    std::string key(n + 1, 'k'), value(n, 'v');
+    for (std::size_t i = 0; i < n; ++i)
+      value[i] = static_cast<char>('a' + (i * 7 + n) % 26);
+    d.set_name(value);
+    CHECK(d.set_attribute(key, value, 8));
+    CHECK(d.set_attribute("tail", "after", 8)); // what follows the copy is intact
+    CHECK(d.name() == value);
+    CHECK(d.attribute_at(0).key == key);
+    CHECK(d.attribute_at(0).value.string_value() == value);
+    CHECK(d.attribute_at(1).value.string_value() == "after");
+    // A value viewed from the record's own text, with and without the arena growing.
+    CHECK(d.set_attribute("copy", d.attribute_at(0).value.string_value(), 8));
+    CHECK(d.attribute_at(2).value.string_value() == value);
+  }
+}
+
+TEST_CASE("a new attribute whose value views the record's own text survives its key moving the text", "[telemetry]") {
+  // Storing the key used to grow (move) the text before the value, a view of the old text, was
+  // copied: a use after free (the old heap text's first bytes are the allocator's once freed).
+  span_data d;
+  const std::string name(300, 'n'); // on the heap (beyond the 160 inline bytes)
+  d.set_name(name);
+  const std::string key(1000, 'k'); // storing it moves the text
+  CHECK(d.set_attribute(key, d.name(), 8));
+  CHECK(d.attribute_at(0).value.string_value() == name);
+  CHECK(d.attribute_at(0).key == key);
+  // And a key viewed from the record's own text.
+  CHECK(d.set_attribute(d.attribute_at(0).value.string_value().substr(0, 200), std::string(2000, 'v'), 8));
+  CHECK(d.attribute_at(1).key == std::string(200, 'n'));
+}
+
 TEST_CASE("span status follows OpenTelemetry: message only with error, ok is final", "[telemetry]") {
   span_data d;
   d.set_status(status_code::ok, "ignored");
@@ -382,7 +448,7 @@ TEST_CASE("OTLP JSON encoding on a pool gives the same bytes as on one thread", 
 }
 
 TEST_CASE("OTLP/HTTP responses: partial success is read by a strict JSON reader", "[telemetry]") {
-  using otlpconc::detail::otlp_json_reader;
+  using otlpconc::telemetry::detail::otlp_json_reader;
   auto read = [](std::string_view body) { return otlp_json_reader(body).partial_success(); };
   // Full success: an empty object, or no partialSuccess, or rejectedSpans 0.
   for (std::string_view ok : {"{}", " { } ", R"({"other":[1,2,{"a":null}],"x":true})", R"({"partialSuccess":{}})",
@@ -434,7 +500,7 @@ TEST_CASE("OTLP/HTTP responses: partial success is read by a strict JSON reader"
 }
 
 TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetry]") {
-  using otlpconc::detail::parse_retry_after;
+  using otlpconc::telemetry::detail::parse_retry_after;
   using std::chrono::seconds;
   // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
   const std::time_t now = 1445412480;
@@ -453,4 +519,69 @@ TEST_CASE("Retry-After: delay-seconds and the three HTTP-date forms", "[telemetr
     INFO(bad);
     CHECK_FALSE(parse_retry_after(bad, now));
   }
+}
+
+// ---- span time stamps (detail/wall_clock.hpp) ------------------------------------------------------
+
+namespace {
+
+using otlpconc::telemetry::detail::wall_clock;
+
+bool kernel_keeps_time_with_tsc() {
+  std::ifstream in("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  std::string name;
+  const char* env = std::getenv("OTLPCONC_TELEMETRY_CLOCK");
+  return in >> name && name == "tsc" && !(env != nullptr && std::strcmp(env, "system") == 0);
+}
+
+// Runs the clock for `how_long` on this thread: every time stamp lies between two reads of
+// CLOCK_REALTIME (within `slack`) and none goes back. Returns the number of violations.
+long check_against_realtime(std::chrono::milliseconds how_long, std::uint64_t slack) {
+  long bad = 0;
+  std::uint64_t last = 0;
+  const auto until = std::chrono::steady_clock::now() + how_long;
+  while (std::chrono::steady_clock::now() < until) {
+    const std::uint64_t before = wall_clock::system_now();
+    const std::uint64_t t = wall_clock::now();
+    const std::uint64_t after = wall_clock::system_now();
+    bad += t + slack < before || t > after + slack || t < last;
+    last = t;
+  }
+  return bad;
+}
+
+} // namespace
+
+TEST_CASE("span time stamps follow CLOCK_REALTIME and never go back in a thread", "[telemetry]") {
+  for (bool system : {true, false}) {
+    INFO("system clock forced: " << system);
+    wall_clock::reset_for_tests(system);
+    // 400 ms: several renewals of the thread's anchor (every 2^26 ticks, at most 67 ms at 1 GHz).
+    CHECK(check_against_realtime(std::chrono::milliseconds(400), 200'000) == 0);
+    const bool counter = wall_clock::current() == wall_clock::source::tsc;
+    CHECK(counter == (!system && kernel_keeps_time_with_tsc()));
+  }
+  // Across threads: a time stamp taken after another thread's (in happens-before order) is not
+  // earlier than it, within the same slack.
+  std::atomic<std::uint64_t> first{0};
+  std::thread([&] { first.store(wall_clock::now(), std::memory_order_release); }).join();
+  CHECK(wall_clock::now() + 200'000 >= first.load(std::memory_order_acquire));
+}
+
+TEST_CASE("span time stamps give up the counter when its rate is off, with a warning", "[telemetry]") {
+  if (!kernel_keeps_time_with_tsc()) {
+    WARN("the kernel does not keep time with the time-stamp counter here: nothing to give up");
+    return;
+  }
+  otlpconc_test::warning_capture warnings;
+  wall_clock::reset_for_tests(false);
+  (void)check_against_realtime(std::chrono::milliseconds(100), 200'000); // calibrated, in use
+  REQUIRE(wall_clock::current() == wall_clock::source::tsc);
+  wall_clock::skew_scale_for_tests(1.01); // as if the counter's frequency had changed by 1 %
+  // The next renewal notices (at most 2^26 ticks later), and time stamps stay right meanwhile
+  // within the slack (1 % of 67 ms).
+  CHECK(check_against_realtime(std::chrono::milliseconds(300), 1'000'000) == 0);
+  CHECK(wall_clock::current() == wall_clock::source::system);
+  CHECK(warnings.any({"time-stamp counter", "0.1 %"}));
+  wall_clock::reset_for_tests(false);
 }

@@ -9,12 +9,16 @@ by '|'-separated options:
   partial=N          a partialSuccess body rejecting N spans, errorMessage "scripted rejection"
   body=TEXT          this response body instead of {}
   hang=SECONDS       wait this long before answering
+  wait=PATH          wait until the file PATH exists (at most 60 s) before answering
+  location=URL       a Location header (with a 3xx status: a redirect)
   close              close the connection without answering (a transport error)
-With OTLP_SERVER_SINK=1 in the environment it only reads each body and answers 200, checking and
-logging nothing (a fast receiver, for throughput runs of otlpconc-loadgen --endpoint).
+OTLP_SERVER_DELAY_MS=N in the environment delays every answer by N ms (a distant Collector).
+With OTLP_SERVER_SINK=1 it only reads each body and answers 200, checking nothing; it logs one line
+per request with the status and the span count only (a fast receiver, for throughput runs of
+otlpconc-loadgen --endpoint).
 Otherwise every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
 body whose spans have 32/16-hex ids) and appended to LOG_FILE as one JSON line: path, request
-headers (lower-cased names), status returned, span count, span ids, and the spans' loadgen.thread
+headers (lower-cased names), arrival time, status returned, span count, span ids, and the spans' loadgen.thread
 and loadgen.seq attributes when present. A request that fails the checks is answered 400 and its
 "error" logged.
 """
@@ -31,6 +35,7 @@ lock = threading.Lock()
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 SINK = os.environ.get("OTLP_SERVER_SINK") == "1"
+DELAY = float(os.environ.get("OTLP_SERVER_DELAY_MS", "0")) / 1000.0
 
 
 def parse_spans(body):
@@ -55,13 +60,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if SINK:
+            if DELAY:
+                time.sleep(DELAY)
+            with lock, open(log_file, "a") as f:
+                f.write(json.dumps({"status": 200, "spans": body.count(b'"spanId"')}) + "\n")
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
             return
-        entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        entry = {"path": self.path, "time": time.time(), "headers": {k.lower(): v for k, v in self.headers.items()}}
         try:
             if self.path != "/v1/traces":
                 raise ValueError(f"wrong path {self.path}")
@@ -75,7 +84,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             spec = script.pop(0) if script else "200"
         parts = spec.split("|")
         status = int(parts[0])
-        headers, reply, hang, close = {}, b"{}", 0.0, False
+        headers, reply, hang, close, wait = {}, b"{}", DELAY, False, None
         for p in parts[1:]:
             k, _, v = p.partition("=")
             if k == "retry-after":
@@ -86,6 +95,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 reply = v.encode()
             elif k == "hang":
                 hang = float(v)
+            elif k == "wait":
+                wait = v
+            elif k == "location":
+                headers["Location"] = v
             elif k == "close":
                 close = True
             else:
@@ -93,10 +106,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "error" in entry:
             status = 400
         entry["status"] = 0 if close else status
+        entry["scripted_retry_after"] = 1 if "Retry-After" in headers else 0
         with lock, open(log_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
         if hang:
             time.sleep(hang)
+        if wait:
+            give_up = time.time() + 60
+            while not os.path.exists(wait) and time.time() < give_up:
+                time.sleep(0.01)
         if close:
             self.close_connection = True
             return

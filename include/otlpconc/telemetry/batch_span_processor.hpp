@@ -2,46 +2,52 @@
 // otlpconc's object pool, queue and counters.
 //
 // What: takes the spans that end on any thread (through a tracer, tracer.hpp), queues them, and
-//   hands them in batches to one span_exporter on its own export thread.
+//   hands them in batches to one span_exporter from its own export thread.
 //   - Span records come from an object_pool<span_data> (recycled, allocated on the recording
-//     thread's NUMA node); the export thread releases them after the export.
+//     thread's NUMA node); whole exported batches of records go back to the recording threads.
 //   - Each recording thread stages its ended spans in a batch of its own (up to 64, or the export
-//     batch size if smaller), which enters the shared ms_queue when full: the queue and the queue
-//     bound are touched once per staged batch, not per span. The export thread takes staged spans
-//     out of idle threads' batches on the schedule, on force_flush, at shutdown, and when the queue
-//     is full; a thread's staged spans enter the queue when the thread exits.
-//   - Counts are sharded_counters (stats()).
+//     batch size if smaller), which enters the shared ms_queue when full: the queue is touched once
+//     per staged batch, not per span. The export thread takes staged spans out of the threads'
+//     batches when it needs them (a batch to fill, the schedule, force_flush, shutdown); a thread's
+//     staged spans enter the queue when the thread exits.
+//   - One shared count of the spans waiting (staged or queued) enforces the queue bound and fires
+//     the batch trigger; the other counts are sharded_counters (stats()).
 // When to use: recording spans from hot code on many threads, when exporting may be slow or fail.
 // When not to: when every span must be exported synchronously at its end (write a processor that
 //   calls the exporter directly).
-// Guarantees:
-//   - Recording (on_end) never waits for the exporter with overflow_policy::drop (the default): a
-//     span that finds the queue full is dropped and counted. With overflow_policy::block it waits
-//     for room (or for shutdown, which drops it, counted).
+// Guarantees (at any number of recording threads):
+//   - Queue bound: at most max_queue_size spans wait (staged or queued). Spans handed to the
+//     exporter are no longer waiting (as OpenTelemetry).
+//   - Drops only when full: with overflow_policy::drop (the default) a span is dropped only when
+//     max_queue_size spans are waiting as it ends (counting those other threads are handing over
+//     at that moment); recording never waits for the exporter. With overflow_policy::block it waits
+//     for room instead (or for shutdown, which drops it, counted).
 //   - Accounting: every span handed to the processor is counted accepted, and then exactly one of
 //     exported, dropped (queue full, ended after shutdown, left when shutdown's timeout expired) or
 //     failed (its export failed or threw, or the receiver rejected it). accepted == exported +
 //     dropped + failed + queued, and queued == 0 at every quiescent point (after a successful
-//     force_flush with no recording in between, or after shutdown).
-//   - Queue bound: at most max_queue_size spans wait (staged or queued); the batch being exported
-//     is not counted in it (as OpenTelemetry). Up to 64 of the bound per thread may be reserved by
-//     a thread's staging batch; a full queue makes the export thread take them back.
-//   - Export (OpenTelemetry semantics): exports are serialized (one export thread); a batch is
-//     exported when max_export_batch_size spans are queued (so batches are full under load; the
-//     processor never drains in a tight loop), when schedule_delay has elapsed since the last
-//     export (whatever is queued), or on force_flush; each export gets a deadline of export_timeout.
+//     force_flush with no recording in between, or after shutdown). Exports still in flight in an
+//     asynchronous exporter count as queued until they report.
+//   - Export (OpenTelemetry semantics): the exporter's export calls are serialized (one export
+//     thread; an exporter may keep several exports in flight, exporter.hpp). A batch is exported as
+//     soon as max_export_batch_size spans are waiting, staged ones included (so batches are full
+//     under load; the processor never drains in a tight loop), when schedule_delay has elapsed
+//     since the last export (whatever is waiting), or on force_flush; each export gets a deadline
+//     of export_timeout.
 //   - force_flush(timeout): hands everything that ended before the call to the exporter (even
-//     under sustained load), then calls the exporter's force_flush; returns false on timeout or if
-//     that force_flush failed (failed exports are in stats()). Timeouts saturate: milliseconds::max()
-//     means no deadline. shutdown(timeout): refuses new spans, exports what was accepted, shuts the exporter
-//     down, and returns within its timeout even if the exporter blocks (false then; call it again
-//     to wait longer). After shutdown's timeout the export thread finishes the export in progress
-//     and counts what is left as dropped. The destructor calls shutdown(export_timeout) if it was
-//     not called, and if the exporter still blocks after that, leaves the export thread to finish
-//     on its own (it owns the shared state, so nothing dangles).
+//     under sustained load), calls the exporter's force_flush and waits for the exports in flight
+//     to report; returns false on timeout or if that force_flush failed (failed exports are in
+//     stats()). Timeouts saturate: milliseconds::max() means no deadline. shutdown(timeout):
+//     refuses new spans, exports what was accepted, calls the exporter's force_flush then its
+//     shutdown (OpenTelemetry: Shutdown includes the effects of ForceFlush), and returns within
+//     its timeout even if the exporter blocks (false then; call it again to wait longer). After
+//     shutdown's timeout the export thread finishes the export in progress and counts what is left
+//     as dropped. The destructor calls shutdown(export_timeout) if it was not called, and if the
+//     exporter still blocks after that, leaves the export thread to finish on its own (it owns the
+//     shared state, so nothing dangles).
 //   - Ordering: a span's writes on the recording thread happen-before the exporter reads it.
-// Memory: spans in flight (max_queue_size waiting, one batch exporting, up to 64 per thread staged)
-//   plus the pools' caches; per processor a table of 1024 thread slots (8 KiB).
+// Memory: spans in flight (max_queue_size waiting, one batch exporting) plus the pools' caches; per
+//   processor a table of 1024 thread slots (8 KiB).
 // Requirements: the processor outlives its tracers and their spans. An exporter that may block past
 //   the destructor's wait must not rely on static objects (its thread may outlive main). An
 //   exporter that records spans itself never waits for room (its spans are dropped when full).
@@ -49,16 +55,16 @@
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
-#include "otlpconc/detail/env.hpp"
 #include "otlpconc/detail/pool_threads.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/object_pool.hpp"
+#include "otlpconc/telemetry/detail/env.hpp"
+#include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -88,7 +94,7 @@ struct batch_span_processor_options {
   std::size_t max_queue_size = 2048;               // OTEL_BSP_MAX_QUEUE_SIZE
   std::chrono::milliseconds schedule_delay{5000};  // OTEL_BSP_SCHEDULE_DELAY
   std::size_t max_export_batch_size = 512;         // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-  std::chrono::milliseconds export_timeout{30000}; // OTEL_BSP_EXPORT_TIMEOUT
+  std::chrono::milliseconds export_timeout{30000}; // OTEL_BSP_EXPORT_TIMEOUT; milliseconds::max(): no limit
   overflow_policy on_full = overflow_policy::drop;
   object_pool_options span_pool; // where span records live (NUMA binding, node hook); no limit allowed
 
@@ -106,35 +112,41 @@ struct batch_span_processor_options {
     if (schedule_delay.count() <= 0)
       fail("schedule_delay must be positive");
     if (export_timeout.count() <= 0)
-      fail("export_timeout must be positive");
+      fail("export_timeout must be positive (milliseconds::max() for no limit)");
     if (span_pool.max_objects != 0)
       fail("span_pool.max_objects must be 0 (the queue bound limits spans; live spans are the application's)");
     if (span_pool.on_limit != pool_limit_policy::fail)
       fail("span_pool.on_limit must be left at its default");
   }
 
-  // Reads the OpenTelemetry environment variables over `base`: OTEL_BSP_SCHEDULE_DELAY,
-  // OTEL_BSP_EXPORT_TIMEOUT (milliseconds), OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE.
-  // An unset or empty variable keeps base's value; a malformed one (not a non-negative decimal
-  // integer) throws std::invalid_argument naming the variable. The result is validated.
+  // Reads the OpenTelemetry environment variables over `base`, with the specification's rules
+  // (detail/env.hpp): OTEL_BSP_SCHEDULE_DELAY (milliseconds, at least 1), OTEL_BSP_EXPORT_TIMEOUT
+  // (milliseconds, 0 = no limit), OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (1 to
+  // 2^40). An unset or empty variable keeps base's value; a malformed or out-of-range one is
+  // reported to the warning handler (diagnostics.hpp) and ignored. A batch size above the queue
+  // size is lowered to it, with a warning. base itself is validated (std::invalid_argument), so
+  // the environment never makes this throw.
   static batch_span_processor_options from_env(batch_span_processor_options base);
   static batch_span_processor_options from_env();
 };
 
 inline batch_span_processor_options batch_span_processor_options::from_env(batch_span_processor_options base) {
-  auto read = [](const char* name, auto& field) {
-    const std::optional<std::uint64_t> v = detail::env_uint(name, std::uint64_t{1} << 40);
-    if (!v)
-      return;
-    if constexpr (std::is_same_v<std::remove_reference_t<decltype(field)>, std::chrono::milliseconds>)
-      field = std::chrono::milliseconds(static_cast<std::int64_t>(*v));
-    else
-      field = static_cast<std::size_t>(*v);
-  };
-  read("OTEL_BSP_SCHEDULE_DELAY", base.schedule_delay);
-  read("OTEL_BSP_EXPORT_TIMEOUT", base.export_timeout);
-  read("OTEL_BSP_MAX_QUEUE_SIZE", base.max_queue_size);
-  read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", base.max_export_batch_size);
+  base.validate();
+  constexpr std::uint64_t limit = std::uint64_t{1} << 40;
+  if (auto v = detail::env_millis("OTEL_BSP_SCHEDULE_DELAY", 1, limit, false))
+    base.schedule_delay = *v;
+  if (auto v = detail::env_millis("OTEL_BSP_EXPORT_TIMEOUT", 1, limit, true))
+    base.export_timeout = *v;
+  if (auto v = detail::env_uint("OTEL_BSP_MAX_QUEUE_SIZE", 1, limit))
+    base.max_queue_size = static_cast<std::size_t>(*v);
+  if (auto v = detail::env_uint("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, limit))
+    base.max_export_batch_size = static_cast<std::size_t>(*v);
+  if (base.max_export_batch_size > base.max_queue_size) {
+    warn("OTEL_BSP_MAX_EXPORT_BATCH_SIZE / OTEL_BSP_MAX_QUEUE_SIZE: the batch size " +
+         std::to_string(base.max_export_batch_size) + " exceeds the queue size " + std::to_string(base.max_queue_size) +
+         ": lowered to it");
+    base.max_export_batch_size = base.max_queue_size;
+  }
   base.validate();
   return base;
 }
@@ -149,15 +161,20 @@ struct batch_span_processor_stats {
   std::int64_t dropped = 0;              // queue full, ended after shutdown, left at shutdown's timeout
   std::int64_t failed = 0;               // spans of failed (or throwing) exports, and rejected spans
   std::int64_t queued = 0;               // accepted - exported - dropped - failed: in the pipeline now
-  std::int64_t batches = 0;              // export calls
-  std::int64_t failed_batches = 0;       // export calls that failed, threw, or reported rejections
+  std::int64_t batches = 0;              // exports that reported
+  std::int64_t failed_batches = 0;       // exports that failed, threw, or reported rejections
   std::int64_t export_thread_cpu_ns = 0; // CPU time of the export thread (exports included)
   std::string last_error;                // the last failed export's message ("" if none)
 };
 
 } // namespace otlpconc::telemetry
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
+
+using otlpconc::detail::no_pool_index;
+using otlpconc::detail::pool_core_base;
+using otlpconc::detail::pool_thread_index;
+using otlpconc::detail::pool_thread_registry;
 
 // The processor whose export thread the calling thread is (an exporter that records spans itself
 // must not block waiting for room that only its own thread can make).
@@ -166,32 +183,38 @@ inline constinit thread_local const void* bsp_export_thread_core = nullptr;
 // A thread's staged spans, then a unit of the queue.
 struct bsp_batch {
   static constexpr std::uint32_t capacity = 64;
-  std::uint32_t size = 0;     // spans in spans[0, size)
-  std::uint32_t reserved = 0; // queue-bound slots held (>= size); reduced to size when queued
-  std::uint32_t taken = 0;    // export thread: spans[0, taken) already handed to an export
-  pooled_ptr<telemetry::span_data> spans[capacity];
+  std::uint32_t size = 0;  // spans in spans[0, size)
+  std::uint32_t taken = 0; // export thread: spans[0, taken) already handed to an export
+  pooled_ptr<span_data> spans[capacity];
 };
 
+// How the spans waiting are counted (`waiting_` below): every span is admitted by one atomic
+// increment before it is staged, and refused (dropped, or made to wait) when max_queue_size are
+// waiting; the export thread subtracts the spans it hands to the exporter. So the bound and
+// "drops only when full" are exact at any thread count, and the batch trigger sees staged spans
+// as well as queued ones. (An earlier version reserved queue slots 64 at a time per thread: with
+// 33 or more threads the reservations used up the queue while almost nothing waited.)
 class bsp_core final : public pool_core_base {
  public:
   using clock = std::chrono::steady_clock;
 
-  bsp_core(std::shared_ptr<telemetry::span_exporter> exporter, telemetry::batch_span_processor_options options,
-           telemetry::resource res, telemetry::instrumentation_scope scope)
+  bsp_core(std::shared_ptr<span_exporter> exporter, batch_span_processor_options options, resource res,
+           instrumentation_scope scope)
       : options_((options.validate(), std::move(options))),
         exporter_(exporter ? std::move(exporter)
                            : throw std::invalid_argument("batch_span_processor: the exporter is null")),
         resource_(std::move(res)), scope_(std::move(scope)), spans_(options_.span_pool),
+        max_waiting_(static_cast<std::int64_t>(options_.max_queue_size)),
+        batch_size_(static_cast<std::int64_t>(options_.max_export_batch_size)),
         stage_capacity_(
             static_cast<std::uint32_t>(std::min<std::size_t>(bsp_batch::capacity, options_.max_export_batch_size))),
-        reserve_chunk_(
-            static_cast<std::uint32_t>(std::clamp<std::size_t>(options_.max_queue_size / 32, 1, stage_capacity_))),
         stages_(new std::atomic<stage*>[pool_thread_registry::max_threads]) {
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
       stages_[i].store(nullptr, std::memory_order_relaxed);
     for (std::size_t n = 0; n < spans_.nodes(); ++n)
       recycled_.push_back(std::make_unique<ms_queue<bsp_batch*>>());
     taking_.reserve(options_.max_export_batch_size);
+    pending_.reserve(options_.max_export_batch_size + 8);
     held_.reserve(options_.max_export_batch_size); // at most one batch per span: never grows
     pool_thread_registry::instance().add(this);
   }
@@ -216,25 +239,25 @@ class bsp_core final : public pool_core_base {
   // exported batches come back to the recording threads, which reset the records they are about to
   // write anyway: the export thread never touches a record after its export), else a new one from
   // the pool. Throws what object_pool::acquire throws.
-  pooled_ptr<telemetry::span_data> acquire_span() {
+  pooled_ptr<span_data> acquire_span() {
     const unsigned index = pool_thread_index();
     stage* st = index == no_pool_index ? nullptr : stage_of(index);
     if (st != nullptr) {
       bsp_batch* fresh = st->fresh;
-      if (fresh == nullptr || fresh->size == 0) {
+      if (fresh == nullptr || fresh->size == 0) [[unlikely]] {
         st->fresh = nullptr; // before anything can throw: never leave a released batch here
         pooled_ptr<bsp_batch>{fresh}.reset();
         st->fresh = fresh = take_recycled();
       }
-      if (fresh != nullptr) {
-        pooled_ptr<telemetry::span_data> span = std::move(fresh->spans[--fresh->size]);
+      if (fresh != nullptr) [[likely]] {
+        pooled_ptr<span_data> span = std::move(fresh->spans[--fresh->size]);
         span->reset();
         return span;
       }
     }
     return spans_.acquire();
   }
-  const telemetry::batch_span_processor_options& options() const noexcept { return options_; }
+  const batch_span_processor_options& options() const noexcept { return options_; }
 
   // A span that ended or was refused at its start: counted, and dropped at once.
   void count_refused() noexcept {
@@ -247,70 +270,60 @@ class bsp_core final : public pool_core_base {
   }
 
   // The recording thread hands over an ended, sampled span.
-  void on_end(pooled_ptr<telemetry::span_data> span) noexcept {
-    accepted_.increment();
+  void on_end(pooled_ptr<span_data> span) noexcept {
     if (closed()) {
-      dropped_.increment();
+      count_refused();
       return;
     }
     const unsigned index = pool_thread_index();
     stage* st = index == no_pool_index ? nullptr : stage_of(index);
-    if (st == nullptr) {
+    if (st == nullptr) [[unlikely]] {
+      accepted_.increment();
       submit_unstaged(std::move(span));
       return;
     }
-    bool yielded = false;
-    for (;;) {
-      // (S1) acquire: pairs with the release stores (S2) of this thread's previous operation (same
-      // thread) and with the collector's release CAS (C1) that emptied or closed the slot.
-      bsp_batch* raw = st->slot.exchange(busy(), std::memory_order_acquire);
-      if (raw == closed_slot()) {
-        st->slot.store(closed_slot(), std::memory_order_relaxed); // nothing was published
+    // (A0) relaxed: the stage's owner is the count's only writer (a load and a store, no
+    // read-modify-write); stats() reads it as a statistic.
+    st->accepted.store(st->accepted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // (S1) acquire: pairs with the release stores (S2) of this thread's previous operation (same
+    // thread) and with a collector's release CAS (C1) that emptied or closed the slot. The span is
+    // admitted while the stage is busy, so a collector that waits out busy stages finds every
+    // admitted span staged.
+    bsp_batch* raw = st->slot.exchange(busy(), std::memory_order_acquire);
+    if (raw == closed_slot()) [[unlikely]] {
+      st->slot.store(closed_slot(), std::memory_order_relaxed); // nothing was published
+      dropped_.increment();
+      return;
+    }
+    if (!admit_fast()) [[unlikely]] {
+      // The slow path may wait (block) or yield: the stage is not left busy meanwhile.
+      st->slot.store(raw, std::memory_order_release); // (S2)
+      if (!admit_slow(st))                            // counts the drop when it refuses
+        return;
+      raw = st->slot.exchange(busy(), std::memory_order_acquire); // (S1)
+      if (raw == closed_slot()) {                                 // shutdown closed the stage meanwhile
+        st->slot.store(closed_slot(), std::memory_order_relaxed);
+        leave(1);
         dropped_.increment();
         return;
       }
-      pooled_ptr<bsp_batch> batch(raw);
-      if (!batch) {
-        batch = new_batch();
-        if (!batch) {                                         // out of memory: the span is dropped, counted
-          st->slot.store(nullptr, std::memory_order_release); // (S2)
-          dropped_.increment();
-          return;
-        }
-      }
-      if (batch->size == batch->reserved && !reserve(*batch)) {
-        // The queue is full. Let the export thread take back what idle threads hold.
-        request_collect();
-        if (drops_when_full()) {
-          park(st, std::move(batch));
-          if (!yielded) {
-            // On a busy machine the export thread may be runnable but not running: give it this
-            // CPU once, then look again. (Not a wait: yield returns at once when nothing else runs.)
-            yielded = true;
-            std::this_thread::yield();
-            continue;
-          }
-          dropped_.increment();
-          return;
-        }
-        // block: our own staged spans become exportable before we sleep, then retry.
-        if (batch->size != 0)
-          enqueue(batch.release());
-        else
-          batch.reset();
+    }
+    pooled_ptr<bsp_batch> batch(raw);
+    if (!batch) {
+      batch = new_batch();
+      if (!batch) [[unlikely]] {                            // out of memory: the span is dropped, counted
         st->slot.store(nullptr, std::memory_order_release); // (S2)
-        if (!wait_for_room_or_drop())
-          return;
-        continue;
+        leave(1);
+        dropped_.increment();
+        return;
       }
-      batch->spans[batch->size++] = std::move(span);
-      if (batch->size == stage_capacity_) {
-        enqueue(batch.release());
-        st->slot.store(nullptr, std::memory_order_release); // (S2)
-      } else {
-        park(st, std::move(batch));
-      }
-      return;
+    }
+    batch->spans[batch->size++] = std::move(span);
+    if (batch->size == stage_capacity_) {
+      enqueue(batch.release());
+      st->slot.store(nullptr, std::memory_order_release); // (S2)
+    } else {
+      park(st, std::move(batch));
     }
   }
 
@@ -343,8 +356,8 @@ class bsp_core final : public pool_core_base {
     return flush_done_ >= ticket ? flush_ok_ : clean_shutdown_;
   }
 
-  // Whether shutdown finished without dropping spans at its deadline (and the exporter's shutdown
-  // did not throw).
+  // Whether shutdown finished without dropping spans at its deadline, and the exporter's
+  // force_flush succeeded and its shutdown did not throw.
   bool shut_down_cleanly() const {
     std::lock_guard lock(mutex_);
     return shut_down_ && clean_shutdown_;
@@ -367,8 +380,8 @@ class bsp_core final : public pool_core_base {
     return wait_shut_down(lock, deadline);
   }
 
-  telemetry::batch_span_processor_stats stats() const {
-    telemetry::batch_span_processor_stats s;
+  batch_span_processor_stats stats() const {
+    batch_span_processor_stats s;
     // Outcomes first, then accepted: a span is accepted before its outcome, so queued >= 0 is likely
     // even while spans flow (it is exact only when quiescent).
     s.exported = exported_.load();
@@ -377,6 +390,9 @@ class bsp_core final : public pool_core_base {
     s.batches = batches_count_.load();
     s.failed_batches = failed_batches_.load();
     s.accepted = accepted_.load();
+    for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+      if (const stage* st = stages_[i].load(std::memory_order_acquire)) // (S3') acquire: pairs with (S3)
+        s.accepted += static_cast<std::int64_t>(st->accepted.load(std::memory_order_relaxed)); // (A0)
     s.queued = s.accepted - s.exported - s.dropped - s.failed;
     s.export_thread_cpu_ns = export_cpu_ns_.load(std::memory_order_relaxed); // a statistic
     std::lock_guard lock(mutex_);
@@ -384,12 +400,17 @@ class bsp_core final : public pool_core_base {
     return s;
   }
 
+  // Spans waiting now (staged or queued; a snapshot), for tests and monitoring.
+  std::int64_t waiting() const noexcept {
+    return waiting_->load(std::memory_order_relaxed); // (W0) a statistic
+  }
+
   // The export thread's body.
   void run() noexcept {
     bsp_export_thread_core = this;
     auto last_export = clock::now();
     for (;;) {
-      bool timer = false, flush = false, collect = false, closing = false;
+      bool timer = false, flush = false, closing = false;
       std::uint64_t flush_ticket = 0;
       {
         std::unique_lock lock(mutex_);
@@ -397,9 +418,7 @@ class bsp_core final : public pool_core_base {
         for (;;) {
           closing = closing_;
           flush = flush_requested_ != flush_done_;
-          // (W1) acquire: pairs with the release exchange in request_collect (R1).
-          collect = collect_requested_.exchange(false, std::memory_order_acquire);
-          if (closing || flush || collect || full_batch_ready())
+          if (closing || flush || full_batch_waiting())
             break;
           if (clock::now() >= due) {
             timer = true;
@@ -412,31 +431,32 @@ class bsp_core final : public pool_core_base {
       }
       if (closing)
         break;
-      if (timer || flush || collect)
-        collect_stages(false);
       // Each loop stops when shutdown begins: the final drain takes over, under shutdown's deadline
       // (a flush cut short this way is answered by the shutdown).
       constexpr auto no_deadline = clock::time_point::max();
       if (flush) {
-        // Everything queued before the marker ended before the flush request.
+        // Everything that ended before the request is staged or queued: staged spans enter the
+        // queue first, then the marker, and everything before the marker is exported.
+        collect_stages(false);
         enqueue_marker(flush_marker());
         while (!closed() && export_one(flush_marker(), no_deadline))
           ;
         if (!closed()) {
           const bool ok = call_exporter_flush();
+          wait_exports_reported();
           std::lock_guard lock(mutex_);
           flush_done_ = flush_ticket;
           flush_ok_ = ok;
           done_cv_.notify_all();
         }
       } else if (timer) {
-        // Under sustained load these loops could go on for ever: a pending flush or shutdown sends
+        // Under sustained load this loop could go on for ever: a pending flush or shutdown sends
         // the thread back to the top, where it is answered.
+        collect_stages(false);
         while (!needs_attention() && export_one(nullptr, no_deadline))
           ;
       } else {
-        while (!needs_attention() && full_batch_ready())
-          export_one(nullptr, no_deadline);
+        export_full_batches();
       }
       if (timer || flush || exported_since_wait_)
         last_export = clock::now();
@@ -452,6 +472,10 @@ class bsp_core final : public pool_core_base {
     // the owner's staging batch.
     std::atomic<bsp_batch*> slot{nullptr};
     bsp_batch* fresh = nullptr; // owner only: recycled records to reuse (spans[0, size))
+    // Spans the owners of this stage (one thread at a time) handed over: a per-thread share of
+    // stats().accepted, written where the thread writes anyway (a shared counter cost a lookup
+    // of the thread's counter cell on every span).
+    std::atomic<std::uint64_t> accepted{0};
   };
   static bsp_batch* busy() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{1}); }
   static bsp_batch* closed_slot() noexcept { return reinterpret_cast<bsp_batch*>(std::uintptr_t{2}); }
@@ -493,137 +517,171 @@ class bsp_core final : public pool_core_base {
     st->slot.store(batch.release(), std::memory_order_release);
   }
 
-  // Reserves queue slots for batch (up to the reserve chunk). False: the queue is full.
-  bool reserve(bsp_batch& batch) noexcept {
-    const std::int64_t want = std::min<std::int64_t>(reserve_chunk_, stage_capacity_ - batch.reserved);
-    // (Q1) seq_cst: part of the Dekker pair with wait_for_room's waiter count (see release_slots).
-    std::int64_t used = queued_slots_->load(std::memory_order_seq_cst);
-    std::int64_t take = 0;
+  // ---- admission: the queue bound and the batch trigger -----------------------------------------
+
+  // One span joins the waiting ones, unless max_queue_size are waiting. The fast path is one
+  // increment; a refusal is undone and decided again exactly by admit_exact.
+  bool admit_fast() noexcept {
+    // (A1) relaxed: the count orders nothing (the spans travel through the stage and the queue,
+    // with their own release/acquire); its atomicity is what makes the bound exact.
+    const std::int64_t before = waiting_->fetch_add(1, std::memory_order_relaxed);
+    if (before < max_waiting_) [[likely]] {
+      if (before + 1 == batch_size_) [[unlikely]]
+        wake_export_thread();
+      return true;
+    }
+    leave(1);
+    return false;
+  }
+  // A compare-and-swap that never counts a refused span, so concurrent refusals cannot make each
+  // other look full.
+  bool admit_exact() noexcept {
+    std::int64_t v = waiting_->load(std::memory_order_relaxed); // (A2) relaxed: see (A1)
     do {
-      const std::int64_t room = static_cast<std::int64_t>(options_.max_queue_size) - used;
-      if (room <= 0)
+      if (v >= max_waiting_)
         return false;
-      take = std::min(room, want);
-    } while (!queued_slots_->compare_exchange_weak(used, used + take, std::memory_order_seq_cst,
-                                                   std::memory_order_seq_cst)); // (Q1)
-    batch.reserved += static_cast<std::uint32_t>(take);
+    } while (!waiting_->compare_exchange_weak(v, v + 1, std::memory_order_relaxed)); // (A2)
+    if (v + 1 == batch_size_)
+      wake_export_thread();
     return true;
   }
-
-  void release_slots(std::int64_t n) noexcept {
-    if (n == 0)
-      return;
-    queued_slots_->fetch_sub(n, std::memory_order_seq_cst);   // (Q2) seq_cst: pairs with (Q3)
+  // The queue looked full. drop: yields once (on a busy machine the export thread may be runnable
+  // but not running: it gets this CPU) and decides again; then the span is dropped, counted. block:
+  // the thread's own staged spans become exportable, then it waits for room (or shutdown: dropped).
+  // Returns whether the span was admitted.
+  bool admit_slow(stage* st) noexcept {
+    if (admit_exact())
+      return true;
+    if (drops_when_full()) {
+      std::this_thread::yield();
+      if (admit_exact())
+        return true;
+      dropped_.increment();
+      return false;
+    }
+    for (;;) {
+      flush_own_stage(st);
+      if (!wait_for_room_or_drop())
+        return false;
+      if (admit_exact())
+        return true;
+    }
+  }
+  // Spans handed to the exporter (or refused after admission) no longer wait.
+  void leave(std::int64_t n) noexcept {
+    waiting_->fetch_sub(n, std::memory_order_seq_cst);        // (Q2) seq_cst: pairs with (Q3)
     if (room_waiters_.load(std::memory_order_seq_cst) != 0) { // (Q3')
       { std::lock_guard lock(mutex_); }
       done_cv_.notify_all();
     }
   }
+  bool full_batch_waiting() const noexcept {
+    return waiting_->load(std::memory_order_relaxed) >= batch_size_; // (W0) a hint: the pops synchronize
+  }
+  // The count reached a full batch: the export thread re-checks under the mutex before it sleeps,
+  // so taking it here is enough for the wake-up not to be lost.
+  void wake_export_thread() noexcept {
+    std::lock_guard lock(mutex_);
+    work_cv_.notify_one();
+  }
+
+  // Block mode: the calling thread's staged spans enter the queue (the export thread would collect
+  // them too; this saves it the wait).
+  void flush_own_stage(stage* st) noexcept {
+    bsp_batch* raw = st->slot.exchange(busy(), std::memory_order_acquire); // (S1)
+    if (raw == closed_slot()) {
+      st->slot.store(closed_slot(), std::memory_order_relaxed);
+      return;
+    }
+    if (raw != nullptr)
+      enqueue(raw);
+    st->slot.store(nullptr, std::memory_order_release); // (S2)
+  }
 
   // What a span that finds the queue full does: dropped with the drop policy, and always on the
   // export thread (an exporter recording spans must not wait for room only its own thread makes).
   bool drops_when_full() const noexcept {
-    return options_.on_full == telemetry::overflow_policy::drop || bsp_export_thread_core == this;
+    return options_.on_full == overflow_policy::drop || bsp_export_thread_core == this;
   }
 
   // Block policy: waits for room. False when shutdown ended the wait: the span is dropped, counted.
-  bool wait_for_room_or_drop() {
-    wait_for_room();
+  bool wait_for_room_or_drop() noexcept {
+    try {
+      std::unique_lock lock(mutex_);
+      // (Q3) seq_cst: either this waiter's check below sees the decrement (Q2), or the decrementer
+      // sees this count (Q3') and notifies under the mutex.
+      room_waiters_.fetch_add(1, std::memory_order_seq_cst);
+      done_cv_.wait(lock, [&] { return closing_ || waiting_->load(std::memory_order_seq_cst) < max_waiting_; });
+      room_waiters_.fetch_sub(1, std::memory_order_relaxed);
+    } catch (...) { // the mutex failed: give the CPU away and look again
+      std::this_thread::yield();
+    }
     if (!closed())
       return true;
     dropped_.increment();
     return false;
   }
 
-  void wait_for_room() {
-    std::unique_lock lock(mutex_);
-    // (Q3) seq_cst: either this waiter's check below sees the release (Q2), or the releaser sees
-    // this count (Q3') and notifies under the mutex.
-    room_waiters_.fetch_add(1, std::memory_order_seq_cst);
-    done_cv_.wait(lock, [&] {
-      return closing_ ||
-             queued_slots_->load(std::memory_order_seq_cst) < static_cast<std::int64_t>(options_.max_queue_size);
-    });
-    room_waiters_.fetch_sub(1, std::memory_order_relaxed);
-  }
+  // ---- the queue ---------------------------------------------------------------------------------
 
-  void request_collect() noexcept {
-    if (collect_requested_.load(std::memory_order_relaxed)) // a hint: already requested
-      return;
-    // (R1) release: pairs with (W1); the export thread then visits every stage.
-    if (!collect_requested_.exchange(true, std::memory_order_release)) {
-      std::lock_guard lock(mutex_);
-      work_cv_.notify_one();
-    }
-  }
-
-  // A batch enters the queue; its unused reservation is returned. Never throws: if the queue cannot
+  // A batch enters the queue (its spans are admitted already). Never throws: if the queue cannot
   // allocate its node, the spans are dropped (counted).
   void enqueue(bsp_batch* batch) noexcept {
-    const std::int64_t unused = batch->reserved - batch->size;
-    batch->reserved = batch->size;
     const std::int64_t n = batch->size;
-    if (n == 0) { // nothing staged (a reservation at most): nothing to queue
+    if (n == 0) {
       pooled_ptr<bsp_batch>{batch}.reset();
-      release_slots(unused);
       return;
     }
     try {
       ready_.push(batch); // release: pairs with the acquire in the export thread's pop
     } catch (...) {
-      dropped_.add(n);
       pooled_ptr<bsp_batch>{batch}.reset();
-      release_slots(unused + n);
-      return;
-    }
-    release_slots(unused);
-    // (Q4) release: the count follows the push; the export thread's acquire load in
-    // full_batch_ready() only decides when to look.
-    const std::int64_t before = ready_spans_->fetch_add(n, std::memory_order_release);
-    const auto threshold = static_cast<std::int64_t>(options_.max_export_batch_size);
-    if (before < threshold && before + n >= threshold) {
-      std::lock_guard lock(mutex_); // the export thread re-checks under the mutex before it sleeps
-      work_cv_.notify_one();
+      leave(n);
+      dropped_.add(n);
     }
   }
 
   // A thread with no thread index (more than 1024 live threads, or past its exit) submits one span.
-  void submit_unstaged(pooled_ptr<telemetry::span_data> span) noexcept {
+  void submit_unstaged(pooled_ptr<span_data> span) noexcept {
     // (P4) seq_cst, with the load of closed_ after it: pairs with (P2) and the final drain's wait for
     // unstaged_ to reach 0.
     unstaged_->fetch_add(1, std::memory_order_seq_cst);
-    struct leave {
+    struct leave_guard {
       std::atomic<std::int64_t>& n;
-      ~leave() { n.fetch_sub(1, std::memory_order_release); } // (P5) release: pairs with (P6)
+      ~leave_guard() { n.fetch_sub(1, std::memory_order_release); } // (P5) release: pairs with (P6)
     } guard{*unstaged_};
     if (closed_.load(std::memory_order_seq_cst)) {
       dropped_.increment();
       return;
     }
-    for (;;) {
-      pooled_ptr<bsp_batch> batch = new_batch();
-      if (!batch) {
+    if (!admit_fast()) {
+      bool admitted = admit_exact();
+      if (!admitted && drops_when_full()) {
+        std::this_thread::yield();
+        admitted = admit_exact();
+      }
+      while (!admitted && !drops_when_full()) {
+        if (!wait_for_room_or_drop())
+          return;
+        admitted = admit_exact();
+      }
+      if (!admitted) {
         dropped_.increment();
         return;
       }
-      if (!reserve(*batch)) {
-        request_collect();
-        if (drops_when_full()) {
-          dropped_.increment();
-          return;
-        }
-        batch.reset();
-        if (!wait_for_room_or_drop())
-          return;
-        continue;
-      }
-      batch->spans[batch->size++] = std::move(span);
-      enqueue(batch.release());
+    }
+    pooled_ptr<bsp_batch> batch = new_batch();
+    if (!batch) {
+      leave(1);
+      dropped_.increment();
       return;
     }
+    batch->spans[batch->size++] = std::move(span);
+    enqueue(batch.release());
   }
 
-  // Export thread: takes every thread's staged batch into the queue; closing also closes the stages.
+  // Takes every thread's staged batch into the queue; closing also closes the stages. (The export
+  // thread, when it needs the staged spans.)
   void collect_stages(bool closing) noexcept {
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i) {
       // (C0) seq_cst: in the final drain, ordered after (P2) against the stage's (S3) / (P3).
@@ -655,8 +713,8 @@ class bsp_core final : public pool_core_base {
   void recycle(pooled_ptr<bsp_batch> batch) noexcept {
     if (!batch || batch->size == 0)
       return; // destroyed (an empty batch, or nothing to recycle)
-    batch->taken = batch->reserved = 0;
-    const unsigned node = object_pool<telemetry::span_data>::node_of(batch->spans[0].get());
+    batch->taken = 0;
+    const unsigned node = object_pool<span_data>::node_of(batch->spans[0].get());
     try {
       recycled_[node]->push(batch.get()); // release: pairs with the acquire pop in take_recycled
       batch.release();
@@ -670,13 +728,6 @@ class bsp_core final : public pool_core_base {
     return batch ? *batch : nullptr;
   }
 
-  bool full_batch_ready() const noexcept {
-    // (Q5) acquire: pairs with (Q4); a hint, the pops are what synchronize.
-    return carry_spans() + ready_spans_->load(std::memory_order_acquire) >=
-           static_cast<std::int64_t>(options_.max_export_batch_size);
-  }
-  std::int64_t carry_spans() const noexcept { return carry_ ? carry_->size - carry_->taken : 0; }
-
   void enqueue_marker(bsp_batch* marker) {
     for (;;) {
       try {
@@ -688,6 +739,60 @@ class bsp_core final : public pool_core_base {
     }
   }
 
+  // ---- exporting ---------------------------------------------------------------------------------
+
+  // Full batches while max_export_batch_size spans wait. The queue holds the staged batches that
+  // filled; when it holds less than a batch, the other waiting spans are staged: they are
+  // collected (a thread between its admission and its staging is waited for by the collection).
+  void export_full_batches() noexcept {
+    while (!needs_attention() && full_batch_waiting()) {
+      if (queued_spans() < batch_size_)
+        collect_stages(false);
+      if (queued_spans() < batch_size_) {
+        // Admitted spans not staged yet (their threads are between the count and the stage): the
+        // count is ahead of the queue for a moment.
+        std::this_thread::yield();
+        collect_stages(false);
+      }
+      export_one(nullptr, clock::time_point::max());
+    }
+  }
+
+  // The spans queued (and in the partly exported batch), counted up to a full batch: the export
+  // thread pops queue entries into its own FIFO (pending_) to count them (the pops synchronize
+  // with the pushes); export_one takes from that FIFO first, so the order is kept.
+  std::int64_t queued_spans() noexcept {
+    if (pending_head_ != 0) { // drop the entries already taken (no allocation)
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(pending_head_));
+      pending_head_ = 0;
+    }
+    while (pending_spans_ + carry_spans() < batch_size_ && pending_.size() < pending_.capacity()) {
+      std::optional<bsp_batch*> next = ready_.try_pop();
+      if (!next)
+        break;
+      pending_.push_back(*next); // never grows: reserved for a full batch of one-span entries
+      if (!is_marker(*next))
+        pending_spans_ += (*next)->size;
+    }
+    return pending_spans_ + carry_spans();
+  }
+  std::int64_t carry_spans() const noexcept { return carry_ ? carry_->size - carry_->taken : 0; }
+
+  // The next queue entry: from what queued_spans() popped first, then from the queue.
+  std::optional<bsp_batch*> next_entry() noexcept {
+    if (pending_head_ < pending_.size()) {
+      bsp_batch* b = pending_[pending_head_++];
+      if (pending_head_ == pending_.size()) {
+        pending_.clear();
+        pending_head_ = 0;
+      }
+      if (!is_marker(b))
+        pending_spans_ -= b->size;
+      return b;
+    }
+    return ready_.try_pop();
+  }
+
   // Export thread: exports one batch of up to max_export_batch_size spans. stop_marker: stop there
   // (and export a partial batch); otherwise a partial batch is exported only when
   // nothing more is queued. Returns whether it should be called again.
@@ -697,7 +802,7 @@ class bsp_core final : public pool_core_base {
     taking_.clear();
     while (taking_.size() < limit) {
       if (!carry_) {
-        std::optional<bsp_batch*> next = ready_.try_pop();
+        std::optional<bsp_batch*> next = next_entry();
         if (!next)
           break;
         if (*next == stop_marker) {
@@ -707,7 +812,6 @@ class bsp_core final : public pool_core_base {
         if (is_marker(*next))
           continue; // a flush's marker left behind by shutdown
         carry_.reset(*next);
-        ready_spans_->fetch_sub(carry_->size, std::memory_order_relaxed); // a hint (see Q5)
       }
       while (taking_.size() < limit && carry_->taken < carry_->size)
         taking_.push_back(carry_->spans[carry_->taken++].get());
@@ -717,35 +821,25 @@ class bsp_core final : public pool_core_base {
     const bool more = stop_marker != nullptr ? !marker_seen : taking_.size() == limit;
     if (taking_.empty())
       return false; // nothing queued (with a stop marker: it was reached)
-    release_slots(static_cast<std::int64_t>(taking_.size()));
+    const auto n = static_cast<std::int64_t>(taking_.size());
+    leave(n);
     const auto now = clock::now();
     if (now >= hard_deadline) { // shutdown's timeout has passed: what is left is dropped
-      dropped_.add(static_cast<std::int64_t>(taking_.size()));
+      dropped_.add(n);
       late_drops_ = true;
     } else {
       const auto deadline = std::min(hard_deadline, after(now, options_.export_timeout));
-      telemetry::export_result result;
-      try {
-        result = exporter_->export_spans(telemetry::span_batch_view{resource_, scope_, taking_}, deadline);
-      } catch (const std::exception& e) {
-        result = telemetry::export_result::failure(std::string("exporter threw: ") + e.what());
-      } catch (...) {
-        result = telemetry::export_result::failure("exporter threw a non-standard exception");
+      {
+        std::lock_guard lock(in_flight_mutex_);
+        ++in_flight_;
       }
-      const auto n = static_cast<std::int64_t>(taking_.size());
-      batches_count_.increment();
-      if (result.status == telemetry::export_status::success) {
-        const auto rejected = static_cast<std::int64_t>(std::min<std::uint64_t>(result.rejected_spans, taking_.size()));
-        exported_.add(n - rejected);
-        if (rejected != 0) {
-          failed_.add(rejected);
-          failed_batches_.increment();
-          note_error(result.error.empty() ? std::string("the receiver rejected spans") : std::move(result.error));
-        }
-      } else {
-        failed_.add(n);
-        failed_batches_.increment();
-        note_error(result.error.empty() ? std::string("export failed") : std::move(result.error));
+      try {
+        exporter_->export_spans_async(span_batch_view{resource_, scope_, taking_}, deadline,
+                                      [this, n](export_result result) noexcept { exported(n, std::move(result)); });
+      } catch (const std::exception& e) {
+        exported(n, export_result::failure(std::string("exporter threw: ") + e.what()));
+      } catch (...) {
+        exported(n, export_result::failure("exporter threw a non-standard exception"));
       }
     }
     exported_since_wait_ = true;
@@ -758,6 +852,37 @@ class bsp_core final : public pool_core_base {
     return more;
   }
 
+  // An export's outcome (on the export thread, or on an asynchronous exporter's thread).
+  void exported(std::int64_t n, export_result result) noexcept {
+    batches_count_.increment();
+    if (result.status == export_status::success) {
+      const auto rejected =
+          static_cast<std::int64_t>(std::min<std::uint64_t>(result.rejected_spans, static_cast<std::uint64_t>(n)));
+      exported_.add(n - rejected);
+      if (rejected != 0) {
+        failed_.add(rejected);
+        failed_batches_.increment();
+        note_error(result.error.empty() ? std::string("the receiver rejected spans") : std::move(result.error));
+      }
+    } else {
+      failed_.add(n);
+      failed_batches_.increment();
+      note_error(result.error.empty() ? std::string("export failed") : std::move(result.error));
+    }
+    // The decrement is the callback's last touch of this object, under the mutex the export thread
+    // checks it with: once that thread sees 0 it may let the object go.
+    std::lock_guard lock(in_flight_mutex_);
+    if (--in_flight_ == 0)
+      in_flight_cv_.notify_all();
+  }
+
+  // Export thread: waits until every export it started has reported (an asynchronous exporter's
+  // callbacks use this object: the thread keeps it alive until then).
+  void wait_exports_reported() noexcept {
+    std::unique_lock lock(in_flight_mutex_);
+    in_flight_cv_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+
   void note_error(std::string message) noexcept {
     try {
       std::lock_guard lock(mutex_);
@@ -766,13 +891,14 @@ class bsp_core final : public pool_core_base {
     }
   }
 
-  bool call_exporter_flush() noexcept {
+  bool call_exporter_flush(clock::time_point deadline) noexcept {
     try {
-      return exporter_->force_flush(after(clock::now(), options_.export_timeout));
+      return exporter_->force_flush(deadline);
     } catch (...) {
       return false;
     }
   }
+  bool call_exporter_flush() noexcept { return call_exporter_flush(after(clock::now(), options_.export_timeout)); }
 
   bool needs_attention() const noexcept { return closed() || flush_pending_.load(std::memory_order_relaxed); }
 
@@ -791,6 +917,8 @@ class bsp_core final : public pool_core_base {
       export_cpu_ns_.store(std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec, std::memory_order_relaxed);
   }
 
+  // Shutdown: everything accepted is exported (or dropped at the deadline), then the exporter is
+  // flushed and shut down, and every export it has in flight reports.
   void final_drain() noexcept {
     clock::time_point deadline;
     {
@@ -806,11 +934,13 @@ class bsp_core final : public pool_core_base {
     while (export_one(final_marker(), deadline))
       ;
     bool clean = clock::now() < deadline;
+    clean = call_exporter_flush(deadline) && clean; // OpenTelemetry: Shutdown includes ForceFlush
     try {
       exporter_->shutdown(deadline);
     } catch (...) {
       clean = false;
     }
+    wait_exports_reported();
     note_cpu_time();
     std::lock_guard lock(mutex_);
     shut_down_ = true;
@@ -822,27 +952,28 @@ class bsp_core final : public pool_core_base {
     return done_cv_.wait_until(lock, deadline, [&] { return shut_down_; });
   }
 
-  const telemetry::batch_span_processor_options options_;
-  const std::shared_ptr<telemetry::span_exporter> exporter_;
-  const telemetry::resource resource_;
-  const telemetry::instrumentation_scope scope_;
-  object_pool<telemetry::span_data> spans_;
+  const batch_span_processor_options options_;
+  const std::shared_ptr<span_exporter> exporter_;
+  const resource resource_;
+  const instrumentation_scope scope_;
+  object_pool<span_data> spans_;
   object_pool<bsp_batch> batches_;
   ms_queue<bsp_batch*> ready_;
+  const std::int64_t max_waiting_;
+  const std::int64_t batch_size_;
   const std::uint32_t stage_capacity_;
-  const std::uint32_t reserve_chunk_;
   std::unique_ptr<std::atomic<stage*>[]> stages_;
   std::vector<std::unique_ptr<ms_queue<bsp_batch*>>> recycled_; // per node: exported batches to reuse
 
-  cache_padded<std::atomic<std::int64_t>> queued_slots_{std::in_place, 0}; // reserved against the bound
-  cache_padded<std::atomic<std::int64_t>> ready_spans_{std::in_place, 0};  // spans in ready_ (a hint)
-  cache_padded<std::atomic<std::int64_t>> unstaged_{std::in_place, 0};     // unstaged submissions in progress
+  cache_padded<std::atomic<std::int64_t>> waiting_{std::in_place, 0};  // spans staged or queued
+  cache_padded<std::atomic<std::int64_t>> unstaged_{std::in_place, 0}; // unstaged submissions in progress
   std::atomic<bool> closed_{false};
-  std::atomic<bool> collect_requested_{false};
   std::atomic<bool> flush_pending_{false}; // a hint: a force_flush waits (the mutex-guarded counts decide)
   std::atomic<int> room_waiters_{0};
   std::atomic<std::int64_t> export_cpu_ns_{0};
 
+  // accepted_: spans refused at once (after shutdown) and those of threads without a stage; the
+  // others are counted in their stage.
   sharded_counter accepted_, exported_, dropped_, failed_, batches_count_, failed_batches_;
 
   mutable std::mutex mutex_;
@@ -852,17 +983,23 @@ class bsp_core final : public pool_core_base {
   bool closing_ = false, shut_down_ = false, clean_shutdown_ = false, flush_ok_ = true;
   clock::time_point shutdown_deadline_{};
   std::string last_error_;
+  std::mutex in_flight_mutex_;
+  std::condition_variable in_flight_cv_;
+  std::int64_t in_flight_ = 0; // exports started, not yet reported (in_flight_mutex_)
 
   // Export thread only.
-  pooled_ptr<bsp_batch> carry_;                     // a queued batch whose spans are partly exported
-  std::vector<const telemetry::span_data*> taking_; // the batch being exported
-  std::vector<pooled_ptr<bsp_batch>> held_;         // wholly taken batches, released after the export
+  pooled_ptr<bsp_batch> carry_;             // a queued batch whose spans are partly exported
+  std::vector<bsp_batch*> pending_;         // entries popped from the queue, not yet taken
+  std::size_t pending_head_ = 0;            // the next of pending_ to take
+  std::int64_t pending_spans_ = 0;          // the spans in pending_[pending_head_, end)
+  std::vector<const span_data*> taking_;    // the batch being exported
+  std::vector<pooled_ptr<bsp_batch>> held_; // wholly taken batches, released after the export
   bool exported_since_wait_ = false;
   bool late_drops_ = false;
   char markers_[2] = {};
 };
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail
 
 namespace otlpconc::telemetry {
 
@@ -872,8 +1009,8 @@ class batch_span_processor {
  public:
   explicit batch_span_processor(std::shared_ptr<span_exporter> exporter, batch_span_processor_options options = {},
                                 resource res = resource::for_service(), instrumentation_scope scope = {})
-      : core_(std::make_shared<otlpconc::detail::bsp_core>(std::move(exporter), std::move(options), std::move(res),
-                                                           std::move(scope))) {
+      : core_(std::make_shared<detail::bsp_core>(std::move(exporter), std::move(options), std::move(res),
+                                                 std::move(scope))) {
     thread_ = std::thread([core = core_] { core->run(); });
   }
   batch_span_processor(const batch_span_processor&) = delete;
@@ -904,13 +1041,15 @@ class batch_span_processor {
   }
 
   batch_span_processor_stats stats() const { return core_->stats(); }
+  // Spans waiting now (staged or queued), at most max_queue_size; a snapshot.
+  std::int64_t waiting() const noexcept { return core_->waiting(); }
   const batch_span_processor_options& options() const noexcept { return core_->options(); }
 
   // For tracer.
-  otlpconc::detail::bsp_core& core() noexcept { return *core_; }
+  detail::bsp_core& core() noexcept { return *core_; }
 
  private:
-  std::shared_ptr<otlpconc::detail::bsp_core> core_;
+  std::shared_ptr<detail::bsp_core> core_;
   std::thread thread_;
   std::mutex join_mutex_;
 };

@@ -1,18 +1,28 @@
 // otlpconc/telemetry/exporter.hpp: the span exporter interface, and in_memory_exporter.
 //
 // What: span_exporter is what a batch_span_processor hands its batches to (OpenTelemetry's
-//   SpanExporter): export_spans, force_flush, shutdown. in_memory_exporter keeps owned copies of
-//   what it receives (span_record), for tests and examples.
+//   SpanExporter): export_spans, force_flush, shutdown, and export_spans_async for exporters that
+//   keep several exports in flight. in_memory_exporter keeps owned copies of what it receives
+//   (span_record), for tests and examples.
 // When to use: implement span_exporter to send spans somewhere; use in_memory_exporter in tests.
-// Guarantees the processor gives an exporter: export_spans is never called concurrently (exports
-//   are serialized on the processor's export thread); the span_data it sees stay valid and
-//   unchanged until export_spans returns (then they are recycled: copy what you keep); shutdown is
-//   called once, last.
+// Guarantees the processor gives an exporter: export_spans / export_spans_async are never called
+//   concurrently (the calls are serialized on the processor's export thread, as OpenTelemetry
+//   requires); the span_data an export sees stay valid and unchanged until the call returns (then
+//   they are recycled: copy or encode what you keep); force_flush and shutdown are called from the
+//   export thread too, shutdown once, last.
 // What an exporter must do: return within the deadline it is given (the processor cannot interrupt
 //   it, and a processor's shutdown stops waiting for it at its own timeout); report failures as
 //   export_status::failure or by throwing (the processor counts both as failed spans, never
 //   crashes); report spans the receiver rejected in an otherwise successful export (OTLP partial
 //   success) as rejected_spans.
+// Concurrent exports (OpenTelemetry: "concurrent requests ... are the responsibility of the
+//   exporter"): the processor calls export_spans_async, whose default runs export_spans and reports
+//   its result at once. An exporter that overrides it may return before the export is done (after
+//   it has copied or encoded the spans) and report the result later, from any thread, by calling
+//   `done` exactly once; the call must come by the export's deadline, or promptly once shutdown has
+//   begun. force_flush must not return true before every export started before it has called
+//   `done` (so that the processor's counts are final), and shutdown likewise waits for them (up to
+//   its deadline). The processor keeps its own state alive until every `done` has been called.
 #pragma once
 
 #include "otlpconc/telemetry/span_data.hpp"
@@ -20,6 +30,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <string>
@@ -45,12 +56,22 @@ struct span_batch_view {
   std::span<const span_data* const> spans;
 };
 
+// Receives an export's outcome (export_spans_async). Called exactly once; must not throw.
+using export_callback = std::function<void(export_result)>;
+
 class span_exporter {
  public:
   using clock = std::chrono::steady_clock;
   virtual ~span_exporter() = default;
   virtual export_result export_spans(const span_batch_view& batch, clock::time_point deadline) = 0;
-  // Makes everything exported so far durable / sent. Returns false if it could not by the deadline.
+  // Starts an export and reports its outcome through done (see the top of this file). The default
+  // exports synchronously: done runs before it returns. An exception thrown by an override is a
+  // failed export (done must then not be called).
+  virtual void export_spans_async(const span_batch_view& batch, clock::time_point deadline, export_callback done) {
+    done(export_spans(batch, deadline));
+  }
+  // Makes everything exported so far durable / sent (and, for asynchronous exporters, waits for the
+  // exports in flight to report). Returns false if it could not by the deadline.
   virtual bool force_flush(clock::time_point) { return true; }
   virtual void shutdown(clock::time_point) {}
 };

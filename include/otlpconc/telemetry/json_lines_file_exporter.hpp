@@ -12,11 +12,13 @@
 //   - Never throws from export_spans (a throwing encoder is a failed export); the constructor throws
 //     std::system_error naming the path when the file cannot be opened, std::invalid_argument for
 //     bad options.
-//   - force_flush with options.sync_on_flush calls fsync; shutdown closes the file, and later
-//     exports fail ("exporter is shut down").
+//   - With options.sync_on_flush, force_flush and shutdown call fsync (the processor's shutdown
+//     includes a force_flush, as OpenTelemetry requires, and the exporter's own shutdown syncs
+//     too, for direct users): what was exported is on disk when they return true. shutdown closes
+//     the file, and later exports fail ("exporter is shut down").
 #pragma once
 
-#include "otlpconc/detail/encode_pool.hpp"
+#include "otlpconc/telemetry/detail/encode_pool.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
@@ -99,15 +101,23 @@ class json_lines_file_exporter final : public span_exporter {
     std::lock_guard lock(mutex_);
     if (fd_ < 0)
       return false;
-    return !options_.sync_on_flush || ::fsync(fd_) == 0;
+    return !options_.sync_on_flush || sync();
   }
 
   void shutdown(clock::time_point) override {
     std::lock_guard lock(mutex_);
     if (fd_ >= 0) {
+      if (options_.sync_on_flush)
+        (void)sync(); // a failure has nothing to report to: the exports already succeeded
       ::close(fd_);
       fd_ = -1;
     }
+  }
+
+  // fsync calls made (sync_on_flush), for tests.
+  std::uint64_t syncs() const {
+    std::lock_guard lock(mutex_);
+    return syncs_;
   }
 
   const std::string& path() const noexcept { return path_; }
@@ -126,6 +136,12 @@ class json_lines_file_exporter final : public span_exporter {
   otlp_json_encoder encoder_;
   std::string line_;
   std::uint64_t bytes_written_ = 0;
+  std::uint64_t syncs_ = 0;
+
+  bool sync() { // mutex_ held
+    ++syncs_;
+    return ::fsync(fd_) == 0;
+  }
 };
 
 } // namespace otlpconc::telemetry

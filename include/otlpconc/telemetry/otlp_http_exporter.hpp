@@ -1,9 +1,13 @@
 // otlpconc/telemetry/otlp_http_exporter.hpp: exports span batches to an OpenTelemetry Collector (or
-// any OTLP/HTTP receiver) with POST /v1/traces and the OTLP JSON encoding, through libcurl.
+// any OTLP/HTTP receiver) with POST /v1/traces and the OTLP JSON encoding, through libcurl, with up
+// to max_concurrent_requests exports in flight.
 //
-// What: each export encodes the batch once (otlp_json.hpp, large batches in parallel on the
-//   exporter's encoding pool) and POSTs it with Content-Type: application/json, retrying as the
-//   OTLP/HTTP specification says. One connection, kept alive between exports.
+// What: each export encodes the batch once on the calling thread (otlp_json.hpp, large batches in
+//   parallel on the exporter's encoding pool), hands the body to the exporter's I/O thread and
+//   returns (export_spans_async); the I/O thread drives every request on one libcurl multi handle
+//   (connections kept alive and reused), retries as the OTLP/HTTP specification says and reports
+//   each export's outcome when it is known. At most max_concurrent_requests exports are in flight
+//   (requests, retry waits included); a further export waits for one of them to finish.
 // When to use: sending spans to a Collector fleet or any OTLP/HTTP receiver. Link the CMake target
 //   otlpconc::otlp_http (it exists when otlpconc was configured with libcurl: OTLPCONC_WITH_CURL,
 //   AUTO by default) or use pkg-config's otlpconc-otlp-http.
@@ -11,22 +15,29 @@
 //   (json_lines_file_exporter.hpp).
 // Guarantees:
 //   - Retries 429, 502, 503 and 504 and transient transport failures (name resolution, connection
-//     refused or reset, timeouts; not a bad URL or a TLS verification failure)
-//     with exponential backoff (initial_backoff, times backoff_multiplier, at most max_backoff),
-//     each wait jittered by +-20%; a Retry-After header (seconds or an HTTP date) replaces the
-//     computed wait. Every other status (other 4xx, 500, 501, 3xx) fails at once.
-//   - The whole export, retries and waits included, ends by the earlier of the processor's
-//     deadline and options.timeout; a wait that would end after it is not started: the export
-//     fails at once, naming the last error.
+//     refused or reset, timeouts; not a bad URL or a TLS verification failure) with exponential
+//     backoff (initial_backoff, times backoff_multiplier, at most max_backoff), each wait jittered
+//     by +-20%; a Retry-After header (seconds or an HTTP date) replaces the computed wait. Follows
+//     the redirects 301, 302, 307 and 308 (the POST and its body are sent again, at most 5 per
+//     export) to the same host only, never from https to http; every other status (other 4xx, 500,
+//     501, 303, a redirect elsewhere) fails at once.
+//   - Each export, retries, redirects and waits included, ends by the earlier of the processor's
+//     deadline and options.timeout (either may be unlimited); a wait that would end after it is not
+//     started: the export fails at once, naming the last error.
 //   - A 2xx response with partialSuccess.rejectedSpans reports those spans as rejected (the
-//     processor counts them failed) with the receiver's errorMessage. An unparsable 2xx body is a
+//     processor counts them failed) with the receiver's errorMessage; a partialSuccess with no
+//     rejected span and a message is the receiver's warning: counted in stats() and reported to
+//     the warning handler (diagnostics.hpp) each time its text changes. An unparsable 2xx body is a
 //     success (the receiver took the request).
-//   - shutdown() interrupts a request in flight and a backoff wait (the export fails at once) and
-//     returns once that export has returned, so the exporter can then be destroyed.
-//   - export_spans never throws; exports are serialized (one connection, one buffer). The
-//     constructor throws std::invalid_argument for bad options (naming the field),
-//     std::runtime_error when libcurl cannot be initialized.
-// Memory: one request body (the largest batch's encoding, kept for reuse) and libcurl's connection.
+//   - force_flush(deadline) returns true once every export started before it has reported its
+//     outcome. shutdown() interrupts the requests in flight and the retry waits (those exports
+//     fail at once), fails every later export without sending, and returns once every export has
+//     reported, so the exporter can then be destroyed.
+//   - export_spans / export_spans_async never throw (out of memory is a failed export) and may be
+//     called from several threads. The constructor throws std::invalid_argument for bad options
+//     (naming the field), std::runtime_error when libcurl or the I/O thread cannot be started.
+// Memory: one encoded body per export in flight (about 330 bytes per span), libcurl's connections
+//   (one per concurrent request to the receiver, kept alive).
 #pragma once
 
 #if !defined(OTLPCONC_HAVE_CURL) || !OTLPCONC_HAVE_CURL
@@ -34,30 +45,36 @@
     "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
 #endif
 
-#include "otlpconc/detail/encode_pool.hpp"
-#include "otlpconc/detail/env.hpp"
-#include "otlpconc/detail/otlp_response.hpp"
-#include "otlpconc/detail/text.hpp"
+#include "otlpconc/telemetry/detail/encode_pool.hpp"
+#include "otlpconc/telemetry/detail/env.hpp"
+#include "otlpconc/telemetry/detail/otlp_response.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
+#include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
+#include "otlpconc/telemetry/version.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
 
 #include <curl/curl.h>
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -66,13 +83,17 @@ namespace otlpconc::telemetry {
 struct otlp_http_exporter_options {
   std::string endpoint = "http://localhost:4318/v1/traces"; // the full URL, path included
   std::vector<std::pair<std::string, std::string>> headers; // sent with every request
-  std::chrono::milliseconds timeout{10000};                 // one export, retries and waits included
+  // One export, retries and waits included; milliseconds::max(): no limit.
+  std::chrono::milliseconds timeout{10000};
   std::chrono::milliseconds initial_backoff{1000};
   std::chrono::milliseconds max_backoff{5000};
   double backoff_multiplier = 1.5;
-  int max_attempts = 5; // requests per export, the first included
+  int max_attempts = 5; // requests per export, the first included (redirects not counted)
+  // Exports in flight at once (each a request or a retry wait; libcurl opens up to this many
+  // connections to the receiver). 1: one request at a time.
+  int max_concurrent_requests = 16;
   // Threads of the encoding pool, as json_lines_file_exporter_options::encode_threads (-1:
-  // automatic, 0: encode on the export thread).
+  // automatic, 0: encode on the calling thread).
   int encode_threads = -1;
 
   // Throws std::invalid_argument naming the first bad field.
@@ -83,14 +104,16 @@ struct otlp_http_exporter_options {
     if (endpoint.find_first_of(" \t\r\n") != std::string::npos)
       fail("endpoint must not contain white space: '" + endpoint + "'");
     constexpr std::chrono::milliseconds day{86'400'000};
-    if (timeout.count() <= 0 || timeout > day)
-      fail("timeout must be positive and at most a day");
+    if (timeout.count() <= 0 || (timeout > day && timeout != std::chrono::milliseconds::max()))
+      fail("timeout must be positive and at most a day, or milliseconds::max() (no limit)");
     if (initial_backoff.count() <= 0 || max_backoff < initial_backoff || max_backoff > day)
       fail("initial_backoff must be positive, max_backoff at least initial_backoff and at most a day");
     if (!(backoff_multiplier >= 1.0 && backoff_multiplier <= 10.0))
       fail("backoff_multiplier must be between 1 and 10");
     if (max_attempts < 1 || max_attempts > 1000)
       fail("max_attempts must be 1 to 1000");
+    if (max_concurrent_requests < 1 || max_concurrent_requests > 1024)
+      fail("max_concurrent_requests must be 1 to 1024");
     for (const auto& [name, value] : headers) {
       const bool bad_name = name.empty() || name.find_first_of(" \t:\r\n") != std::string::npos;
       if (bad_name || value.find_first_of("\r\n") != std::string::npos)
@@ -100,51 +123,74 @@ struct otlp_http_exporter_options {
       fail("encode_threads must be -1 (automatic) or 0 to 64");
   }
 
-  // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first):
-  //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces"),
-  //   OTEL_EXPORTER_OTLP_TRACES_HEADERS or OTEL_EXPORTER_OTLP_HEADERS ("k=v,k2=v2", percent-decoded,
-  //   added to base's headers), OTEL_EXPORTER_OTLP_TRACES_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT
-  //   (milliseconds), OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL (only
-  //   "http/json" is spoken here: anything else throws). Unset or empty keeps base's value; a
-  //   malformed one throws std::invalid_argument naming the variable. The result is validated.
+  // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first), with
+  // the specification's rules (detail/env.hpp): a value that cannot be used is reported to the
+  // warning handler (diagnostics.hpp) and ignored, so the environment never makes this throw.
+  //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces");
+  //     not http(s): ignored.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS: "k=v,k2=v2", percent-decoded, added to base's headers; a
+  //     malformed member is ignored, the others are kept.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT: milliseconds, 0 = no limit.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL: http/json is what is sent; http/protobuf and grpc (not
+  //     implemented) and unknown values are ignored with a warning.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: none; gzip is not implemented yet: a warning says so
+  //     and requests go uncompressed (a Collector accepts both); unknown values are ignored.
+  //   OTEL_CPP_EXPORTER_OTLP_[TRACES_]MAX_CONCURRENT_REQUESTS: 1 to 1024 (not an OpenTelemetry
+  //     variable: named after the specification's OTEL_{LANGUAGE}_{FEATURE} rule and
+  //     opentelemetry-cpp's option of the same meaning).
+  // base itself is validated (std::invalid_argument).
   static otlp_http_exporter_options from_env(otlp_http_exporter_options base) {
+    using detail::env_pick;
     using detail::env_text;
-    auto pick = [](const char* specific, const char* general) { return env_text(specific) ? specific : general; };
-    if (auto v = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-      base.endpoint = *v;
-    } else if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-      std::string e = *g;
-      while (!e.empty() && e.back() == '/')
-        e.pop_back();
-      base.endpoint = e + "/v1/traces";
+    // An unusable traces endpoint is as if unset: the general one applies.
+    const auto traces = env_text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    if (!traces || !set_endpoint(base, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", *traces)) {
+      if (auto g = env_text("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        std::string e = *g;
+        while (!e.empty() && e.back() == '/')
+          e.pop_back();
+        set_endpoint(base, "OTEL_EXPORTER_OTLP_ENDPOINT", e + "/v1/traces", *g);
+      }
     }
-    const char* protocol = pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
-    if (auto v = env_text(protocol); v && *v != "http/json")
-      throw std::invalid_argument(std::string(protocol) + ": only http/json is supported by otlp_http_exporter, got '" +
-                                  *v + "'");
-    const char* timeout_var = pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
-    if (auto ms = detail::env_uint(timeout_var, 86'400'000)) {
-      if (*ms == 0)
-        throw std::invalid_argument(std::string(timeout_var) + ": must be positive");
-      base.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(*ms));
-    }
-    const char* headers_var = pick("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
+    const char* protocol = env_pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
+    if (auto p = detail::env_enum(protocol, {"http/json", "http/protobuf", "grpc"}); p && *p != "http/json")
+      detail::env_ignored(protocol, *env_text(protocol),
+                          "is not implemented by otlp_http_exporter (it sends http/json)");
+    const char* compression = env_pick("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION");
+    if (auto c = detail::env_enum(compression, {"none", "gzip"}); c && *c == "gzip")
+      warn(std::string(compression) + "=" + *env_text(compression) +
+           ": gzip compression is not implemented yet, requests are sent uncompressed (a Collector accepts both)");
+    const char* timeout_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+    if (auto ms = detail::env_millis(timeout_var, 1, 86'400'000, true))
+      base.timeout = *ms;
+    const char* concurrency_var = env_pick("OTEL_CPP_EXPORTER_OTLP_TRACES_MAX_CONCURRENT_REQUESTS",
+                                           "OTEL_CPP_EXPORTER_OTLP_MAX_CONCURRENT_REQUESTS");
+    if (auto n = detail::env_uint(concurrency_var, 1, 1024))
+      base.max_concurrent_requests = static_cast<int>(*n);
+    const char* headers_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
     if (auto v = env_text(headers_var))
       parse_headers(headers_var, *v, base.headers);
-    try {
-      base.validate();
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string(e.what()) + " (from the OTEL_EXPORTER_OTLP_* environment)");
-    }
+    base.validate();
     return base;
   }
   static otlp_http_exporter_options from_env() { return from_env(otlp_http_exporter_options()); }
 
  private:
+  // false (with a warning showing `given`) when url is not an http(s) URL.
+  static bool set_endpoint(otlp_http_exporter_options& o, const char* var, const std::string& url,
+                           std::string_view given = {}) {
+    if ((url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) || url.find_first_of(" \t\r\n") != url.npos) {
+      detail::env_ignored(var, given.empty() ? std::string_view(url) : given, "is not an http:// or https:// URL");
+      return false;
+    }
+    o.endpoint = url;
+    return true;
+  }
+
   static void parse_headers(const char* var, std::string_view text,
                             std::vector<std::pair<std::string, std::string>>& out) {
     using detail::trim_ows;
-    auto decode = [&](std::string_view s) {
+    auto decode = [&](std::string_view s) -> std::optional<std::string> {
       std::string r;
       for (std::size_t i = 0; i < s.size(); ++i) {
         if (s[i] != '%') {
@@ -154,7 +200,7 @@ struct otlp_http_exporter_options {
         const int hi = i + 2 < s.size() ? detail::hex_value(s[i + 1]) : -1;
         const int lo = i + 2 < s.size() ? detail::hex_value(s[i + 2]) : -1;
         if (hi < 0 || lo < 0)
-          throw std::invalid_argument(std::string(var) + ": bad percent escape in '" + std::string(text) + "'");
+          return std::nullopt;
         r.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;
       }
@@ -167,16 +213,28 @@ struct otlp_http_exporter_options {
       if (item.empty())
         continue;
       const std::size_t eq = item.find('=');
-      if (eq == std::string_view::npos || trim_ows(item.substr(0, eq)).empty())
-        throw std::invalid_argument(std::string(var) + ": expected key=value pairs separated by commas, got '" +
-                                    std::string(item) + "'");
-      out.emplace_back(decode(trim_ows(item.substr(0, eq))), decode(trim_ows(item.substr(eq + 1))));
+      std::optional<std::string> name, value;
+      if (eq != std::string_view::npos) {
+        name = decode(trim_ows(item.substr(0, eq)));
+        value = decode(trim_ows(item.substr(eq + 1)));
+      }
+      const bool bad_name = !name || name->empty() || name->find_first_of(" \t:\r\n") != std::string::npos;
+      if (bad_name || !value || value->find_first_of("\r\n") != std::string::npos) {
+        warn(std::string(var) + ": the member '" + std::string(item) +
+             "' is not key=value with a valid header name, value and percent escapes: ignored");
+        continue;
+      }
+      out.emplace_back(std::move(*name), std::move(*value));
     }
   }
 };
 
 class otlp_http_exporter final : public span_exporter {
  public:
+  // "<product>/<version>": the exporter, its language and its version, as the OTLP exporter
+  // specification asks (its example: OTel-OTLP-Exporter-Python/1.2.3); not OpenTelemetry's own name.
+  static std::string user_agent() { return "otlpconc-OTLP-Exporter-Cpp/" + std::string(sdk_version); }
+
   explicit otlp_http_exporter(otlp_http_exporter_options options = {}) : options_(std::move(options)) {
     options_.validate();
     pool_ = detail::make_encode_pool(options_.encode_threads, "otlp_http_exporter_options");
@@ -185,16 +243,27 @@ class otlp_http_exporter final : public span_exporter {
     if (global != CURLE_OK)
       throw std::runtime_error(std::string("otlp_http_exporter: curl_global_init failed: ") +
                                curl_easy_strerror(global));
-    easy_.reset(curl_easy_init());
     multi_.reset(curl_multi_init());
-    if (!easy_ || !multi_)
+    if (!multi_)
       throw std::runtime_error("otlp_http_exporter: libcurl could not create a handle");
+    const long connections = options_.max_concurrent_requests;
+    curl_multi_setopt(multi_.get(), CURLMOPT_MAX_HOST_CONNECTIONS, connections);
+    curl_multi_setopt(multi_.get(), CURLMOPT_MAXCONNECTS, connections);
     append_header("Content-Type: application/json");
     append_header("Expect:"); // no "Expect: 100-continue" round trip before a large body
     for (const auto& [name, value] : options_.headers)
       append_header(name + ": " + value);
+    origin_ = origin_of(options_.endpoint);
+    std::vector<std::unique_ptr<request>> active;
+    active.reserve(2 * static_cast<std::size_t>(options_.max_concurrent_requests) + 1);
+    io_ = std::thread([this, a = std::move(active)]() mutable { run(std::move(a)); });
   }
-  ~otlp_http_exporter() override = default;
+  ~otlp_http_exporter() override {
+    (void)shutdown_and_wait(clock::time_point::max());
+    io_.join();
+    for (CURL* h : idle_easy_)
+      curl_easy_cleanup(h);
+  }
   otlp_http_exporter(const otlp_http_exporter&) = delete;
   otlp_http_exporter& operator=(const otlp_http_exporter&) = delete;
 
@@ -202,63 +271,119 @@ class otlp_http_exporter final : public span_exporter {
 
   // What happened on the wire (for tests, dashboards and the load generator).
   struct wire_stats {
-    std::uint64_t requests = 0;         // POSTs sent, retries included
-    std::uint64_t retries = 0;          // requests after a retryable failure
-    std::uint64_t transport_errors = 0; // requests that got no HTTP response
-    std::uint64_t bytes_sent = 0;       // request bodies
-    long last_status = 0;               // the last HTTP status (0: none yet, or a transport error)
+    std::uint64_t requests = 0;                 // POSTs started, retries and redirects included
+    std::uint64_t retries = 0;                  // requests after a retryable failure
+    std::uint64_t redirects = 0;                // redirects followed
+    std::uint64_t transport_errors = 0;         // requests that got no HTTP response
+    std::uint64_t bytes_sent = 0;               // request body bytes libcurl reports as uploaded
+    std::uint64_t partial_success_warnings = 0; // 2xx with a partialSuccess message and no rejection
+    std::string last_warning;                   // the last such message
+    long last_status = 0;                       // the last HTTP status (0: none yet, or a transport error)
+    std::size_t in_flight = 0;                  // exports in flight now
+    std::size_t max_in_flight = 0;              // the most exports in flight at once so far
   };
   wire_stats stats() const {
-    std::lock_guard lock(state_mutex_);
+    std::lock_guard lock(mutex_);
     return wire_;
   }
 
-  export_result export_spans(const span_batch_view& batch, clock::time_point deadline) override {
-    {
-      std::lock_guard state(state_mutex_);
-      ++exports_in_flight_; // waiting for export_mutex_ included: shutdown_and_wait waits for it too
-    }
-    export_result result;
-    {
-      std::lock_guard lock(export_mutex_);
-      try {
-        result = export_unguarded(batch, deadline);
-      } catch (const std::bad_alloc&) {
-        result = export_result::failure("otlp_http_exporter: out of memory");
-      } catch (const std::exception& e) {
-        result = export_result::failure(std::string("otlp_http_exporter: ") + e.what());
+  void export_spans_async(const span_batch_view& batch, clock::time_point deadline, export_callback done) override {
+    std::unique_ptr<request> req;
+    try {
+      req = std::make_unique<request>();
+      {
+        std::lock_guard encoding(encode_mutex_); // one encoder, whoever calls
+        encoder_.encode(batch, req->body);
       }
+      req->done = std::move(done);
+    } catch (const std::exception& e) {
+      if (done)
+        done(export_result::failure(std::string("otlp_http_exporter: encoding failed: ") + e.what()));
+      else if (req && req->done)
+        req->done(export_result::failure(std::string("otlp_http_exporter: encoding failed: ") + e.what()));
+      return;
     }
-    {
-      // The last touch of the exporter: notified under the lock, so a shutdown_and_wait that sees
-      // the count reach 0 may destroy the exporter right away.
-      std::lock_guard state(state_mutex_);
-      --exports_in_flight_;
-      idle_.notify_all();
+    const auto now = clock::now();
+    req->deadline = options_.timeout == std::chrono::milliseconds::max() || deadline - now <= options_.timeout
+                        ? deadline
+                        : now + options_.timeout; // (a difference: no overflow with a deadline of max())
+    req->backoff = options_.initial_backoff;
+    req->url = options_.endpoint;
+    std::unique_lock lock(mutex_);
+    const bool room = room_.wait_until(lock, req->deadline, [&] {
+      return shut_down_ || wire_.in_flight < static_cast<std::size_t>(options_.max_concurrent_requests);
+    });
+    if (shut_down_ || !room) {
+      lock.unlock();
+      req->done(export_result::failure(shut_down_ ? "otlp_http_exporter: shut down"
+                                                  : "otlp_http_exporter: the export deadline passed while " +
+                                                        std::to_string(options_.max_concurrent_requests) +
+                                                        " exports were in flight"));
+      return;
     }
-    return result;
+    req->seq = ++submitted_;
+    in_flight_seqs_.insert(req->seq);
+    wire_.in_flight = in_flight_seqs_.size();
+    wire_.max_in_flight = std::max(wire_.max_in_flight, wire_.in_flight);
+    try {
+      incoming_.push_back(std::move(req));
+    } catch (...) {
+      in_flight_seqs_.erase(submitted_);
+      wire_.in_flight = in_flight_seqs_.size();
+      lock.unlock();
+      room_.notify_one();
+      req->done(export_result::failure("otlp_http_exporter: out of memory"));
+      return;
+    }
+    lock.unlock();
+    curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the I/O thread's poll consumes it
   }
 
-  // Interrupts the request or wait in progress, fails every later export at once, and returns when
-  // the interrupted export has returned (or at the deadline, a day at most): after it returns true
-  // the exporter may be destroyed. false: an export was still running at the deadline.
+  export_result export_spans(const span_batch_view& batch, clock::time_point deadline) override {
+    struct waiter {
+      std::mutex m;
+      std::condition_variable cv;
+      std::optional<export_result> result;
+    };
+    auto w = std::make_shared<waiter>();
+    try {
+      export_spans_async(batch, deadline, [w](export_result r) {
+        std::lock_guard lock(w->m);
+        w->result = std::move(r);
+        w->cv.notify_all();
+      });
+    } catch (const std::exception& e) { // (the callback's copy could not be made)
+      return export_result::failure(std::string("otlp_http_exporter: ") + e.what());
+    }
+    std::unique_lock lock(w->m);
+    w->cv.wait(lock, [&] { return w->result.has_value(); }); // reported by the deadline, or at shutdown
+    return std::move(*w->result);
+  }
+
+  // true once every export started before the call has reported its outcome (by the deadline).
+  bool force_flush(clock::time_point deadline) override {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t ticket = submitted_;
+    return idle_.wait_until(lock, capped(deadline),
+                            [&] { return in_flight_seqs_.empty() || *in_flight_seqs_.begin() > ticket; });
+  }
+
+  // Interrupts the requests in flight and the retry waits, fails every later export at once, and
+  // returns when every export has reported (or at the deadline, a day at most): after it returns
+  // true the exporter may be destroyed. false: an export was still in flight at the deadline.
   bool shutdown_and_wait(clock::time_point deadline) {
     {
-      std::lock_guard lock(state_mutex_);
+      std::lock_guard lock(mutex_);
       shut_down_ = true;
     }
-    wake_.notify_all();
-    curl_multi_wakeup(multi_.get()); // thread-safe; sticky until the poll in perform() consumes it
-    const auto cap = clock::now() + std::chrono::hours(24);
-    std::unique_lock lock(state_mutex_);
-    return idle_.wait_until(lock, std::min(deadline, cap), [&] { return exports_in_flight_ == 0; });
+    room_.notify_all();
+    curl_multi_wakeup(multi_.get());
+    std::unique_lock lock(mutex_);
+    return idle_.wait_until(lock, capped(deadline), [&] { return in_flight_seqs_.empty() && io_done_; });
   }
   void shutdown(clock::time_point deadline) override { (void)shutdown_and_wait(deadline); }
 
  private:
-  struct easy_deleter {
-    void operator()(CURL* h) const noexcept { curl_easy_cleanup(h); }
-  };
   struct multi_deleter {
     void operator()(CURLM* h) const noexcept { curl_multi_cleanup(h); }
   };
@@ -266,14 +391,27 @@ class otlp_http_exporter final : public span_exporter {
     void operator()(curl_slist* l) const noexcept { curl_slist_free_all(l); }
   };
 
-  struct response {
-    long status = 0; // 0: no HTTP response (transport_error says why)
-    CURLcode curl_code = CURLE_OK;
-    std::string transport_error;
+  // One export, from its submission to its outcome. I/O thread only once submitted.
+  struct request {
+    std::uint64_t seq = 0;
     std::string body;
+    std::string url; // the endpoint, or where a redirect sent this export
+    clock::time_point deadline;
+    std::chrono::milliseconds backoff{0};
+    int attempt = 0;
+    int redirects = 0;
+    std::string error; // the last attempt's error
+    export_callback done;
+    CURL* easy = nullptr;
+    clock::time_point retry_at; // waiting to retry (easy == nullptr)
+    // The current attempt's response.
+    std::string response_body;
     std::optional<std::chrono::milliseconds> retry_after;
-    bool interrupted = false;
   };
+
+  static clock::time_point capped(clock::time_point deadline) {
+    return std::min(deadline, clock::now() + std::chrono::hours(24));
+  }
 
   void append_header(const std::string& line) {
     curl_slist* grown = curl_slist_append(headers_.get(), line.c_str());
@@ -283,47 +421,278 @@ class otlp_http_exporter final : public span_exporter {
     headers_.reset(grown);
   }
 
-  export_result export_unguarded(const span_batch_view& batch, clock::time_point deadline) {
-    const auto start = clock::now();
-    if (deadline - start > options_.timeout) // (no overflow: timeout is at most a day)
-      deadline = start + options_.timeout;
-    body_.clear();
-    encoder_.encode(batch, body_);
-    auto backoff = options_.initial_backoff;
-    std::string error;
-    for (int attempt = 1;; ++attempt) {
-      if (is_shut_down())
-        return export_result::failure("otlp_http_exporter: shut down");
-      const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
-      if (remaining.count() <= 0)
-        return export_result::failure(error.empty() ? "otlp_http_exporter: the export deadline passed"
-                                                    : error + " (then the export deadline passed)");
-      if (attempt > 1) {
-        std::lock_guard state(state_mutex_);
-        ++wire_.retries;
+  // "scheme://host" in lowercase, or "" when the URL cannot be parsed.
+  static std::string origin_of(const std::string& url) {
+    CURLU* u = curl_url();
+    std::string out;
+    if (u != nullptr && curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
+      char* scheme = nullptr;
+      char* host = nullptr;
+      if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+          curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        out = std::string(scheme) + "://" + host;
+        for (char& c : out)
+          c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
       }
-      const response r = perform(remaining);
-      if (r.interrupted)
-        return export_result::failure("otlp_http_exporter: shut down during a request");
-      if (r.status >= 200 && r.status < 300)
-        return accepted(r.body);
-      const bool retryable = r.status == 0 ? transient(r.curl_code)
-                                           : r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
-      error = r.status == 0 ? "otlp_http_exporter: " + r.transport_error + " (" + options_.endpoint + ")"
-                            : "otlp_http_exporter: HTTP " + std::to_string(r.status) + " from " + options_.endpoint +
-                                  excerpt(r.body);
-      if (!retryable)
-        return export_result::failure(error);
-      if (attempt >= options_.max_attempts)
-        return export_result::failure(error + " (" + std::to_string(attempt) + " attempts)");
-      const auto wait = r.retry_after ? *r.retry_after : jittered(backoff);
-      if (wait >= deadline - clock::now()) // (a difference: a huge wait cannot overflow a time point)
-        return export_result::failure(error + " (the next attempt would start after the export deadline)");
-      if (!sleep_unless_shut_down(wait))
-        return export_result::failure("otlp_http_exporter: shut down while waiting to retry");
-      backoff = std::min(options_.max_backoff,
-                         std::chrono::duration_cast<std::chrono::milliseconds>(backoff * options_.backoff_multiplier));
+      curl_free(scheme);
+      curl_free(host);
     }
+    curl_url_cleanup(u);
+    return out;
+  }
+  // Redirects are followed to the endpoint's host only (its headers may carry credentials), and
+  // never from https to http.
+  bool may_follow(const std::string& target) const {
+    const std::string o = origin_of(target);
+    if (o.empty() || origin_.empty())
+      return false;
+    if (o == origin_)
+      return true;
+    const std::string host = origin_.substr(origin_.find("://") + 3);
+    return origin_.rfind("http://", 0) == 0 && o == "https://" + host; // an upgrade to https
+  }
+
+  // ---- the I/O thread ---------------------------------------------------------------------------
+
+  // active: the exports this thread drives (requests and retry waits), reserved by the constructor
+  // for every export in flight and as many finished ones not yet erased.
+  void run(std::vector<std::unique_ptr<request>> active) noexcept {
+    for (;;) {
+      bool stopping = false;
+      std::size_t first_new = active.size();
+      {
+        std::lock_guard lock(mutex_);
+        stopping = shut_down_;
+        while (!incoming_.empty()) {
+          active.push_back(std::move(incoming_.front())); // reserved: never reallocates
+          incoming_.pop_front();
+        }
+      }
+      if (!stopping)
+        for (std::size_t i = first_new; i < active.size(); ++i)
+          start_attempt(*active[i]);
+      if (stopping) {
+        for (auto& r : active)
+          if (r->done)
+            finish(*r,
+                   export_result::failure(r->easy != nullptr ? "otlp_http_exporter: shut down during a request"
+                                          : r->attempt == 0  ? "otlp_http_exporter: shut down"
+                                                             : "otlp_http_exporter: shut down while waiting to retry"));
+        active.clear();
+        std::lock_guard lock(mutex_);
+        if (incoming_.empty()) { // none arrived meanwhile (they are failed at submission from now on)
+          io_done_ = true;
+          idle_.notify_all();
+          return;
+        }
+        continue;
+      }
+      int running = 0;
+      CURLMcode mc = curl_multi_perform(multi_.get(), &running);
+      int left = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left)) {
+        if (msg->msg != CURLMSG_DONE)
+          continue;
+        request* r = nullptr;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &r);
+        completed(*r, msg->data.result);
+      }
+      const auto now = clock::now();
+      auto next_timer = clock::time_point::max();
+      for (auto it = active.begin(); it != active.end();) {
+        request& r = **it;
+        if (r.done == nullptr) { // finished: drop it
+          it = active.erase(it);
+          continue;
+        }
+        if (r.easy == nullptr) {
+          if (r.retry_at <= now)
+            start_attempt(r);
+          else
+            next_timer = std::min(next_timer, r.retry_at);
+        }
+        ++it;
+      }
+      if (mc != CURLM_OK) { // the multi handle is broken: every request fails
+        for (auto& r : active)
+          if (r->done)
+            finish(*r, export_result::failure(std::string("otlp_http_exporter: ") + curl_multi_strerror(mc)));
+        active.clear();
+      }
+      // Sleeps until a socket is ready, libcurl's own timer (request timeouts) is due, a retry wait
+      // ends, or a submission or shutdown wakes it (the wakeup is sticky: one sent after the checks
+      // above is not lost).
+      int wait_ms = 1000;
+      if (next_timer != clock::time_point::max())
+        wait_ms = static_cast<int>(std::clamp<std::int64_t>(
+            std::chrono::ceil<std::chrono::milliseconds>(next_timer - clock::now()).count(), 0, 1000));
+      curl_multi_poll(multi_.get(), nullptr, 0, wait_ms, nullptr);
+    }
+  }
+
+  // Starts the next request of r (or fails r when its deadline has passed).
+  void start_attempt(request& r) noexcept {
+    const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(r.deadline - clock::now());
+    if (remaining.count() <= 0) {
+      finish(r, export_result::failure(r.error.empty() ? "otlp_http_exporter: the export deadline passed"
+                                                       : r.error + " (then the export deadline passed)"));
+      return;
+    }
+    CURL* h = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_easy_.empty()) {
+        h = idle_easy_.back();
+        idle_easy_.pop_back();
+      }
+    }
+    if (h == nullptr)
+      h = curl_easy_init();
+    if (h == nullptr) {
+      finish(r, export_result::failure("otlp_http_exporter: libcurl could not create a handle"));
+      return;
+    }
+    curl_easy_reset(h); // connections live in the multi handle's cache, not in the easy handle
+    curl_easy_setopt(h, CURLOPT_URL, r.url.c_str());
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, r.body.data());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers_.get());
+    curl_easy_setopt(h, CURLOPT_USERAGENT, user_agent_.c_str());
+    // 0 is libcurl's "no timeout": only for an unlimited deadline.
+    const long timeout_ms = r.deadline == clock::time_point::max()
+                                ? 0L
+                                : static_cast<long>(std::min<std::int64_t>(remaining.count(), LONG_MAX));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &otlp_http_exporter::on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &otlp_http_exporter::on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, &r);
+    r.response_body.clear();
+    r.retry_after.reset();
+    ++r.attempt;
+    {
+      std::lock_guard lock(mutex_);
+      ++wire_.requests;
+    }
+    if (const CURLMcode mc = curl_multi_add_handle(multi_.get(), h); mc != CURLM_OK) {
+      release_easy(h);
+      finish(r, export_result::failure(std::string("otlp_http_exporter: ") + curl_multi_strerror(mc)));
+      return;
+    }
+    r.easy = h;
+  }
+
+  void release_easy(CURL* h) noexcept {
+    try {
+      std::lock_guard lock(mutex_);
+      idle_easy_.push_back(h);
+    } catch (...) {
+      curl_easy_cleanup(h);
+    }
+  }
+
+  // A request of r ended (libcurl's result): the export's outcome, a retry wait, or a redirect.
+  void completed(request& r, CURLcode result) noexcept {
+    CURL* h = std::exchange(r.easy, nullptr);
+    curl_multi_remove_handle(multi_.get(), h);
+    long status = 0;
+    curl_off_t uploaded = 0;
+    const char* location = nullptr;
+    std::string redirect_url;
+    if (result == CURLE_OK)
+      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+    if (status >= 300 && status < 400 && curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
+        location != nullptr) {
+      try {
+        redirect_url = location;
+      } catch (...) {
+      }
+    }
+    release_easy(h);
+    {
+      std::lock_guard lock(mutex_);
+      wire_.last_status = status;
+      wire_.bytes_sent += static_cast<std::uint64_t>(std::max<curl_off_t>(uploaded, 0));
+      if (status == 0)
+        ++wire_.transport_errors;
+    }
+    try {
+      if (status >= 200 && status < 300) {
+        finish(r, accepted(r.response_body));
+        return;
+      }
+      const bool redirect = status == 301 || status == 302 || status == 307 || status == 308;
+      if (redirect && !redirect_url.empty() && may_follow(redirect_url) && r.redirects < max_redirects) {
+        ++r.redirects;
+        r.url = std::move(redirect_url);
+        --r.attempt; // a redirect is not an attempt
+        {
+          std::lock_guard lock(mutex_);
+          ++wire_.redirects;
+        }
+        start_attempt(r);
+        return;
+      }
+      const bool retryable =
+          status == 0 ? transient(result) : status == 429 || status == 502 || status == 503 || status == 504;
+      r.error = status == 0 ? "otlp_http_exporter: " + std::string(curl_easy_strerror(result)) + " (" + r.url + ")"
+                            : "otlp_http_exporter: HTTP " + std::to_string(status) + " from " + r.url +
+                                  excerpt(r.response_body);
+      if (redirect)
+        r.error += redirect_url.empty() ? " (a redirect without a Location)"
+                   : r.redirects >= max_redirects
+                       ? " (more than " + std::to_string(max_redirects) + " redirects)"
+                       : " (a redirect to " + redirect_url + ": not followed, another host or a downgrade to http)";
+      if (!retryable) {
+        finish(r, export_result::failure(r.error));
+        return;
+      }
+      if (r.attempt >= options_.max_attempts) {
+        finish(r, export_result::failure(r.error + " (" + std::to_string(r.attempt) + " attempts)"));
+        return;
+      }
+      const auto wait = r.retry_after ? *r.retry_after : jittered(r.backoff);
+      if (wait >= r.deadline - clock::now()) { // (a difference: a huge wait cannot overflow a time point)
+        finish(r, export_result::failure(r.error + " (the next attempt would start after the export deadline)"));
+        return;
+      }
+      r.backoff =
+          std::min(options_.max_backoff,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(r.backoff * options_.backoff_multiplier));
+      r.retry_at = clock::now() + wait;
+      std::lock_guard lock(mutex_);
+      ++wire_.retries; // counted when the wait begins: the retry's request follows it
+    } catch (...) {
+      finish(r, export_result::failure("otlp_http_exporter: out of memory"));
+    }
+  }
+
+  // Reports r's outcome (I/O thread), then releases its place: whoever waits for room or for the
+  // exports in flight sees the outcome delivered first.
+  void finish(request& r, export_result result) noexcept {
+    if (r.easy != nullptr) {
+      curl_multi_remove_handle(multi_.get(), r.easy);
+      release_easy(std::exchange(r.easy, nullptr));
+    }
+    export_callback done = std::move(r.done);
+    r.done = nullptr;
+    if (done) {
+      try {
+        done(std::move(result));
+      } catch (...) { // the contract says it does not throw
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      in_flight_seqs_.erase(r.seq);
+      wire_.in_flight = in_flight_seqs_.size();
+    }
+    room_.notify_one();
+    idle_.notify_all();
   }
 
   // Transport failures worth retrying: the receiver unreachable or the exchange cut. A bad URL, an
@@ -346,16 +715,35 @@ class otlp_http_exporter final : public span_exporter {
     }
   }
 
-  // A 2xx: the request was taken; a partial success names the spans the receiver rejected.
-  static export_result accepted(const std::string& body) {
+  // A 2xx: the request was taken; a partial success names the spans the receiver rejected, or
+  // carries the receiver's warning.
+  export_result accepted(const std::string& body) {
     export_result result;
     const auto partial = detail::otlp_json_reader(body).partial_success();
-    if (!partial || partial->rejected == 0)
+    if (!partial)
       return result;
+    if (partial->rejected == 0) {
+      if (!partial->message.empty())
+        note_warning(partial->message);
+      return result;
+    }
     result.rejected_spans = partial->rejected;
     result.error = "otlp_http_exporter: the receiver rejected " + std::to_string(partial->rejected) + " spans" +
                    (partial->message.empty() ? std::string() : ": " + partial->message);
     return result;
+  }
+
+  void note_warning(const std::string& message) {
+    bool fresh = false;
+    {
+      std::lock_guard lock(mutex_);
+      ++wire_.partial_success_warnings;
+      fresh = wire_.last_warning != message;
+      if (fresh)
+        wire_.last_warning = message;
+    }
+    if (fresh)
+      warn("otlp_http_exporter: the receiver at " + options_.endpoint + " warns: " + message);
   }
 
   // The start of an error response's body, printable ASCII only, for the error message.
@@ -371,78 +759,13 @@ class otlp_http_exporter final : public span_exporter {
     return out.empty() ? out : ": " + out;
   }
 
-  response perform(std::chrono::milliseconds timeout) {
-    response r;
-    CURL* h = easy_.get();
-    curl_easy_reset(h); // keeps the connection (it lives in the multi handle's cache)
-    curl_easy_setopt(h, CURLOPT_URL, options_.endpoint.c_str());
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_.data());
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_.size()));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers_.get());
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "otlpconc-otlp-http/0.1");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &otlp_http_exporter::on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &otlp_http_exporter::on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
-    {
-      std::lock_guard state(state_mutex_);
-      ++wire_.requests;
-      wire_.bytes_sent += body_.size();
-    }
-    if (const CURLMcode mc = curl_multi_add_handle(multi_.get(), h); mc != CURLM_OK) {
-      r.transport_error = curl_multi_strerror(mc);
-      return r;
-    }
-    CURLcode result = CURLE_OK;
-    for (;;) {
-      int running = 0;
-      CURLMcode mc = curl_multi_perform(multi_.get(), &running);
-      if (mc == CURLM_OK && running == 0) {
-        int left = 0;
-        while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left))
-          if (msg->msg == CURLMSG_DONE)
-            result = msg->data.result;
-        break;
-      }
-      if (mc == CURLM_OK && is_shut_down()) {
-        r.interrupted = true;
-        break;
-      }
-      // Sleeps until a socket is ready, libcurl's own timer (the request timeout among them) is due,
-      // or shutdown() wakes it (the wakeup is sticky: one sent after the check above is not lost).
-      if (mc == CURLM_OK)
-        mc = curl_multi_poll(multi_.get(), nullptr, 0, 10000, nullptr);
-      if (mc != CURLM_OK) {
-        result = CURLE_RECV_ERROR;
-        r.transport_error = curl_multi_strerror(mc);
-        break;
-      }
-    }
-    curl_multi_remove_handle(multi_.get(), h);
-    r.curl_code = result;
-    if (!r.interrupted && result == CURLE_OK)
-      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
-    else if (r.transport_error.empty())
-      r.transport_error = curl_easy_strerror(result);
-    {
-      std::lock_guard state(state_mutex_);
-      wire_.last_status = r.status;
-      if (r.status == 0 && !r.interrupted)
-        ++wire_.transport_errors;
-    }
-    return r;
-  }
-
   static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* r = static_cast<response*>(user);
+    auto* r = static_cast<request*>(user);
     const std::size_t bytes = size * n;
     constexpr std::size_t limit = std::size_t{1} << 20; // an OTLP response is small: the rest is ignored
     try {
-      if (r->body.size() < limit)
-        r->body.append(data, std::min(bytes, limit - r->body.size()));
+      if (r->response_body.size() < limit)
+        r->response_body.append(data, std::min(bytes, limit - r->response_body.size()));
     } catch (...) {
       return 0; // out of memory: libcurl fails the transfer
     }
@@ -450,20 +773,13 @@ class otlp_http_exporter final : public span_exporter {
   }
 
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* r = static_cast<response*>(user);
+    auto* r = static_cast<request*>(user);
     const std::size_t bytes = size * n;
     const std::string_view line(data, bytes);
     constexpr std::string_view name = "retry-after:";
-    if (line.size() > name.size()) {
-      bool match = true;
-      for (std::size_t i = 0; i < name.size() && match; ++i) {
-        const char c = line[i];
-        match = (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == name[i];
-      }
-      if (match)
-        if (const auto s = detail::parse_retry_after(line.substr(name.size()), std::time(nullptr)))
-          r->retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(*s);
-    }
+    if (line.size() > name.size() && detail::equals_ignoring_case(line.substr(0, name.size()), name))
+      if (const auto s = detail::parse_retry_after(line.substr(name.size()), std::time(nullptr)))
+        r->retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(*s);
     if (line.rfind("HTTP/", 0) == 0) // a new response (after 100 Continue): forget the last one's
       r->retry_after.reset();
     return bytes;
@@ -474,31 +790,29 @@ class otlp_http_exporter final : public span_exporter {
     return std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>(base.count()) * factor(rng_)));
   }
 
-  bool is_shut_down() const {
-    std::lock_guard lock(state_mutex_);
-    return shut_down_;
-  }
-  // false: shut down before the wait ended.
-  bool sleep_unless_shut_down(std::chrono::milliseconds wait) {
-    std::unique_lock lock(state_mutex_);
-    return !wake_.wait_for(lock, wait, [&] { return shut_down_; });
-  }
+  static constexpr int max_redirects = 5;
 
   otlp_http_exporter_options options_;
   std::unique_ptr<work_stealing_pool> pool_;
+  std::mutex encode_mutex_;
   otlp_json_encoder encoder_;
-  std::unique_ptr<CURL, easy_deleter> easy_;
   std::unique_ptr<CURLM, multi_deleter> multi_;
   std::unique_ptr<curl_slist, slist_deleter> headers_;
-  std::string body_;
-  std::minstd_rand rng_{std::random_device{}()};
-  std::mutex export_mutex_; // serializes exports
-  mutable std::mutex state_mutex_;
-  std::condition_variable wake_; // shutdown -> a retry wait
-  std::condition_variable idle_; // the last export in flight -> shutdown_and_wait
-  std::size_t exports_in_flight_ = 0;
+  std::string origin_;
+  const std::string user_agent_ = user_agent();
+  std::minstd_rand rng_{std::random_device{}()}; // I/O thread only
+
+  mutable std::mutex mutex_;
+  std::condition_variable room_; // an export finished: a waiting submission may go
+  std::condition_variable idle_; // an export finished: force_flush and shutdown look again
+  std::deque<std::unique_ptr<request>> incoming_;
+  std::set<std::uint64_t> in_flight_seqs_; // submitted, not yet reported
+  std::uint64_t submitted_ = 0;
+  std::vector<CURL*> idle_easy_;
   bool shut_down_ = false;
+  bool io_done_ = false;
   wire_stats wire_;
+  std::thread io_; // last: started once everything above exists
 };
 
 } // namespace otlpconc::telemetry

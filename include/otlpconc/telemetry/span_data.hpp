@@ -17,8 +17,10 @@
 // Memory: about 460 bytes inline; text beyond 160 bytes or more than 8 attributes moves to the heap.
 #pragma once
 
-#include "otlpconc/detail/small_buffer.hpp"
+#include "otlpconc/detail/config.hpp"
+#include "otlpconc/telemetry/detail/small_buffer.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
+#include "otlpconc/telemetry/version.hpp"
 
 #include <concepts>
 #include <cstdint>
@@ -121,12 +123,15 @@ struct key_value {
 struct resource {
   std::vector<key_value> attributes;
 
-  // service.name plus the telemetry.sdk.* attributes OpenTelemetry SDKs report.
+  // service.name plus the telemetry.sdk.* attributes the semantic conventions require of an SDK:
+  // name "otlpconc" (not "opentelemetry", which is reserved for OpenTelemetry's own SDKs), language
+  // "cpp", version (version.hpp).
   static resource for_service(std::string service_name = "unknown_service") {
     resource r;
     r.attributes.emplace_back("service.name", service_name);
-    r.attributes.emplace_back("telemetry.sdk.name", "otlpconc");
+    r.attributes.emplace_back("telemetry.sdk.name", sdk_name);
     r.attributes.emplace_back("telemetry.sdk.language", "cpp");
+    r.attributes.emplace_back("telemetry.sdk.version", sdk_version);
     return r;
   }
 };
@@ -234,10 +239,15 @@ class span_data {
       count_dropped_attribute();
       return false;
     }
+    // The key and a string value may both view this record's own text: the room for both is made
+    // first (moving the text at most once, the views following it), so that storing the key
+    // cannot move the text under the value.
+    std::string_view value_text = v.type() == attribute_type::string_value ? v.string_value() : std::string_view();
+    make_room(key.size() + value_text.size(), key, value_text);
     slot s{};
     s.key = store(key);
     s.type = attribute_type::int_value; // assign() below reads the old string only for strings
-    assign(s, v);
+    assign(s, v.type() == attribute_type::string_value ? attribute_value(value_text) : v);
     attributes_.push_back(s);
     return true;
   }
@@ -259,9 +269,19 @@ class span_data {
   };
 
   std::string_view view(text_ref r) const noexcept { return {text_.data() + r.offset, r.length}; }
-  text_ref store(std::string_view s) {
-    if (s.empty())
+  OTLPCONC_ALWAYS_INLINE text_ref store(std::string_view s) {
+    const std::size_t n = s.size();
+    if (n == 0)
       return {0, 0};
+    if (text_.room(n)) [[likely]] {
+      // Nothing moves: s may even view this record's own text (it lies before the new bytes).
+      char* out = text_.extend_in_place(n);
+      detail::copy_bytes(out, s.data(), n);
+      return {static_cast<std::uint32_t>(out - text_.data()), static_cast<std::uint32_t>(n)};
+    }
+    return store_growing(s);
+  }
+  OTLPCONC_NOINLINE text_ref store_growing(std::string_view s) {
     // s may view this record's own text (a value copied from another attribute), which extend may
     // move: remember where it was.
     const char* const base = text_.data();
@@ -272,10 +292,27 @@ class span_data {
     std::memcpy(out, inside ? text_.data() + at : s.data(), s.size());
     return {static_cast<std::uint32_t>(out - text_.data()), static_cast<std::uint32_t>(s.size())};
   }
+  // Room for n more bytes of text; a and b, when they view the text, are moved with it.
+  void make_room(std::size_t n, std::string_view& a, std::string_view& b) {
+    if (text_.room(n)) [[likely]]
+      return;
+    const char* const base = text_.data();
+    auto offset = [&](std::string_view v) -> std::ptrdiff_t {
+      const bool inside =
+          !std::less<const char*>()(v.data(), base) && std::less<const char*>()(v.data(), base + text_.size());
+      return inside ? v.data() - base : -1;
+    };
+    const std::ptrdiff_t at_a = offset(a), at_b = offset(b);
+    text_.reserve_more(n);
+    if (at_a >= 0)
+      a = {text_.data() + at_a, a.size()};
+    if (at_b >= 0)
+      b = {text_.data() + at_b, b.size()};
+  }
   // Reuses the old bytes when the new string fits in them (repeated updates do not grow the arena).
   void replace(text_ref& r, std::string_view s) {
     if (s.size() <= r.length) {
-      if (!s.empty())
+      if (!s.empty()) // (s may overlap the old bytes: a value set from this record's own text)
         std::memmove(text_.data() + r.offset, s.data(), s.size());
       r.length = static_cast<std::uint32_t>(s.size());
       return;
@@ -316,8 +353,8 @@ class span_data {
   text_ref name_{0, 0};
   text_ref status_message_{0, 0};
   text_ref trace_state_{0, 0};
-  otlpconc::detail::small_buffer<slot, 8> attributes_;
-  otlpconc::detail::small_buffer<char, 160> text_;
+  detail::small_buffer<slot, 8> attributes_;
+  detail::small_buffer<char, 160> text_;
 };
 
 } // namespace otlpconc::telemetry

@@ -3,7 +3,8 @@
 //
 // What: trace_id (16 bytes) and span_id (8 bytes) with lowercase hex conversion; span_context, what
 //   a span passes to its children and across processes; parse_traceparent / format_traceparent and
-//   tracestate validation following W3C Trace Context Level 1.
+//   tracestate validation following W3C Trace Context Level 2 (the Level 1 header format plus the
+//   random flag).
 // When to use: propagating a trace across a process boundary (HTTP headers, message metadata), or
 //   naming a parent explicitly in tracer::start_span.
 // Guarantees: parsing never throws and never reads outside its input; a malformed traceparent is
@@ -13,7 +14,7 @@
 //   Leading and trailing spaces and tabs (HTTP optional whitespace) are ignored.
 #pragma once
 
-#include "otlpconc/detail/text.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
 
 #include <array>
 #include <cstddef>
@@ -64,8 +65,12 @@ struct basic_id {
 using trace_id = basic_id<16>;
 using span_id = basic_id<8>;
 
-// W3C trace-flags bits.
+// W3C trace-flags bits: sampled (Level 1) and random (Level 2: at least the trace id's right-most 7
+// bytes are random; set on the traces this library starts, carried unchanged through a trace).
 inline constexpr std::uint8_t trace_flag_sampled = 0x01;
+inline constexpr std::uint8_t trace_flag_random = 0x02;
+// The flags a span context carries; other bits are reserved (W3C: vendors MUST set them to zero).
+inline constexpr std::uint8_t trace_flags_known = trace_flag_sampled | trace_flag_random;
 
 // What a span hands to its children and to other processes.
 struct span_context {
@@ -77,6 +82,7 @@ struct span_context {
 
   bool valid() const noexcept { return trace_id.valid() && span_id.valid(); }
   bool sampled() const noexcept { return (trace_flags & trace_flag_sampled) != 0; }
+  bool random() const noexcept { return (trace_flags & trace_flag_random) != 0; }
 };
 
 // W3C tracestate (Level 1): at most 32 comma-separated key=value members, keys unique, each key a
@@ -167,7 +173,7 @@ inline std::optional<span_context> parse_traceparent(std::string_view traceparen
       !detail::decode_hex(tp.substr(36, 16), ctx.span_id.bytes.data(), 8) ||
       !detail::decode_hex(tp.substr(53, 2), &flags, 1) || !ctx.valid())
     return std::nullopt;
-  ctx.trace_flags = flags & trace_flag_sampled; // other bits are not defined by Level 1: not propagated
+  ctx.trace_flags = flags & trace_flags_known; // sampled and random (Level 2); reserved bits are not propagated
   ctx.remote = true;
   if (!tracestate.empty())
     ctx.trace_state = normalize_tracestate(tracestate).value_or(std::string());

@@ -24,35 +24,38 @@
 //   destroyed in the reverse order of their creation on their thread (they are stack objects).
 #pragma once
 
-#include "otlpconc/detail/telemetry_random.hpp"
 #include "otlpconc/telemetry/batch_span_processor.hpp"
+#include "otlpconc/telemetry/detail/id_random.hpp"
+#include "otlpconc/telemetry/detail/wall_clock.hpp"
 #include "otlpconc/telemetry/sampler.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
 
+#include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 inline constinit thread_local const telemetry::span_context* current_span_context = nullptr;
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail
 
 namespace otlpconc::telemetry {
 
 // The calling thread's current span context (the innermost live current_span_scope), or nullptr.
 inline const span_context* current_span_context() noexcept {
-  return otlpconc::detail::current_span_context;
+  return detail::current_span_context;
 }
 
 // Makes a span context the calling thread's current one for the scope's lifetime.
 class [[nodiscard]] current_span_scope {
  public:
-  explicit current_span_scope(const span_context& ctx) noexcept : previous_(otlpconc::detail::current_span_context) {
+  explicit current_span_scope(const span_context& ctx) noexcept : previous_(detail::current_span_context) {
     context_.trace_id = ctx.trace_id;
     context_.span_id = ctx.span_id;
     context_.trace_flags = ctx.trace_flags;
@@ -61,9 +64,9 @@ class [[nodiscard]] current_span_scope {
       context_.trace_state = ctx.trace_state;
     } catch (...) { // out of memory: children do not inherit the trace state
     }
-    otlpconc::detail::current_span_context = &context_;
+    detail::current_span_context = &context_;
   }
-  ~current_span_scope() { otlpconc::detail::current_span_context = previous_; }
+  ~current_span_scope() { detail::current_span_context = previous_; }
   current_span_scope(const current_span_scope&) = delete;
   current_span_scope& operator=(const current_span_scope&) = delete;
 
@@ -72,11 +75,10 @@ class [[nodiscard]] current_span_scope {
   const span_context* previous_;
 };
 
-// Nanoseconds since the Unix epoch (the OTLP time base).
+// Nanoseconds since the Unix epoch (the OTLP time base): CLOCK_REALTIME, read from the time-stamp
+// counter where the kernel keeps time with it (detail/wall_clock.hpp).
 inline std::uint64_t unix_nano_now() noexcept {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  return detail::wall_clock::now();
 }
 
 struct tracer_options {
@@ -153,7 +155,11 @@ class span {
   void end(std::uint64_t end_time_unix_nano = 0) noexcept {
     if (!data_)
       return;
-    data_->set_end_time(end_time_unix_nano != 0 ? end_time_unix_nano : unix_nano_now());
+    // Not before the start: a span ended on another thread than it started on may see a clock a
+    // few microseconds behind.
+    const std::uint64_t end = end_time_unix_nano != 0 ? end_time_unix_nano : unix_nano_now();
+    data_->set_end_time(end_time_unix_nano == 0 && end < data_->start_time_unix_nano() ? data_->start_time_unix_nano()
+                                                                                       : end);
     if (sampled_)
       core_->on_end(std::move(data_));
     else
@@ -167,7 +173,7 @@ class span {
   friend class tracer;
 
   pooled_ptr<span_data> data_;
-  otlpconc::detail::bsp_core* core_ = nullptr;
+  detail::bsp_core* core_ = nullptr;
   std::uint32_t max_attributes_ = 0;
   bool sampled_ = false;
   span_context context_;
@@ -194,7 +200,7 @@ class tracer {
     span s;
     s.core_ = core_;
     s.max_attributes_ = max_attributes_;
-    otlpconc::detail::id_random& random = otlpconc::detail::id_random::local();
+    detail::id_random& random = detail::id_random::local();
     if (parent != nullptr) {
       s.context_.trace_id = parent->trace_id;
       try {
@@ -202,10 +208,13 @@ class tracer {
       } catch (...) { // out of memory: the trace state is not propagated
       }
     } else {
+      std::uint64_t high, low;
       do {
-        store_u64(s.context_.trace_id.bytes.data(), random.next());
-        store_u64(s.context_.trace_id.bytes.data() + 8, random.next());
-      } while (!s.context_.trace_id.valid());
+        high = random.next();
+        low = random.next();
+      } while ((high | low) == 0); // all zero is the invalid id
+      store_u64(s.context_.trace_id.bytes.data(), high);
+      store_u64(s.context_.trace_id.bytes.data() + 8, low);
     }
     std::uint64_t id;
     do
@@ -213,12 +222,16 @@ class tracer {
     while (id == 0);
     store_u64(s.context_.span_id.bytes.data(), id);
 
+    // W3C Level 2: a trace started here has a random trace id (the random flag is set); a continued
+    // trace keeps the parent's random flag as it is.
+    const std::uint8_t random_flag = parent != nullptr ? parent->trace_flags & trace_flag_random : trace_flag_random;
+    s.context_.trace_flags = random_flag;
     const sampling_decision decision = sampler_->should_sample(parent, s.context_.trace_id, name, options.kind);
     if (decision == sampling_decision::drop)
       return s;
     s.sampled_ = decision == sampling_decision::record_and_sample;
     if (s.sampled_)
-      s.context_.trace_flags = trace_flag_sampled;
+      s.context_.trace_flags = random_flag | trace_flag_sampled;
     if (core_->closed()) {
       if (s.sampled_)
         core_->count_refused();
@@ -254,12 +267,19 @@ class tracer {
   const sampler& span_sampler() const noexcept { return *sampler_; }
 
  private:
+  // Big-endian, as ids are written (one byte swap and one store on little-endian machines).
   static void store_u64(std::uint8_t* out, std::uint64_t v) noexcept {
-    for (int i = 7; i >= 0; --i, v >>= 8)
-      out[i] = static_cast<std::uint8_t>(v);
+    if constexpr (std::endian::native == std::endian::little)
+      v = byteswap(v);
+    std::memcpy(out, &v, sizeof v);
+  }
+  static constexpr std::uint64_t byteswap(std::uint64_t v) noexcept {
+    v = (v & 0x00ff00ff00ff00ffull) << 8 | (v >> 8 & 0x00ff00ff00ff00ffull);
+    v = (v & 0x0000ffff0000ffffull) << 16 | (v >> 16 & 0x0000ffff0000ffffull);
+    return v << 32 | v >> 32; // compilers emit one bswap for this
   }
 
-  otlpconc::detail::bsp_core* core_;
+  detail::bsp_core* core_;
   std::shared_ptr<const sampler> sampler_;
   std::uint32_t max_attributes_;
 };

@@ -1,4 +1,4 @@
-// otlpconc/detail/text.hpp: small text helpers shared by the telemetry headers: hexadecimal digits
+// otlpconc/telemetry/detail/text.hpp: small text helpers shared by the telemetry headers: hexadecimal digits
 // (ids in trace_context.hpp, \uXXXX escapes in detail/otlp_response.hpp, percent-decoding in
 // otlp_http_exporter.hpp) and HTTP optional white space.
 #pragma once
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 inline constexpr char hex_digits[] = "0123456789abcdef";
 
 // The value of a hex digit of either case, or -1.
@@ -48,4 +48,4 @@ inline std::string_view trim_ows(std::string_view s) noexcept {
     s.remove_suffix(1);
   return s;
 }
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

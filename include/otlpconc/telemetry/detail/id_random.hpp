@@ -1,4 +1,4 @@
-// otlpconc/detail/telemetry_random.hpp: the per-thread random generator behind trace and span ids.
+// otlpconc/telemetry/detail/id_random.hpp: the per-thread random generator behind trace and span ids.
 //
 // xoshiro256** (Blackman and Vigna), one state per thread, seeded once from std::random_device mixed
 // with the thread's address and the clock (so threads never share a sequence even where
@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <random>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 
 class id_random {
  public:
@@ -57,4 +57,4 @@ class id_random {
   std::uint64_t s_[4];
 };
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

@@ -1,10 +1,10 @@
-// otlpconc/detail/otlp_response.hpp: reading an OTLP/HTTP JSON response body
+// otlpconc/telemetry/detail/otlp_response.hpp: reading an OTLP/HTTP JSON response body
 // (ExportTraceServiceResponse: {"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}) and
 // the Retry-After header. A small strict JSON reader: it walks the whole document, so text inside
 // strings (an errorMessage that mentions "rejectedSpans", say) is never mistaken for a key.
 #pragma once
 
-#include "otlpconc/detail/text.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 
 struct otlp_partial_success {
   std::uint64_t rejected = 0;
@@ -331,4 +331,4 @@ inline std::optional<std::chrono::seconds> parse_retry_after(std::string_view va
   return std::chrono::seconds(when > now ? std::min<std::int64_t>(when - now, 999'999'999) : 0);
 }
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

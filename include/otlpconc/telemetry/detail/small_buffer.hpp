@@ -1,4 +1,4 @@
-// otlpconc/detail/small_buffer.hpp: a growable array of trivially copyable elements with inline
+// otlpconc/telemetry/detail/small_buffer.hpp: a growable array of trivially copyable elements with inline
 // storage, for the span records of the telemetry pipeline.
 //
 // The first N elements live inside the object (no allocation for the common span: a name, a few
@@ -16,7 +16,36 @@
 #include <stdexcept>
 #include <type_traits>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
+
+// Copies n bytes; short copies (names, keys, small values) are a few moves inlined instead of a
+// call to memcpy. The ranges must not overlap.
+inline void copy_bytes(char* out, const char* in, std::size_t n) noexcept {
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a, b;
+    std::memcpy(&a, in, 8);
+    std::memcpy(&b, in + n - 8, 8);
+    std::memcpy(out, &a, 8);
+    std::memcpy(out + n - 8, &b, 8);
+  } else if (n > 16 && n <= 32) {
+    std::uint64_t a[2], b[2];
+    std::memcpy(a, in, 16);
+    std::memcpy(b, in + n - 16, 16);
+    std::memcpy(out, a, 16);
+    std::memcpy(out + n - 16, b, 16);
+  } else if (n >= 4 && n < 8) {
+    std::uint32_t a, b;
+    std::memcpy(&a, in, 4);
+    std::memcpy(&b, in + n - 4, 4);
+    std::memcpy(out, &a, 4);
+    std::memcpy(out + n - 4, &b, 4);
+  } else if (n < 4) {
+    for (std::size_t i = 0; i < n; ++i)
+      out[i] = in[i];
+  } else {
+    std::memcpy(out, in, n);
+  }
+}
 
 template <class T, std::uint32_t N>
 class small_buffer {
@@ -52,7 +81,27 @@ class small_buffer {
     size_ = needed;
     return out;
   }
-  void push_back(const T& v) { *extend(1) = v; }
+  // Makes room for n more elements (the contents may move). Throws as extend() does.
+  void reserve_more(std::size_t n) {
+    if (room(n))
+      return;
+    if (n > std::size_t{max_size} - size_)
+      throw std::length_error("otlpconc: span record larger than 4 GiB");
+    grow(static_cast<std::uint32_t>(size_ + n));
+  }
+  // extend() for n elements that fit in the current storage (room(n)): nothing moves.
+  bool room(std::size_t n) const noexcept { return n <= std::size_t{capacity_} - size_; }
+  T* extend_in_place(std::size_t n) noexcept {
+    T* out = data_ + size_;
+    size_ += static_cast<std::uint32_t>(n);
+    return out;
+  }
+  void push_back(const T& v) {
+    if (room(1)) [[likely]]
+      *extend_in_place(1) = v;
+    else
+      *extend(1) = v;
+  }
   void clear() noexcept { size_ = 0; }
   // Empty, and back to the inline storage (frees the heap storage, if any).
   void reset() noexcept {
@@ -91,4 +140,4 @@ class small_buffer {
   alignas(T) unsigned char storage_[N * sizeof(T)]; // uninitialized on purpose
 };
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

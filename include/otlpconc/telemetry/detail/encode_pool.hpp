@@ -1,4 +1,4 @@
-// otlpconc/detail/encode_pool.hpp: the encoding pool an exporter owns (json_lines_file_exporter,
+// otlpconc/telemetry/detail/encode_pool.hpp: the encoding pool an exporter owns (json_lines_file_exporter,
 // otlp_http_exporter): the encode_threads option checked and resolved in one place.
 #pragma once
 
@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-namespace otlpconc::detail {
+namespace otlpconc::telemetry::detail {
 
 // encode_threads: -1 automatic (half the hardware threads, at most 4, none on a single CPU), 0 no
 // pool (encode on the export thread), 1..64 that many. Anything else throws std::invalid_argument
@@ -33,4 +33,4 @@ inline std::unique_ptr<work_stealing_pool> make_encode_pool(int encode_threads, 
   return std::make_unique<work_stealing_pool>(static_cast<std::size_t>(threads), [](std::exception_ptr) {});
 }
 
-} // namespace otlpconc::detail
+} // namespace otlpconc::telemetry::detail

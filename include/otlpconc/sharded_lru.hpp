@@ -155,16 +155,6 @@ constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
   return h;
 }
 
-// A small per-thread number that spreads threads over the read rings' stripes.
-inline std::size_t lru_thread_stripe() noexcept {
-  static std::atomic<std::size_t> next{0};
-  static constinit thread_local std::size_t stripe = 0; // 0: not assigned yet
-  if (stripe == 0)
-    // (T1) relaxed: only a spreading hint.
-    stripe = next.fetch_add(1, std::memory_order_relaxed) + 1;
-  return stripe - 1;
-}
-
 // One bucket array. Replaced arrays stay allocated (chained through `previous`) until the cache is
 // destroyed, so a reader may still load from the array it started with.
 template <class Node>
@@ -275,27 +265,33 @@ class sharded_lru_cache {
 
   using value_cell = detail::lru_value<V>;
 
-  // One entry. The hash chain link and the dead flag are read by lock-free readers; the LRU links,
-  // the charge accounting and unlinking are written under the shard lock only.
-  struct node : hazard_pointer_obj_base<node, node_deleter> {
+  // One entry. What a lookup reads (the chain link, hash, key, value) comes first: after the
+  // hazard-pointer header it shares one 64-byte line for small keys and values (u64 -> u64), so a
+  // hit costs the bucket's line and this one. The rest is written under the shard lock only.
+  struct alignas(64) node : hazard_pointer_obj_base<node, node_deleter> {
     template <class KK, class VV>
-    node(std::uint64_t h, std::size_t c, detail::lru_account* a, const node_allocator& al, KK&& k, VV&& v)
-        : hash(h), charge(c), account(a), alloc(al), key(std::forward<KK>(k)), value(std::forward<VV>(v)) {}
+    node(std::uint64_t h, std::size_t c, const node_allocator& al, KK&& k, VV&& v)
+        : hash(h), key(std::forward<KK>(k)), value(std::forward<VV>(v)), charge(c), alloc(al) {}
 
-    std::atomic<node*> next{nullptr};             // hash chain
-    node* newer = nullptr;                        // LRU list, towards the most recent (shard lock)
-    node* older = nullptr;                        // LRU list, towards the least recent (shard lock)
-    std::atomic<bool> dead{false};                // unlinked from its chain (set under the shard lock)
-    std::atomic<std::uint32_t> refs{1};           // the cache's reference + one per handle
-    removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
-    std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
+    // The hash chain. Its low bit is the dead mark: set (under the shard lock, release) when the
+    // node is unlinked, never cleared; a reader that finds it walks again (see find_node).
+    std::atomic<node*> next{nullptr};
     const std::uint64_t hash;
-    std::size_t charge; // shard lock while in the cache (an in-place put may change it)
-    detail::lru_account* const account;
-    [[no_unique_address]] node_allocator alloc;
     const K key;
     value_cell value;
+    std::atomic<node*>* pprev = nullptr;          // the link that points to this node (shard lock)
+    node* newer = nullptr;                        // LRU list, towards the most recent (shard lock)
+    node* older = nullptr;                        // LRU list, towards the least recent (shard lock)
+    std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
+    std::size_t charge;                           // shard lock (an in-place put may change it)
+    removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
+    [[no_unique_address]] node_allocator alloc;
   };
+  static_assert(alignof(node) >= 2, "the dead mark needs a free low bit in node pointers");
+  static node* marked_dead(node* p) noexcept {
+    return reinterpret_cast<node*>(reinterpret_cast<std::uintptr_t>(p) | 1);
+  }
+  static bool is_dead(const node* p) noexcept { return (reinterpret_cast<std::uintptr_t>(p) & 1) != 0; }
 
   using table = detail::lru_table<node>;
 
@@ -309,24 +305,28 @@ class sharded_lru_cache {
   // Whether put on a present key overwrites the value in place (V trivially copyable, <= 64 bytes).
   static constexpr bool in_place_values = detail::lru_value_in_place<V>;
 
-  // A pinned entry: keeps the key alive (even after eviction) until destroyed, and the value: for
-  // in_place_values a copy taken by get_handle, otherwise the entry's own value. Move-only.
+  // A pinned entry: a hazard pointer that keeps the entry's memory alive (even after eviction,
+  // and after the cache is destroyed) until the handle is destroyed or reset. The value is, for
+  // in_place_values, a copy taken by get_handle; otherwise the pinned entry's own value. Move-only.
+  // Each live handle holds one hazard record of the default domain (every hazard-pointer scan in the
+  // process reads it): keep handles short-lived rather than by the thousand.
   class handle {
     struct no_copy {};
     using snapshot = std::conditional_t<in_place_values, std::optional<V>, no_copy>;
 
    public:
     handle() noexcept = default;
-    handle(handle&& other) noexcept : node_(std::exchange(other.node_, nullptr)), copy_(std::move(other.copy_)) {}
+    handle(handle&& other) noexcept
+        : node_(std::exchange(other.node_, nullptr)), hp_(std::move(other.hp_)), copy_(std::move(other.copy_)) {}
     handle& operator=(handle&& other) noexcept {
       if (this != &other) {
-        reset();
         node_ = std::exchange(other.node_, nullptr);
+        hp_ = std::move(other.hp_); // releases our protection
         copy_ = std::move(other.copy_);
       }
       return *this;
     }
-    ~handle() { reset(); }
+    ~handle() = default;
 
     explicit operator bool() const noexcept { return node_ != nullptr; }
     // Preconditions for the accessors: *this is not empty.
@@ -340,17 +340,19 @@ class sharded_lru_cache {
     const V& operator*() const noexcept { return value(); }
     const V* operator->() const noexcept { return &value(); }
     void reset() noexcept {
-      if (node_ != nullptr)
-        release_node(std::exchange(node_, nullptr));
+      node_ = nullptr;
+      hp_ = hazard_pointer(); // releases the protection: the entry may now be reclaimed
     }
 
    private:
     friend class sharded_lru_cache;
-    explicit handle(node* n) noexcept : node_(n) {
+    // n is protected by hp (validated while n was linked).
+    handle(node* n, hazard_pointer&& hp) noexcept : node_(n), hp_(std::move(hp)) {
       if constexpr (in_place_values)
         copy_.emplace(n->value.load());
     }
     node* node_ = nullptr;
+    hazard_pointer hp_;
     [[no_unique_address]] snapshot copy_{};
   };
 
@@ -385,12 +387,10 @@ class sharded_lru_cache {
     shard_bits_ = static_cast<unsigned>(std::countr_zero(shards));
     stripes_ = std::min<std::size_t>(16, std::bit_ceil(std::max<std::size_t>(1, std::thread::hardware_concurrency())));
     shards_ = std::make_unique<shard[]>(shards);
-    auto accounting = std::make_unique<detail::lru_accounting>(shards);
     for (std::size_t i = 0; i < shards; ++i) {
       shard& s = shards_[i];
       s.capacity = capacity_ / shards + (i < capacity_ % shards ? 1 : 0);
-      s.account = &accounting->accounts[i];
-      s.account->budget = s.capacity / 2;
+      s.account.budget = s.capacity / 2;
       // Unweighted: one bucket per entry the shard can hold, never resized. Weighted: grows.
       const std::size_t buckets = weigher_ ? 64 : std::bit_ceil(s.capacity);
       auto t = std::make_unique<table>(buckets);
@@ -398,38 +398,29 @@ class sharded_lru_cache {
       s.tab.store(t.release(), std::memory_order_relaxed);
       s.rings = std::make_unique<detail::lru_read_ring[]>(stripes_);
     }
-    accounting_ = accounting.release();
   }
 
   sharded_lru_cache(const sharded_lru_cache&) = delete;
   sharded_lru_cache& operator=(const sharded_lru_cache&) = delete;
 
-  // Precondition: no other thread uses the cache (handles may live on). Entries not pinned by a
-  // handle are destroyed at once; then, if the cache retired entries that may still await
-  // reclamation, hazard_pointer_clean_up() returns them.
+  // Precondition: no other thread uses the cache (handles may live on). Every entry is retired and
+  // hazard_pointer_clean_up() reclaims those no handle pins (the others are reclaimed by a scan
+  // after their handle is released).
   ~sharded_lru_cache() {
     bool retired = false;
     for (std::size_t i = 0; i < shard_count(); ++i) {
       shard& s = shards_[i];
       for (node* n = s.newest; n != nullptr;) {
         node* older = n->older;
-        std::uint32_t only_ours = 1;
-        // (C3) acq_rel on success: as N1. No reader can hold a hazard pointer to n (precondition),
-        // so without handles it is destroyed at once; a handle retires it on its last release.
-        if (n->refs.compare_exchange_strong(only_ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-          destroy_node(n);
-        } else {
-          accounting_->pin();
-          release_node(n);
-        }
+        n->retire(node_deleter{n->alloc});
+        retired = true;
         n = older;
       }
       // (C2) relaxed: no concurrent readers (precondition).
       delete s.tab.load(std::memory_order_relaxed);
-      // (C4) relaxed: written by this cache's releases, all sequenced before (precondition).
-      retired = retired || s.account->window.load(std::memory_order_relaxed) != 0;
+      // (C4) relaxed: written by this cache's retires, all sequenced before (precondition).
+      retired = retired || s.account.window.load(std::memory_order_relaxed) != 0;
     }
-    accounting_->unpin();
     if (retired)
       hazard_pointer_clean_up();
   }
@@ -437,21 +428,15 @@ class sharded_lru_cache {
   // The value for key, or nullopt. Lock-free with read buffering; records the hit for recency.
   std::optional<V> get(const K& key) requires std::copy_constructible<V> {
     std::optional<V> out;
-    lookup(key, [&](node* n) {
-      out.emplace(n->value.load());
-      return true;
-    });
+    lookup(key, [&](node* n, hazard_pointer&) { out.emplace(n->value.load()); });
     return out;
   }
 
   // A handle pinning key's entry (empty if absent). Lock-free with read buffering; records the hit.
   handle get_handle(const K& key) {
     handle out;
-    lookup(key, [&](node* n) {
-      if (!try_acquire(n))
-        return false;  // removed and released meanwhile: look again
-      out = handle(n); // copies an in-place value while n is still protected
-      return true;
+    lookup(key, [&](node* n, hazard_pointer& hp) {
+      out = handle(n, std::move(hp)); // the protection moves into the handle
     });
     return out;
   }
@@ -459,7 +444,7 @@ class sharded_lru_cache {
   // Whether key is present. Does not count as a hit or miss and does not update recency.
   bool contains(const K& key) const {
     const std::uint64_t h = hash_of(key);
-    return find_node(shard_for(h), key, h, [](node*) { return true; });
+    return find_node(shard_for(h), key, h, [](node*, hazard_pointer&) {});
   }
 
   // Inserts or replaces key's value (the entry becomes the most recent) and evicts least recently
@@ -474,9 +459,11 @@ class sharded_lru_cache {
     fresh_node fresh; // destroyed after the lock is dropped if not linked
     if constexpr (!in_place_values)
       // Built before taking the lock (allocation and copies stay outside it).
-      fresh = make_node(s, h, charge, std::move(key), std::move(value));
+      fresh = make_node(h, charge, std::move(key), std::move(value));
+    prefetch_bucket(s, h);
     {
       std::lock_guard lock(s.mutex);
+      prefetch_victim_locked(s);
       drain_locked(s); // recency is up to date before any eviction decision
       if constexpr (in_place_values) {
         node* old = find_locked(s, key, h);
@@ -486,7 +473,7 @@ class sharded_lru_cache {
         } else {
           // A new entry: built under the lock (V is a copy of bytes; the memory comes from the
           // node cache, and from the allocator only when that is empty).
-          fresh = make_node(s, h, charge, std::move(key), value);
+          fresh = make_node(h, charge, std::move(key), value);
           invalidate_load_locked(s, fresh->key);
           admitted = link_locked(s, fresh, old, removed);
         }
@@ -495,7 +482,7 @@ class sharded_lru_cache {
         admitted = link_locked(s, fresh, find_locked(s, fresh->key, h), removed);
       }
     }
-    notify(removed); // before `key` or `fresh` is destroyed: an overwrite reports that key
+    notify(s, removed); // before `key` or `fresh` is destroyed: an overwrite reports that key
     return admitted;
   }
 
@@ -513,7 +500,7 @@ class sharded_lru_cache {
       remove_locked(s, n, removal_cause::erased, removed);
       publish_size_locked(s);
     }
-    notify(removed);
+    notify(s, removed);
     return true;
   }
 
@@ -526,10 +513,7 @@ class sharded_lru_cache {
         std::copy_constructible<V> && std::copy_constructible<K>
             V get_or_load(const K& key, Loader&& loader) {
       std::optional<V> hit;
-      if (lookup(key, [&](node* n) {
-            hit.emplace(n->value.load());
-            return true;
-          }))
+      if (lookup(key, [&](node* n, hazard_pointer&) { hit.emplace(n->value.load()); }))
         return std::move(*hit);
 
       const std::uint64_t h = hash_of(key);
@@ -602,7 +586,7 @@ class sharded_lru_cache {
         publish_size_locked(s);
       }
       try {
-        notify(removed);
+        notify(s, removed);
       } catch (...) {
         if (!first_error)
           first_error = std::current_exception();
@@ -637,7 +621,7 @@ class sharded_lru_cache {
   std::size_t reclamation_budget() const noexcept {
     std::size_t total = 0;
     for (std::size_t i = 0; i < shard_count(); ++i)
-      total += shards_[i].account->budget;
+      total += shards_[i].account.budget;
     return total;
   }
   bool read_buffering() const noexcept { return read_buffering_; }
@@ -657,21 +641,23 @@ class sharded_lru_cache {
   };
   using load_map = std::unordered_map<K, std::shared_ptr<load_state>, Hash, KeyEqual>;
 
-  struct alignas(cache_line_size) shard {
-    std::mutex mutex;
-    std::atomic<table*> tab{nullptr};
+  struct shard {
+    // Read by every lookup, written only by a resize: on lines the writers do not write.
+    alignas(cache_line_size) std::atomic<table*> tab{nullptr};
     std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
-    node* newest = nullptr;                   // LRU list (mutex)
+    std::unique_ptr<detail::lru_read_ring[]> rings;
+    // The writers' state (mutex).
+    alignas(cache_line_size) std::mutex mutex;
+    node* newest = nullptr; // LRU list
     node* oldest = nullptr;
     std::size_t capacity = 0;
-    std::size_t size = 0; // entries (mutex)
+    std::size_t size = 0; // entries
     std::size_t charge = 0;
-    std::uint64_t pushes = 0; // entries made newest so far (mutex)
+    std::uint64_t pushes = 0; // entries made newest so far
     std::atomic<std::size_t> published_size{0};
     std::atomic<std::size_t> published_charge{0};
-    detail::lru_account* account = nullptr; // owned by accounting_
-    std::unique_ptr<detail::lru_read_ring[]> rings;
-    std::unique_ptr<load_map> loads; // keys being loaded (mutex)
+    std::unique_ptr<load_map> loads; // keys being loaded
+    detail::lru_account account;     // written after the lock, by the retiring thread
   };
 
   // A node built but not linked (yet): destroyed, and its memory recycled, unless released.
@@ -706,7 +692,7 @@ class sharded_lru_cache {
   }
 
   template <class KK, class VV>
-  fresh_node make_node(shard& s, std::uint64_t h, std::size_t charge, KK&& key, VV&& value) {
+  fresh_node make_node(std::uint64_t h, std::size_t charge, KK&& key, VV&& value) {
     node* raw;
     if constexpr (node_cache::enabled) {
       raw = node_cache::allocate();
@@ -715,8 +701,7 @@ class sharded_lru_cache {
       raw = node_traits::allocate(a, 1);
     }
     try {
-      ::new (static_cast<void*>(raw))
-          node(h, charge, s.account, alloc_, std::forward<KK>(key), std::forward<VV>(value));
+      ::new (static_cast<void*>(raw)) node(h, charge, alloc_, std::forward<KK>(key), std::forward<VV>(value));
     } catch (...) {
       if constexpr (node_cache::enabled) {
         node_cache::deallocate(raw);
@@ -729,59 +714,25 @@ class sharded_lru_cache {
     return fresh_node(raw);
   }
 
+  // Cache misses a put will take, started early so they overlap (the chain walk, the victim and
+  // the victim's neighbours are otherwise fetched one after the other, each a dependent load).
+  static void prefetch_bucket(shard& s, std::uint64_t h) noexcept {
+    // (P1) acquire: as L2 (a prefetch needs no ordering, but the array must be a published one).
+    const table* t = s.tab.load(std::memory_order_acquire);
+    __builtin_prefetch(&t->slots[h & t->mask]);
+  }
+  static void prefetch_victim_locked(shard& s) noexcept {
+    if (s.charge >= s.capacity && s.oldest != nullptr) { // a put will evict it
+      __builtin_prefetch(s.oldest, 1);
+      __builtin_prefetch(reinterpret_cast<const char*>(s.oldest) + 64, 1);
+    }
+  }
+
   // Destroys a node no hazard pointer can protect (never linked, or no reader can exist).
   static void destroy_node(node* n) noexcept { node_deleter{n->alloc}(n); }
 
-  // Takes a reference if the node still has one (it has not been retired). Caller protects it.
-  static bool try_acquire(node* n) noexcept {
-    // (N2) relaxed load, relaxed CAS: a reference count; the node's contents were published to
-    // the caller by the acquire loads that found it.
-    std::uint32_t r = n->refs.load(std::memory_order_relaxed);
-    while (r != 0)
-      if (n->refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed, std::memory_order_relaxed))
-        return true;
-    return false;
-  }
-
-  // Retires a node whose last reference is gone (readers may still protect it), then charges its
-  // shard's account, which may force a reclamation.
-  static void retire_node(node* n) noexcept {
-    detail::lru_account* const account = n->account; // read before retire: n may be freed at once
-    const std::size_t charge = n->charge;
-    n->retire(node_deleter{n->alloc});
-    account->retired(charge);
-  }
-
-  // Drops one reference held by a handle, or by the cache after it pinned its accounting (see
-  // release_from_cache). The last one retires the node and unpins the accounting.
-  static void release_node(node* n) noexcept {
-    detail::lru_accounting* const owner = n->account->owner;
-    // (N1) acq_rel: the release orders this holder's reads of the node before the retire; the
-    // acquire makes the last holder see every other holder's release (reclamation follows).
-    if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      retire_node(n);
-      owner->unpin();
-    }
-  }
-
-  // Drops the cache's reference to a removed node (outside the lock). Without handles it retires
-  // the node now; with handles the last one will, possibly after the cache is destroyed, so the
-  // accounting is pinned for it first.
-  void release_from_cache(node* n) noexcept {
-    std::uint32_t only_ours = 1;
-    // (N3) acq_rel on success: as N1 (no handle can be taken from now on: try_acquire fails at 0);
-    // relaxed on failure: handles hold it, and N1 below orders our part.
-    if (n->refs.compare_exchange_strong(only_ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      retire_node(n);
-      return;
-    }
-    accounting_->pin();
-    release_node(n);
-  }
-
-  // Walks key's chain under hazard pointers; calls on_hit(n) while n is protected. on_hit returns
-  // false to ask for another walk (get_handle lost a race with the last release). Returns whether
-  // on_hit accepted a node.
+  // Walks key's chain under hazard pointers; calls on_hit(n, hp) while hp protects n (on_hit may
+  // take the protection: get_handle moves hp into the handle). Returns whether key was found.
   template <class OnHit>
   bool find_node(shard& s, const K& key, std::uint64_t h, OnHit&& on_hit) const {
     hazard_pointer hp = make_hazard_pointer();
@@ -794,24 +745,23 @@ class sharded_lru_cache {
       table* t = s.tab.load(std::memory_order_acquire);
       // protect() validates that the bucket still holds n after the hazard pointer is visible, so n
       // was linked (not retired) at that instant. (H3's acquire pairs with the release stores that
-      // link nodes: I1, I2, U1, G1.)
+      // link nodes: I1, I2, U1, G1.) Buckets never carry the dead mark.
       node* n = hp.protect(t->slots[h & t->mask]);
       bool stale = false;
       while (n != nullptr) {
         if (n->hash == h && eq_(n->key, key)) {
-          if (on_hit(n))
-            return true;
-          stale = true;
-          break;
+          on_hit(n, hp);
+          return true;
         }
         if (hp_next.empty())
           hp_next = make_hazard_pointer();
+        // (L3) protect's validating load (H3, acquire) of n->next pairs with the release store of
+        // the dead mark (U2): if the link it validated is unmarked, n was still linked after the
+        // hazard pointer on next was visible, with next as its successor, so next was linked then
+        // (a removed node's old predecessor never points to it again) and cannot be reclaimed. If
+        // it is marked, n was removed and its successor may be too: walk again.
         node* next = hp_next.protect(n->next);
-        // (L3) acquire: pairs with the release store of dead (U2). If n is still live after next
-        // was protected, n->next == next proves next was linked then (a live node's successor is
-        // linked; a removed node's old predecessor never points to it again). If n died, its
-        // `next` may point to a removed node: walk again.
-        if (n->dead.load(std::memory_order_acquire)) {
+        if (is_dead(next)) {
           stale = true;
           break;
         }
@@ -829,7 +779,13 @@ class sharded_lru_cache {
       // rather than spin while a possibly preempted writer finishes it.
       std::lock_guard lock(s.mutex);
       node* found = find_locked(s, key, h);
-      return found != nullptr && on_hit(found);
+      if (found == nullptr)
+        return false;
+      // The node cannot be retired before we unlock (removals take the lock), so this
+      // unvalidated protection is published before any retire of it (reset_protection's rule).
+      hp.reset_protection(found);
+      on_hit(found, hp);
+      return true;
     }
   }
 
@@ -838,11 +794,9 @@ class sharded_lru_cache {
     const std::uint64_t h = hash_of(key);
     shard& s = shard_for(h);
     node* hit = nullptr;
-    const bool found = find_node(s, key, h, [&](node* n) {
-      if (!on_hit(n))
-        return false;
+    const bool found = find_node(s, key, h, [&](node* n, hazard_pointer& hp) {
       hit = n; // only compared from now on (record_hit does not dereference it)
-      return true;
+      on_hit(n, hp);
     });
     if (!found) {
       stats_.misses.increment();
@@ -942,11 +896,16 @@ class sharded_lru_cache {
     node* n = fresh.release();
     if (old != nullptr) {
       // Replace in place in the chain: readers see either the old or the new entry.
-      // (M6) relaxed: n is not yet reachable; I1 publishes it.
-      n->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      node* succ = old->next.load(std::memory_order_relaxed); // (M6) relaxed: as M1
+      // (M7) relaxed: n is not yet reachable; I1 publishes it.
+      n->next.store(succ, std::memory_order_relaxed);
+      n->pprev = old->pprev;
+      if (succ != nullptr)
+        succ->pprev = &n->next;
       // (I1) release: publishes n's contents to readers' acquire loads (H3).
-      link_to(t, old).store(n, std::memory_order_release);
-      old->dead.store(true, std::memory_order_release); // (U2') release: as U2
+      n->pprev->store(n, std::memory_order_release);
+      // (U2') release: the dead mark, as U2.
+      old->next.store(marked_dead(succ), std::memory_order_release);
       lru_unlink(s, old);
       s.size -= 1;
       s.charge -= old->charge;
@@ -954,8 +913,11 @@ class sharded_lru_cache {
       removed.add(old, removal_cause::replaced);
     } else {
       std::atomic<node*>& bucket = t->slots[n->hash & t->mask];
-      // (M7) relaxed: as M6.
-      n->next.store(bucket.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      node* first = bucket.load(std::memory_order_relaxed); // (M8) relaxed: as M1
+      n->next.store(first, std::memory_order_relaxed);      // (M7') relaxed: as M7
+      n->pprev = &bucket;
+      if (first != nullptr)
+        first->pprev = &n->next;
       // (I2) release: as I1.
       bucket.store(n, std::memory_order_release);
       stats_.inserts.increment();
@@ -996,23 +958,18 @@ class sharded_lru_cache {
     }
   }
 
-  // The atomic that points to n: its bucket or its predecessor's `next`.
-  std::atomic<node*>& link_to(table* t, node* n) noexcept {
-    std::atomic<node*>* link = &t->slots[n->hash & t->mask];
-    // (M8) relaxed: as M1.
-    while (link->load(std::memory_order_relaxed) != n)
-      link = &link->load(std::memory_order_relaxed)->next;
-    return *link;
-  }
-
+  // Unlinks n through its back link (no walk of its chain: the bucket and predecessor are only
+  // written, so their cache misses do not stall the lock holder) and marks it dead.
   void remove_locked(shard& s, node* n, removal_cause cause, removed_list& removed) {
-    table* t = s.tab.load(std::memory_order_relaxed); // (M9) relaxed: as M1
+    node* succ = n->next.load(std::memory_order_relaxed); // (M9) relaxed: as M1
     // (U1) release: readers that load the new link see the successor's contents (published to us
     // by the lock) as well.
-    link_to(t, n).store(n->next.load(std::memory_order_relaxed), std::memory_order_release);
-    // (U2) release: pairs with the readers' acquire (L3). n->next is left as it is: a reader
-    // standing on n may still follow it, and then finds n dead and walks again.
-    n->dead.store(true, std::memory_order_release);
+    n->pprev->store(succ, std::memory_order_release);
+    if (succ != nullptr)
+      succ->pprev = n->pprev;
+    // (U2) release: the dead mark; pairs with the readers' validating acquire (L3). The successor
+    // is kept: a reader standing on n sees the mark and walks again.
+    n->next.store(marked_dead(succ), std::memory_order_release);
     lru_unlink(s, n);
     s.size -= 1;
     s.charge -= n->charge;
@@ -1039,8 +996,12 @@ class sharded_lru_cache {
       for (node* n = old->slots[b].load(std::memory_order_relaxed); n != nullptr;) {
         node* next = n->next.load(std::memory_order_relaxed); // (M13) relaxed: as M1
         std::atomic<node*>& head = grown->slots[n->hash & grown->mask];
+        node* first = head.load(std::memory_order_relaxed); // (M15) relaxed: as M1
         // (G1) release: a reader that follows this link sees G0 and the chain behind it.
-        n->next.store(head.load(std::memory_order_relaxed), std::memory_order_release);
+        n->next.store(first, std::memory_order_release);
+        n->pprev = &head;
+        if (first != nullptr)
+          first->pprev = &n->next;
         head.store(n, std::memory_order_relaxed); // (M14) relaxed: published by G2
         n = next;
       }
@@ -1075,7 +1036,7 @@ class sharded_lru_cache {
     if (value != nullptr) {
       try {
         const std::size_t charge = weigher_ ? weigher_(key, *value) : 1;
-        fresh = make_node(s, h, charge, key, *value);
+        fresh = make_node(h, charge, key, *value);
       } catch (...) {
         // Not cached, but delivered: the waiters and the caller have the value.
       }
@@ -1090,7 +1051,7 @@ class sharded_lru_cache {
       if (fresh && attached)
         insert_locked(s, fresh, removed);
     }
-    notify(removed);
+    notify(s, removed);
   }
 
   void publish_size_locked(shard& s) noexcept {
@@ -1112,10 +1073,10 @@ class sharded_lru_cache {
     s.newest = n;
   }
 
-  // Runs the removal callback for each removed value, then drops the cache's references. If a
-  // callback throws, the others still run and every reference is dropped; the first exception is
-  // rethrown.
-  void notify(removed_list& removed) {
+  // Runs the removal callback for each removed value, retires each removed entry, and charges the
+  // shard's account (which may force a reclamation: see detail::lru_account). If a callback
+  // throws, the others still run and every entry is retired; the first exception is rethrown.
+  void notify(shard& s, removed_list& removed) {
     std::exception_ptr first_error;
     if (removed.overwritten_value) {
       try {
@@ -1125,6 +1086,7 @@ class sharded_lru_cache {
       }
       removed.overwritten_value.reset();
     }
+    std::size_t charge = 0;
     for (node* n = removed.first; n != nullptr;) {
       node* next = n->newer;
       if (on_removal_) {
@@ -1138,11 +1100,13 @@ class sharded_lru_cache {
             first_error = std::current_exception();
         }
       }
-      n->newer = nullptr;
-      release_from_cache(n);
+      charge += n->charge;
+      n->retire(node_deleter{n->alloc}); // n may be reclaimed from here on
       n = next;
     }
     removed.first = removed.last = nullptr;
+    if (charge != 0)
+      s.account.retired(charge);
     if (first_error)
       std::rethrow_exception(first_error);
   }
@@ -1157,7 +1121,6 @@ class sharded_lru_cache {
   unsigned shard_bits_ = 0;
   std::size_t stripes_ = 1;
   std::unique_ptr<shard[]> shards_;
-  detail::lru_accounting* accounting_ = nullptr; // unpinned by the destructor
   statistics stats_;
 };
 

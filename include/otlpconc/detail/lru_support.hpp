@@ -5,16 +5,16 @@
 //                         without tearing.
 //   lru_account           per-shard charge accounting that forces hazard-pointer reclamation when
 //                         the shard has retired more than its budget since the last forced scan.
-//   lru_accounting        the accounts of one cache, kept alive by the cache and by removed entries
-//                         still pinned by handles (a handle may outlive the cache).
 //   lru_wait_graph        the process-wide wait-for graph of get_or_load: which thread waits for
 //                         which load, so a wait that would close a cycle throws instead of hanging.
+//   lru_thread_stripe()   a small per-thread number choosing a read ring: the lowest free one.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/config.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace otlpconc::detail {
 
@@ -144,22 +145,20 @@ class lru_value<V, true> {
   std::atomic<std::uint64_t> slots_[single ? 1 : 2][words];
 };
 
-struct lru_accounting;
-
-// Charge accounting of one shard. Every retired entry adds its charge to `window`; the retire that
-// takes the window past `budget` closes it (resets it to zero) and calls hazard_pointer_clean_up(),
-// which reclaims every retired object no hazard pointer protects, this window's entries included.
-// So the charge a shard has retired and not yet had reclaimed stays near the budget whatever the
-// entries weigh and whether or not the cache stays busy (the default domain alone scans after a
-// number of objects, whatever they weigh, and only when something retires).
+// Charge accounting of one shard. Every batch of retired entries adds its charge to `window`; the
+// batch that takes the window past `budget` closes it (resets it to zero) and calls
+// hazard_pointer_clean_up(), which reclaims every retired object no hazard pointer protects, this
+// window's entries included. So the charge a shard has retired and not yet had reclaimed stays
+// near the budget whatever the entries weigh and whether or not the cache stays busy (the default
+// domain alone scans after a number of objects, whatever they weigh, and only when something
+// retires).
 struct alignas(cache_line_size) lru_account {
   std::atomic<std::size_t> window{0}; // charge retired since the last forced clean-up
   std::size_t budget = 0;             // B_s = floor(shard capacity / 2); set before the cache is shared
-  lru_accounting* owner = nullptr;
 
-  // Called after an entry weighing `charge` was retired.
+  // Called after entries weighing `charge` in total were retired.
   void retired(std::size_t charge) noexcept {
-    // (A1) acq_rel: the release half publishes the retire sequenced before it to the thread whose
+    // (A1) acq_rel: the release half publishes the retires sequenced before it to the thread whose
     // CAS closes this window (A2); an RMW continues the release sequence of earlier adds.
     std::size_t current = window.fetch_add(charge, std::memory_order_acq_rel) + charge;
     while (current > budget) {
@@ -172,27 +171,6 @@ struct alignas(cache_line_size) lru_account {
       }
     }
   }
-};
-
-// The accounts of one cache. Alive while the cache is, and while a removed entry is pinned by a
-// handle (the entry's last release retires it and adds its charge to its shard's account).
-struct lru_accounting {
-  explicit lru_accounting(std::size_t shards) : accounts(std::make_unique<lru_account[]>(shards)) {
-    for (std::size_t i = 0; i < shards; ++i)
-      accounts[i].owner = this;
-  }
-  void pin() noexcept {
-    // (A3) relaxed: a reference count increment by a holder of another reference (the cache's).
-    pins.fetch_add(1, std::memory_order_relaxed);
-  }
-  void unpin() noexcept {
-    // (A4) acq_rel: the last holder's acquire sees every other holder's uses (their release).
-    if (pins.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      delete this;
-  }
-
-  std::atomic<std::int64_t> pins{1}; // the cache + removed entries still pinned by a handle
-  std::unique_ptr<lru_account[]> accounts;
 };
 
 // The part of a running load the wait-for graph looks at. `finished` is read and written only under
@@ -258,5 +236,54 @@ class lru_wait_graph {
   std::mutex mutex_;
   std::unordered_map<std::thread::id, const lru_load_base*> waiting_;
 };
+
+// Stripe numbers: each thread holds the lowest number no other live thread holds, and gives it
+// back when it exits. So n threads use n different read rings when n <= stripes, whichever threads
+// came and went before (numbers handed out by a counter collide as soon as threads are replaced:
+// two threads on one ring contend for its tail and drop records).
+struct lru_stripe_numbers {
+  static lru_stripe_numbers& instance() {
+    // Never destroyed: threads may exit after static destruction.
+    static lru_stripe_numbers* const numbers = new lru_stripe_numbers;
+    return *numbers;
+  }
+  std::size_t take() {
+    std::lock_guard lock(mutex);
+    const auto it = std::find(used.begin(), used.end(), false);
+    const auto n = static_cast<std::size_t>(it - used.begin());
+    if (it == used.end())
+      used.push_back(true);
+    else
+      *it = true;
+    return n;
+  }
+  void give_back(std::size_t n) noexcept {
+    std::lock_guard lock(mutex);
+    used[n] = false;
+  }
+  std::mutex mutex;
+  std::vector<bool> used;
+};
+
+inline std::size_t lru_take_stripe() noexcept {
+  try {
+    const std::size_t n = lru_stripe_numbers::instance().take();
+    struct give_back_at_exit {
+      std::size_t n;
+      ~give_back_at_exit() { lru_stripe_numbers::instance().give_back(n); }
+    };
+    static thread_local give_back_at_exit guard{n}; // constructed once per thread: this call
+    return n;
+  } catch (...) {
+    return 0; // no memory: share stripe 0 (only recency records are at stake)
+  }
+}
+
+inline std::size_t lru_thread_stripe() noexcept {
+  static constinit thread_local std::size_t stripe = 0; // 0: not assigned yet
+  if (OTLPCONC_UNLIKELY(stripe == 0))
+    stripe = lru_take_stripe() + 1;
+  return stripe - 1;
+}
 
 } // namespace otlpconc::detail

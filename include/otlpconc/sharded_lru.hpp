@@ -24,10 +24,11 @@
 //   - put / erase / clear and get_or_load's miss path take one shard mutex (never two);
 //     get_or_load waits for another thread's load of the same key.
 //   - Outside these guarantees: copying V (get copies; V's copy constructor is the user's), the
-//     removal callback, the first operation of a thread (hazard records and statistics cells are
-//     allocated), and the release of an entry that closes a reclamation window (see Memory: a
-//     hazard-pointer scan allocates, issues membarrier and runs deleters). Any release may do that:
-//     put, erase, clear, get_or_load's insert, and a handle's destructor or reset().
+//     removal callback, the first operation of a thread (hazard records, statistics cells and a
+//     stripe number are allocated), and a removal that closes its shard's reclamation window (see
+//     Memory): that thread then runs hazard_pointer_clean_up(), which allocates, issues membarrier
+//     and runs deleters. Removals happen in put, erase, clear, get_or_load's insert and the
+//     destructor; handles never remove or retire anything.
 // Guarantees:
 //   - Capacity is strict: the entries in the cache never weigh more than capacity().
 //   - A value returned by get, get_or_load or held by a handle was put (or loaded) for that key
@@ -55,28 +56,34 @@
 //     turn waits for a load; that deadlocks.
 //   - The removal callback runs on the thread that removed the entry, after the shard lock is
 //     released, once per removed value (an in-place put reports the value it overwrote).
-// Memory, in charge units (the weigher's, or 1 per entry). Removed entries are retired to the
-//   default hazard-pointer domain. Each shard s counts the charge it has retired since its last
-//   forced clean-up; the retire that takes that past B_s = floor(C_s / 2) (C_s: the shard's
-//   capacity) calls hazard_pointer_clean_up(). With
-//     C = capacity(), B = sum of B_s <= C / 2, w = the heaviest entry's charge (<= max_charge()),
-//     h = handles alive, t = threads inside put / erase / clear / get_or_load at that instant,
-//     c = hazard-pointer scans running at that instant, p = lookups of this cache that were running
-//     during the latest scan (each protects at most 2 entries),
-//   the charge of the entries that were in the cache and are not yet destroyed is at most
-//     C + (1 + c) * B + (t + h + 2p) * w;
-//   when idle (t = c = 0): C + B + (h + 2p) * w; with one writer and no readers or handles:
-//   C + B + w. (Tests check the last two with C = 16 MiB and w = 1 MiB values.) Besides the values:
-//   per entry one node (key, value, ~100 bytes of links and counts; nodes are recycled through a
-//   per-thread node cache when the allocator is stateless, see detail/node_cache.hpp); per shard a
-//   bucket array of at least one pointer per entry it can hold (weighted caches grow it by
-//   doubling; the replaced arrays are kept until the cache is destroyed: less than the current
-//   array in total), and the read rings (one per shard and stripe: 16 records of 16 bytes, padded
-//   to cache lines; stripes = hardware threads rounded up to a power of two, at most 16).
-// Requirements: K and V nothrow destructible (they are destroyed during reclamation), K move
-//   constructible, V move constructible; V copy constructible for get and get_or_load. Hash and
-//   KeyEqual callable on const K& concurrently from many threads. Allocator: a standard allocator
-//   (rebound to the node type), nothrow copyable. Handles may outlive the cache.
+// Memory, in charge units (the weigher's, or 1 per entry). A removed entry is retired to the
+//   default hazard-pointer domain by the thread that removed it. Each shard s counts the charge it
+//   has retired since its last forced clean-up (its window); the removal that takes the window past
+//   B_s = floor(C_s / 2) (C_s: the shard's capacity) closes it and calls hazard_pointer_clean_up().
+//   Let C = capacity(), B = the sum of the B_s (reclamation_budget(), <= C / 2), w = the heaviest
+//   entry's charge (<= max_charge()), t = threads inside put / erase / clear / get_or_load at that
+//   instant, c = hazard-pointer scans running at that instant, and p and h = the lookups of this
+//   cache that were running and the handles that were alive during the latest scan (a lookup
+//   protects at most 2 entries, a handle 1). The charge of the entries that were in the cache and
+//   are not yet destroyed is at most
+//     C + (1 + c) * B + (t + 2p + h) * w;
+//   when idle (t = c = 0): C + B + (2p + h) * w; with one writer and no lookups or handles:
+//   C + B + w. (Tests check the last two at C = 16 MiB, w = 1 MiB, and the first with concurrent
+//   readers.) The reasoning and the alternatives (a domain per cache, counting objects): see
+//   docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~100 bytes of links
+//   and counts, 64-byte aligned; nodes are recycled through a per-thread node cache when the
+//   allocator is stateless, see detail/node_cache.hpp); per shard a bucket array of at least one
+//   pointer per entry it can hold (weighted caches grow it by doubling; the replaced arrays are kept
+//   until the cache is destroyed: less than the current array in total), and the read rings (one
+//   per shard and stripe: 16 records of 16 bytes, padded to cache lines; stripes = hardware threads
+//   rounded up to a power of two, at most 16). Each live handle holds a hazard record of the default
+//   domain, which every scan in the process reads: keep handles short-lived.
+// Requirements (checked at compile time): K and V non-array object types, nothrow destructible
+//   (they are destroyed during reclamation) and move constructible; V copy constructible for get
+//   and get_or_load. Hash and KeyEqual callable on const K& (concurrently from many threads).
+//   Allocator: a standard allocator, rebound to the node type, nothrow copyable. For
+//   in_place_values, a new entry's node is built under the shard lock (K moved in, V copied).
+//   Handles may outlive the cache.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"

@@ -465,6 +465,21 @@ TEST_CASE("sharded_lru: a buffered hit is replayed before the next eviction", "[
   CHECK_FALSE(cache.contains(1));
 }
 
+TEST_CASE("sharded_lru: a hit recorded by another thread is replayed before the next eviction", "[sharded_lru]") {
+  // As above, but the hit is recorded in another thread's ring (that thread then exits): a write
+  // replays every stripe's ring, not only its own thread's.
+  sharded_lru_cache<int, int> cache(sharded_lru_options{16, 1, true});
+  for (int k = 0; k < 16; ++k)
+    cache.put(k, k);
+  std::optional<int> got;
+  std::thread reader([&] { got = cache.get(0); });
+  reader.join();
+  REQUIRE(got == 0);
+  cache.put(100, 100);
+  CHECK(cache.contains(0));
+  CHECK_FALSE(cache.contains(1));
+}
+
 TEST_CASE("sharded_lru: a put, erase or clear during a load detaches it", "[sharded_lru]") {
   // Another thread writes the key while the load runs: the load's value is returned but not
   // inserted, and the next miss loads afresh instead of joining the old load.

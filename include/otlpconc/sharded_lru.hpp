@@ -42,10 +42,12 @@
 //   - Recency: with read_buffering off, every hit moves its entry to the front under the shard lock
 //     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on,
 //     a hit that returned before a write to its shard began is replayed before that write's
-//     eviction decisions, with two approximations: a replayed hit on an entry already among the
-//     most recent eighth of its shard leaves it in place, and under contention a record is dropped
-//     when its ring is full or contended (counted in stats().dropped_reads; the entry keeps its
-//     older position). docs/sharded_lru.md measures the effect on hit ratio, 1 to 8 threads.
+//     eviction decisions (when no more threads than stripes record hits; threads beyond that share
+//     rings, and one's record may wait for a later write), with two approximations: a replayed hit
+//     on an entry already among the most recent eighth of its shard leaves it in place, and under
+//     contention a record is dropped when the slots it tries are taken (counted in
+//     stats().dropped_reads; the entry keeps its older position). docs/sharded_lru.md measures the
+//     effect on hit ratio, 1 to 8 threads.
 //   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
 //     receive its value or its exception. An exception is not cached. A put, erase or clear while
 //     the load runs wins: the loaded value is returned to the waiters but not inserted. A wait
@@ -172,64 +174,76 @@ struct lru_table {
   std::unique_ptr<lru_table> previous;
 };
 
-// A ring of hit records for one stripe of one shard: many producers (the readers of that stripe),
-// one consumer (whoever holds the shard lock). Lossy: a producer that finds it full or loses the
-// race for a slot drops its record.
+// Hit records for one stripe of one shard: 16 slots, each claimed on its own. Many producers (the
+// readers of that stripe), one consumer (whoever holds the shard lock). A producer claims the slot
+// the `next` hint names (or the one after) with a CAS from empty to a "being written" mark, writes
+// the record, then publishes it; the consumer replays published records and leaves slots being
+// written for a later drain. A producer preempted while writing holds only its own slot (a ring
+// with a shared head and tail stalls at such a slot: every later record of the stripe is dropped
+// until the producer resumes). Lossy: a producer that finds both slots taken drops its record.
 struct alignas(cache_line_size) lru_read_ring {
   static constexpr std::uint32_t slots = 16;
   struct record {
     std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
     std::atomic<std::uint64_t> hash{0};
   };
-  std::atomic<std::uint32_t> tail{0}; // next slot to claim (producers)
-  std::atomic<std::uint32_t> head{0}; // next slot to drain (the lock holder)
+  std::atomic<std::uint32_t> next{0}; // the slot the next record tries first (a hint)
+  std::uint32_t drained = 0;          // `next` as the last drain saw it (the lock holder's)
   record ring[slots];
 
   enum class offer_result { recorded, recorded_full, dropped };
 
+  // Nodes are 64-byte aligned: 1 is never a node address.
+  static const void* being_written() noexcept { return reinterpret_cast<const void*>(std::uintptr_t{1}); }
+
   offer_result offer(const void* node, std::uint64_t hash) noexcept {
-    // (R1) relaxed: the CAS (R3) validates it.
-    std::uint32_t t = tail.load(std::memory_order_relaxed);
-    // (R2) acquire: pairs with the drainer's release store of head (R7): the slots below head were
-    // read and cleared before we reuse one.
-    std::uint32_t h = head.load(std::memory_order_acquire);
-    if (t - h >= slots)
-      return offer_result::dropped;
-    // (R3) relaxed: claims slot t among producers; the slot contents are published by R5.
-    if (!tail.compare_exchange_strong(t, t + 1, std::memory_order_relaxed, std::memory_order_relaxed))
-      return offer_result::dropped;
-    record& r = ring[t % slots];
-    // (R4) relaxed: published by R5.
-    r.hash.store(hash, std::memory_order_relaxed);
-    // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
-    r.node.store(node, std::memory_order_release);
-    return t + 1 - h >= slots ? offer_result::recorded_full : offer_result::recorded;
+    // (R1) relaxed: a hint; the CAS on the slot (R3) decides.
+    std::uint32_t i = next.load(std::memory_order_relaxed);
+    for (int attempt = 0; attempt < 2; ++attempt, ++i) {
+      record& r = ring[i % slots];
+      const void* expected = nullptr;
+      // (R3) acquire on success: pairs with the drainer's release store of nullptr (R11), so its
+      // read of the slot's previous hash (R10) happens before our write (R4); relaxed on failure.
+      if (r.node.load(std::memory_order_relaxed) == nullptr &&
+          r.node.compare_exchange_strong(expected, being_written(), std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+        // (R4) relaxed: published by R5.
+        r.hash.store(hash, std::memory_order_relaxed);
+        // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
+        r.node.store(node, std::memory_order_release);
+        // (R2) relaxed: a hint for the next producer and for the drainer's "anything new" test
+        // (R9); the record itself is published by R5.
+        next.store(i + 1, std::memory_order_relaxed);
+        return (i + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
+      }
+    }
+    return offer_result::dropped;
   }
 
-  // Calls f(node, hash) for each record, oldest first. Only under the shard lock. An empty ring is
-  // only read: its line, which its readers write, is not written.
+  // Calls f(node, hash) for each published record, oldest slots first. Only under the shard lock.
+  // A ring whose hint has not moved since the last drain is not scanned (and its lines, which its
+  // readers write, are not written).
   template <class F>
   void drain(F&& f) noexcept {
-    // (R8) relaxed: head is written only by the lock holder.
-    const std::uint32_t first = head.load(std::memory_order_relaxed);
-    // (R9) relaxed: an upper bound; each slot's own release store (R5) says when it is written.
-    const std::uint32_t t = tail.load(std::memory_order_relaxed);
-    std::uint32_t h = first;
-    for (; h != t; ++h) {
-      record& r = ring[h % slots];
+    // (R9) relaxed: a hit's R2 is sequenced before its lookup returns, so a drain that happens
+    // after the lookup returned sees it (read-read coherence through that happens-before).
+    const std::uint32_t n = next.load(std::memory_order_relaxed);
+    if (n == drained)
+      return;
+    const std::uint32_t start = drained;
+    drained = n;
+    for (std::uint32_t k = 0; k < slots; ++k) {
+      record& r = ring[(start + k) % slots];
       // (R6) acquire: pairs with R5.
       const void* node = r.node.load(std::memory_order_acquire);
-      if (node == nullptr)
-        break; // claimed but not written yet: left for the next drain
-      // (R10) relaxed: ordered by R6.
+      if (node == nullptr || node == being_written())
+        continue; // empty, or still being written: left for a later drain
+      // (R10) relaxed: ordered after R5 by R6.
       const std::uint64_t hash = r.hash.load(std::memory_order_relaxed);
-      // (R11) relaxed: the producer that reuses the slot first acquires head (R2) after R7.
-      r.node.store(nullptr, std::memory_order_relaxed);
+      // (R11) release: pairs with the next producer's R3.
+      r.node.store(nullptr, std::memory_order_release);
       f(node, hash);
     }
-    if (h != first)
-      // (R7) release: pairs with R2.
-      head.store(h, std::memory_order_release);
   }
 };
 
@@ -654,7 +668,11 @@ class sharded_lru_cache {
     std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
     std::unique_ptr<detail::lru_read_ring[]> rings;
     // The writers' state (mutex).
+#if defined(OTLPCONC_LRU_EXPERIMENT_SPIN_LOCK)
+    alignas(cache_line_size) detail::lru_spin_then_park_lock mutex;
+#else
     alignas(cache_line_size) std::mutex mutex;
+#endif
     node* newest = nullptr; // LRU list
     node* oldest = nullptr;
     std::size_t capacity = 0;
@@ -693,7 +711,9 @@ class sharded_lru_cache {
     sharded_counter hits, misses, inserts, updates, evictions, loads, load_failures, dropped_reads;
   };
 
-  std::uint64_t hash_of(const K& key) const { return detail::mix_hash(static_cast<std::uint64_t>(hash_(key))); }
+  std::uint64_t hash_of(const K& key) const {
+    return detail::mix_hash(static_cast<std::uint64_t>(hash_(key)));
+  }
   shard& shard_for(std::uint64_t h) const noexcept {
     return shards_[shard_bits_ == 0 ? 0 : static_cast<std::size_t>(h >> (64 - shard_bits_))];
   }
@@ -726,17 +746,19 @@ class sharded_lru_cache {
   static void prefetch_bucket(shard& s, std::uint64_t h) noexcept {
     // (P1) acquire: as L2 (a prefetch needs no ordering, but the array must be a published one).
     const table* t = s.tab.load(std::memory_order_acquire);
-    __builtin_prefetch(&t->slots[h & t->mask]);
+    detail::lru_prefetch(&t->slots[h & t->mask], false);
   }
   static void prefetch_victim_locked(shard& s) noexcept {
     if (s.charge >= s.capacity && s.oldest != nullptr) { // a put will evict it
-      __builtin_prefetch(s.oldest, 1);
-      __builtin_prefetch(reinterpret_cast<const char*>(s.oldest) + 64, 1);
+      detail::lru_prefetch(s.oldest, true);
+      detail::lru_prefetch(reinterpret_cast<const char*>(s.oldest) + 64, true);
     }
   }
 
   // Destroys a node no hazard pointer can protect (never linked, or no reader can exist).
-  static void destroy_node(node* n) noexcept { node_deleter{n->alloc}(n); }
+  static void destroy_node(node* n) noexcept {
+    node_deleter{n->alloc}(n);
+  }
 
   // Walks key's chain under hazard pointers; calls on_hit(n, hp) while hp protects n (on_hit may
   // take the protection: get_handle moves hp into the handle). Returns whether key was found.

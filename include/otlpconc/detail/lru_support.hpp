@@ -33,6 +33,19 @@
 
 namespace otlpconc::detail {
 
+// A hint to start fetching a line (no effect on the program's meaning).
+inline void lru_prefetch(const void* p, bool for_write) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  if (for_write)
+    __builtin_prefetch(p, 1);
+  else
+    __builtin_prefetch(p, 0);
+#else
+  (void)p;
+  (void)for_write;
+#endif
+}
+
 // Values that put overwrites in place: trivially copyable (a copy is a copy of bytes, so a reader
 // can assemble one from atomic words) and small enough that a second slot per entry is cheap.
 template <class V>
@@ -235,6 +248,43 @@ class lru_wait_graph {
   lru_wait_graph() = default;
   std::mutex mutex_;
   std::unordered_map<std::thread::id, const lru_load_base*> waiting_;
+};
+
+// A mutex that spins briefly before parking (Drepper's three-state futex mutex, parking through
+// std::atomic::wait): 0 free, 1 locked, 2 locked with possible waiters. An experiment for the
+// shard lock (docs/sharded_lru.md reports the measurement).
+class lru_spin_then_park_lock {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    // (K1) acquire on success: pairs with the release in unlock (K3).
+    if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
+    for (int i = 0; i < spins; ++i) {
+      __builtin_ia32_pause();
+      c = 0;
+      // (K1') as K1.
+      if (state_.load(std::memory_order_relaxed) == 0 &&
+          state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return;
+    }
+    // (K2) acquire: as K1; 2 tells the unlocker to wake a waiter.
+    while (state_.exchange(2, std::memory_order_acquire) != 0)
+      state_.wait(2, std::memory_order_relaxed);
+  }
+  bool try_lock() noexcept {
+    std::uint32_t c = 0;
+    return state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed); // (K1)
+  }
+  void unlock() noexcept {
+    // (K3) release: pairs with K1/K2.
+    if (state_.exchange(0, std::memory_order_release) == 2)
+      state_.notify_one();
+  }
+
+ private:
+  static constexpr int spins = 64;
+  std::atomic<std::uint32_t> state_{0};
 };
 
 // Stripe numbers: each thread holds the lowest number no other live thread holds, and gives it

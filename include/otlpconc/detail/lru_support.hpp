@@ -261,7 +261,9 @@ class lru_spin_then_park_lock {
     if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
       return;
     for (int i = 0; i < spins; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
+#endif
       c = 0;
       // (K1') as K1.
       if (state_.load(std::memory_order_relaxed) == 0 &&

@@ -21,6 +21,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 using otlpconc::removal_cause;
@@ -239,15 +241,31 @@ struct canary {
 struct single_chain_hash {
   std::size_t operator()(std::int64_t) const noexcept { return 1; }
 };
+// std::allocator declared stateful: the cache then frees every reclaimed node to the allocator
+// instead of recycling it through the node cache, so a node a walk should not reach is really
+// freed (ASan reports it; elsewhere malloc reuses the memory and the canary catches it).
+template <class T>
+struct freeing_allocator : std::allocator<T> {
+  using is_always_equal = std::false_type;
+  template <class U>
+  struct rebind {
+    using other = freeing_allocator<U>;
+  };
+  freeing_allocator() = default;
+  template <class U>
+  freeing_allocator(const freeing_allocator<U>&) noexcept {}
+  friend bool operator==(const freeing_allocator&, const freeing_allocator&) noexcept { return true; }
+};
 } // namespace
 
 TEST_CASE("sharded_lru stress: walks on one churning chain while retired entries are reclaimed at once",
           "[sharded_lru][stress]") {
   // Every key in one chain; a writer puts and erases constantly; a thread reclaims retired nodes
-  // in a loop, so a node a reader should not be standing on is really freed (ASan) or poisoned.
-  // Catches a walk that skips validation (the dead flag, the hazard on next) or a reference count
-  // that revives a retired node.
-  using cache_t = sharded_lru_cache<std::int64_t, canary, single_chain_hash>;
+  // in a loop, and the allocator frees them, so a node a reader should not be standing on is
+  // really freed (ASan) or reused (the canary). Catches a walk that skips validation (the dead mark,
+  // the hazard pointer on next) or a handle that does not protect its node.
+  using cache_t = sharded_lru_cache<std::int64_t, canary, single_chain_hash, std::equal_to<std::int64_t>,
+                                    freeing_allocator<std::pair<const std::int64_t, canary>>>;
   const bool buffered = GENERATE(true, false);
   cache_t cache(sharded_lru_options{12, 1, buffered});
   const std::int64_t ops = scaled(150000);

@@ -617,13 +617,13 @@ struct blob {
   bool counted = false;
   std::unique_ptr<char[]> bytes;
 
-  explicit blob(std::size_t n) : size(n), counted(true), bytes(std::make_unique<char[]>(n)) {
+  explicit blob(std::size_t n) : size(n), counted(true), bytes(new char[n]) { // not zeroed: never read
     const std::int64_t now = live.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
     std::int64_t p = peak.load();
     while (now > p && !peak.compare_exchange_weak(p, now)) {
     }
   }
-  blob(const blob& o) : size(o.size), bytes(std::make_unique<char[]>(o.size)) {}
+  blob(const blob& o) : size(o.size), bytes(new char[o.size]) {}
   blob(blob&& o) noexcept
       : size(std::exchange(o.size, 0)), counted(std::exchange(o.counted, false)), bytes(std::move(o.bytes)) {}
   blob& operator=(const blob&) = delete;

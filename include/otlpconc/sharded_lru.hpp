@@ -668,12 +668,8 @@ class sharded_lru_cache {
     std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
     std::unique_ptr<detail::lru_read_ring[]> rings;
     // The writers' state (mutex).
-#if defined(OTLPCONC_LRU_EXPERIMENT_SPIN_LOCK)
-    alignas(cache_line_size) detail::lru_spin_then_park_lock mutex;
-#else
-    alignas(cache_line_size) std::mutex mutex;
-#endif
-    node* newest = nullptr; // LRU list
+    alignas(cache_line_size) std::mutex mutex; // a spin-then-park lock measured no better: docs
+    node* newest = nullptr;                    // LRU list
     node* oldest = nullptr;
     std::size_t capacity = 0;
     std::size_t size = 0; // entries
@@ -711,9 +707,7 @@ class sharded_lru_cache {
     sharded_counter hits, misses, inserts, updates, evictions, loads, load_failures, dropped_reads;
   };
 
-  std::uint64_t hash_of(const K& key) const {
-    return detail::mix_hash(static_cast<std::uint64_t>(hash_(key)));
-  }
+  std::uint64_t hash_of(const K& key) const { return detail::mix_hash(static_cast<std::uint64_t>(hash_(key))); }
   shard& shard_for(std::uint64_t h) const noexcept {
     return shards_[shard_bits_ == 0 ? 0 : static_cast<std::size_t>(h >> (64 - shard_bits_))];
   }
@@ -756,9 +750,7 @@ class sharded_lru_cache {
   }
 
   // Destroys a node no hazard pointer can protect (never linked, or no reader can exist).
-  static void destroy_node(node* n) noexcept {
-    node_deleter{n->alloc}(n);
-  }
+  static void destroy_node(node* n) noexcept { node_deleter{n->alloc}(n); }
 
   // Walks key's chain under hazard pointers; calls on_hit(n, hp) while hp protects n (on_hit may
   // take the protection: get_handle moves hp into the handle). Returns whether key was found.

@@ -250,45 +250,6 @@ class lru_wait_graph {
   std::unordered_map<std::thread::id, const lru_load_base*> waiting_;
 };
 
-// A mutex that spins briefly before parking (Drepper's three-state futex mutex, parking through
-// std::atomic::wait): 0 free, 1 locked, 2 locked with possible waiters. An experiment for the
-// shard lock (docs/sharded_lru.md reports the measurement).
-class lru_spin_then_park_lock {
- public:
-  void lock() noexcept {
-    std::uint32_t c = 0;
-    // (K1) acquire on success: pairs with the release in unlock (K3).
-    if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
-      return;
-    for (int i = 0; i < spins; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-      c = 0;
-      // (K1') as K1.
-      if (state_.load(std::memory_order_relaxed) == 0 &&
-          state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
-        return;
-    }
-    // (K2) acquire: as K1; 2 tells the unlocker to wake a waiter.
-    while (state_.exchange(2, std::memory_order_acquire) != 0)
-      state_.wait(2, std::memory_order_relaxed);
-  }
-  bool try_lock() noexcept {
-    std::uint32_t c = 0;
-    return state_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed); // (K1)
-  }
-  void unlock() noexcept {
-    // (K3) release: pairs with K1/K2.
-    if (state_.exchange(0, std::memory_order_release) == 2)
-      state_.notify_one();
-  }
-
- private:
-  static constexpr int spins = 64;
-  std::atomic<std::uint32_t> state_{0};
-};
-
 // Stripe numbers: each thread holds the lowest number no other live thread holds, and gives it
 // back when it exits. So n threads use n different read rings when n <= stripes, whichever threads
 // came and went before (numbers handed out by a counter collide as soon as threads are replaced:

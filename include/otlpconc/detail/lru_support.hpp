@@ -164,8 +164,9 @@ class lru_value<V, true> {
 // window's entries included. So the charge a shard has retired and not yet had reclaimed stays
 // near the budget whatever the entries weigh and whether or not the cache stays busy (the default
 // domain alone scans after a number of objects, whatever they weigh, and only when something
-// retires).
-struct alignas(cache_line_size) lru_account {
+// retires). It sits next to the shard's writer state: the thread that just released the shard lock
+// updates it, so it shares the lines that thread already holds.
+struct lru_account {
   std::atomic<std::size_t> window{0}; // charge retired since the last forced clean-up
   std::size_t budget = 0;             // B_s = floor(shard capacity / 2); set before the cache is shared
 

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -489,4 +490,70 @@ TEST_CASE("sharded_lru stress: chains of get_or_load across threads never report
     th.join();
   CHECK(false_cycles.load() == 0);
   CHECK(wrong_values.load() == 0);
+}
+
+TEST_CASE("sharded_lru stress: no read ring is left full and undrained after contended hits", "[sharded_lru][stress]") {
+  // 8 threads (on a 2-core machine: 2 rings, 4 threads each) hit a one-shard cache and put 1 key
+  // in 64. Then every thread, still holding its stripe, records hits one at a time, with a put
+  // every 50 hits: with no contention and a drain every 50 records, no record may be dropped. A
+  // producer preempted between reading the ring's hint and storing it sets the hint back; when
+  // drains took "hint unchanged" for "nothing new", a ring could be skipped while full, and none of
+  // its producers (all dropping) moved the hint again: every later record of that stripe was
+  // dropped until the cache was destroyed (8 of 40 rounds on 2 cores loaded by 2 busy processes).
+  constexpr int threads = 8;
+  const std::int64_t rounds = scaled(20);
+  std::int64_t stuck_rounds = 0, dropped_contended = 0, hits_contended = 0;
+  for (std::int64_t round = 0; round < rounds; ++round) {
+    sharded_lru_cache<int, int> cache(sharded_lru_options{500, 1, true});
+    for (int k = 0; k < 500; ++k)
+      cache.put(k, k);
+    std::atomic<int> ready{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        ready.fetch_add(1);
+        while (ready.load() < threads)
+          std::this_thread::yield();
+        std::uint32_t x = 12345u + static_cast<std::uint32_t>(t);
+        for (int i = 0; i < 100000; ++i) {
+          x = x * 1103515245u + 12345u;
+          const int key = static_cast<int>((x >> 8) % 500);
+          if ((x >> 4) % 64 == 0)
+            cache.put(key, key);
+          else if (cache.get(key) != key)
+            std::abort(); // every key stays present (500 keys, capacity 500)
+        }
+      });
+    for (auto& th : pool)
+      th.join();
+    pool.clear();
+    const auto contended = cache.stats();
+    dropped_contended += contended.dropped_reads;
+    hits_contended += contended.hits;
+    std::mutex one_at_a_time;
+    std::atomic<int> live{0};
+    std::atomic<bool> dropped_alone{false};
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        (void)cache.get(0); // takes a stripe number (and may record a hit: not counted below)
+        live.fetch_add(1);
+        while (live.load() < threads) // every thread holds its stripe: all rings are in use
+          std::this_thread::yield();
+        std::lock_guard lock(one_at_a_time);
+        const std::int64_t before = cache.stats().dropped_reads;
+        for (int i = 0; i < 1000; ++i) {
+          (void)cache.get(i % 500);
+          if (i % 50 == 49)
+            cache.put(i % 500, i % 500);
+        }
+        if (cache.stats().dropped_reads != before)
+          dropped_alone.store(true); // a ring dropped records with no contention
+      });
+    for (auto& th : pool)
+      th.join();
+    if (dropped_alone.load())
+      ++stuck_rounds;
+  }
+  INFO("rounds " << rounds << ", contended hits " << hits_contended << ", dropped " << dropped_contended);
+  CHECK(stuck_rounds == 0);
 }

@@ -889,3 +889,41 @@ TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU wi
   CHECK(wrong.load() == 0);
   CHECK(std::abs(ratio - model_ratio) < 0.01);
 }
+
+TEST_CASE("sharded_lru: a drain empties a full read ring whose hint was set back to the value it last saw",
+          "[sharded_lru]") {
+  // The per-ring hint is a plain store of a value its producer read earlier: a producer preempted
+  // between reading it and storing it sets it back, possibly to exactly the value the last drain
+  // saw, while every slot holds a published record. Producers of a full ring all drop, so none
+  // moves the hint again. Here a second lap fills the ring and then the stale store lands (the
+  // value is what a producer that read 15 and claimed slot 15 stores). When drains compared the
+  // hint with its last value, this ring was never drained again: every later record of the stripe
+  // was dropped until the cache was destroyed.
+  using ring_t = otlpconc::detail::lru_read_ring;
+  struct alignas(64) fake_node {
+    char bytes[64];
+  };
+  std::vector<fake_node> nodes(2 * ring_t::slots);
+  ring_t ring;
+  std::vector<const void*> replayed;
+  const auto drain = [&] {
+    replayed.clear();
+    ring.drain([&](const void* n, std::uint64_t) { replayed.push_back(n); });
+  };
+  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
+    CHECK(ring.offer(&nodes[k], k) != ring_t::offer_result::dropped);
+  drain();
+  CHECK(replayed.size() == ring_t::slots);
+  const std::uint32_t seen = ring.next.load();
+  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
+    CHECK(ring.offer(&nodes[ring_t::slots + k], k) != ring_t::offer_result::dropped);
+  CHECK(ring.offer(&nodes[0], 0) == ring_t::offer_result::dropped); // full
+  ring.next.store(seen);                                            // the stale hint store
+  drain();
+  CHECK(replayed.size() == ring_t::slots); // every record of the second lap, in slot order
+  for (std::size_t k = 0; k < replayed.size(); ++k)
+    CHECK(replayed[k] == &nodes[ring_t::slots + k]);
+  CHECK(ring.offer(&nodes[0], 0) != ring_t::offer_result::dropped); // the ring takes records again
+  drain();
+  CHECK(replayed.size() == 1);
+}

@@ -181,14 +181,24 @@ struct lru_table {
 // written for a later drain. A producer preempted while writing holds only its own slot (a ring
 // with a shared head and tail stalls at such a slot: every later record of the stripe is dropped
 // until the producer resumes). Lossy: a producer that finds both slots taken drops its record.
+//
+// Whether a ring holds anything new is decided by `published`, a count every record adds to with
+// an RMW, never by the hint: the hint is a plain store of a value its producer read earlier, so a
+// producer preempted between reading it (R1) and storing it (R2) sets it back, to any value it once
+// had, including the one the last drain saw. A drain that took "hint unchanged" for "nothing new"
+// then skipped a full ring whose producers all drop (none stores the hint again): every later record
+// of that stripe was dropped until the cache was destroyed (seen once: 84982 of 305955 records
+// dropped, 8 threads on 2 rings, 2 loaded cores, hit ratio 1.4 points below textbook LRU).
 struct alignas(cache_line_size) lru_read_ring {
   static constexpr std::uint32_t slots = 16;
   struct record {
     std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
     std::atomic<std::uint64_t> hash{0};
   };
-  std::atomic<std::uint32_t> next{0}; // the slot the next record tries first (a hint)
-  std::uint32_t drained = 0;          // `next` as the last drain saw it (the lock holder's)
+  std::atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
+  std::atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
+  std::uint32_t drained = 0;               // `published` as the last drain saw it (the lock holder's)
+  std::uint32_t drained_next = 0;          // `next` as the last drain saw it: where to start (ditto)
   record ring[slots];
 
   enum class offer_result { recorded, recorded_full, dropped };
@@ -211,9 +221,12 @@ struct alignas(cache_line_size) lru_read_ring {
         r.hash.store(hash, std::memory_order_relaxed);
         // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
         r.node.store(node, std::memory_order_release);
-        // (R2) relaxed: a hint for the next producer and for the drainer's "anything new" test
-        // (R9); the record itself is published by R5.
+        // (R2) relaxed: a hint for the next producer only; it may move backwards (see above).
         next.store(i + 1, std::memory_order_relaxed);
+        // (R12) release: every record adds 1, so the count moves whenever a record is published
+        // (an RMW continues the release sequence: a drain whose R9 reads a count that includes
+        // this record happens after R5 and finds the record, or a later one in its slot).
+        published.fetch_add(1, std::memory_order_release);
         return (i + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
       }
     }
@@ -221,17 +234,21 @@ struct alignas(cache_line_size) lru_read_ring {
   }
 
   // Calls f(node, hash) for each published record, oldest slots first. Only under the shard lock.
-  // A ring whose hint has not moved since the last drain is not scanned (and its lines, which its
+  // A ring whose count has not moved since the last drain is not scanned (and its lines, which its
   // readers write, are not written).
   template <class F>
   void drain(F&& f) noexcept {
-    // (R9) relaxed: a hit's R2 is sequenced before its lookup returns, so a drain that happens
-    // after the lookup returned sees it (read-read coherence through that happens-before).
-    const std::uint32_t n = next.load(std::memory_order_relaxed);
+    // (R9) acquire: pairs with R12. A hit's R12 is sequenced before its lookup returns, so a drain
+    // that happens after the lookup returned reads a count that includes it. A count equal to the
+    // last drain's means no record was published since that drain's R9, and that drain found every
+    // record counted then; a record published but not yet counted (between R5 and R12) that a drain
+    // skips is counted later, and the drain after that finds it.
+    const std::uint32_t n = published.load(std::memory_order_acquire);
     if (n == drained)
       return;
-    const std::uint32_t start = drained;
     drained = n;
+    // (R13) relaxed: only orders the scan (oldest slots first, as far as the hint tells).
+    const std::uint32_t start = std::exchange(drained_next, next.load(std::memory_order_relaxed));
     for (std::uint32_t k = 0; k < slots; ++k) {
       record& r = ring[(start + k) % slots];
       // (R6) acquire: pairs with R5.

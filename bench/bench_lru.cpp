@@ -3,9 +3,15 @@
 // timed loop the cache is filled by an independent warm-up stream of the same distribution.
 //
 // Workloads (component names):
-//   lru_read100         get only (misses are not inserted)
-//   lru_read90_write10  90% get, 10% put of the trace's key
-//   lru_read_through    get, and put on a miss (cache-aside); the hit ratio is the cache's quality
+//   lru_read100              get only (misses are not inserted)
+//   lru_read90_write10       90% get, 10% put of the trace's key
+//   lru_read_through         get, and put on a miss (cache-aside); the hit ratio is the cache's quality
+//   lru_read_through_cold    the same from an empty cache (no warm-up: the timed loop fills it)
+//   lru_read_through_pinned  lru_read_through with every thread pinned to CPU 0 (sched_setaffinity),
+//                            as when another process holds the other core: threads run by time slices
+//   lru_put100               put only, of the trace's keys (updates of present keys, and inserts)
+//   lru_put_new              put only, of keys never seen before: every put inserts and evicts
+//                            (items/s at 1 thread is the inverse of a miss-put's cost)
 // Implementations:
 //   single_mutex_lru    one std::mutex around std::list + std::unordered_map (the baseline)
 //   sharded_mutex_lru   the same per shard, as many shards as sharded_lru picks, exact LRU per shard
@@ -18,8 +24,10 @@
 #include "otlpconc/sharded_lru.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -28,6 +36,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <sched.h>
 
 #if defined(OTLPCONC_BENCH_HAVE_TBB)
 #define TBB_PREVIEW_CONCURRENT_LRU_CACHE 1
@@ -155,7 +165,32 @@ struct tbb_concurrent_lru {
 };
 #endif
 
-enum class workload { read100, read90_write10, read_through };
+enum class workload { read100, read90_write10, read_through, read_through_cold, read_through_pinned, put100, put_new };
+
+// Pins the calling thread to CPU 0 for its lifetime in scope, then restores its affinity (thread 0
+// of a benchmark is the harness's main thread).
+class pin_to_cpu0 {
+ public:
+  explicit pin_to_cpu0(bool on) : on_(on) {
+    if (!on_)
+      return;
+    sched_getaffinity(0, sizeof(saved_), &saved_);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    sched_setaffinity(0, sizeof(one), &one);
+  }
+  ~pin_to_cpu0() {
+    if (on_)
+      sched_setaffinity(0, sizeof(saved_), &saved_);
+  }
+  pin_to_cpu0(const pin_to_cpu0&) = delete;
+  pin_to_cpu0& operator=(const pin_to_cpu0&) = delete;
+
+ private:
+  bool on_;
+  cpu_set_t saved_{};
+};
 
 template <class Cache>
 struct shared_cache {
@@ -182,12 +217,18 @@ template <class Cache>
 void run(benchmark::State& state, workload w) {
   using shared = shared_cache<Cache>;
   const auto& keys = trace_streams().measured;
+  const pin_to_cpu0 pinned(w == workload::read_through_pinned);
   if (state.thread_index() == 0) {
     shared::cache = std::make_unique<Cache>();
-    warm(*shared::cache);
+    if (w != workload::read_through_cold)
+      warm(*shared::cache);
   }
   std::size_t pos =
       static_cast<std::size_t>(state.thread_index()) * (trace_length / static_cast<std::size_t>(state.threads()));
+  // put_new: distinct keys per thread and per put, above the trace's 32-bit range, scattered by an
+  // odd multiplier (consecutive keys would let std::hash's identity give the baseline consecutive
+  // buckets, a pattern no real key stream has).
+  std::uint64_t fresh = (std::uint64_t{1} << 40) * static_cast<std::uint64_t>(state.thread_index() + 1);
   std::int64_t hits = 0, lookups = 0;
   std::uint64_t sink = 0;
   for (auto _ : state) {
@@ -195,6 +236,16 @@ void run(benchmark::State& state, workload w) {
     for (int i = 0; i < ops_per_iteration; ++i) {
       const std::uint64_t key = keys[pos];
       pos = (pos + 1) & (trace_length - 1);
+      if constexpr (requires(Cache & c) { c.put(0, 0); }) {
+        if (w == workload::put100) {
+          cache.put(key, pos);
+          continue;
+        }
+        if (w == workload::put_new) {
+          cache.put((fresh++ * 0x9E3779B97F4A7C15ULL) | (std::uint64_t{1} << 63), key);
+          continue;
+        }
+      }
 #if defined(OTLPCONC_BENCH_HAVE_TBB)
       if constexpr (std::is_same_v<Cache, tbb_concurrent_lru>) {
         const std::int64_t before = tbb_loads;
@@ -214,7 +265,7 @@ void run(benchmark::State& state, workload w) {
         if (auto v = cache.get(key)) {
           ++hits;
           sink += *v;
-        } else if (w == workload::read_through) {
+        } else if (w != workload::read100 && w != workload::read90_write10) {
           cache.put(key, key);
         }
       }
@@ -229,8 +280,8 @@ void run(benchmark::State& state, workload w) {
 }
 
 template <class Cache>
-void add(const char* component, const char* impl, workload w) {
-  for (int threads : {1, 2, 4, 8}) {
+void add(const char* component, const char* impl, workload w, std::initializer_list<int> thread_counts = {1, 2, 4, 8}) {
+  for (int threads : thread_counts) {
     const std::string name = std::string(component) + "/" + impl;
     benchmark::RegisterBenchmark(name.c_str(), [w](benchmark::State& s) { run<Cache>(s, w); })
         ->Threads(threads)
@@ -250,6 +301,19 @@ void register_all() {
     add<sharded_mutex_lru>(component, "sharded_mutex_lru", w);
     add<sharded_lru>(component, "sharded_lru", w);
     add<sharded_lru_exact>(component, "sharded_lru_exact", w);
+  }
+  // The write path and the conditions issue 21 names: a cold start, both threads on one core, and
+  // puts alone. Only the baseline and sharded_lru (the others add nothing to these questions).
+  const struct {
+    const char* component;
+    workload w;
+  } write_path[] = {{"lru_read_through_cold", workload::read_through_cold},
+                    {"lru_read_through_pinned", workload::read_through_pinned},
+                    {"lru_put100", workload::put100},
+                    {"lru_put_new", workload::put_new}};
+  for (const auto& [component, w] : write_path) {
+    add<single_mutex_lru>(component, "single_mutex_lru", w, {1, 2});
+    add<sharded_lru>(component, "sharded_lru", w, {1, 2});
   }
   std::string missing;
 #if defined(OTLPCONC_BENCH_HAVE_TBB)

@@ -1,54 +1,98 @@
-// otlpconc/sharded_lru.hpp: a sharded LRU cache whose reads take no lock.
+// otlpconc/sharded_lru.hpp: a sharded LRU cache whose hits take no lock.
 //
-// What: sharded_lru_cache<K, V, Hash, KeyEqual> maps keys to values with least-recently-used
-//   eviction, bounded by a capacity in entries or in charge units (a weigher gives each entry its
-//   charge). Keys are spread over a power-of-two number of shards; each shard is an exact LRU of
-//   its share of the capacity, guarded by its own mutex for writes. Lookups never take a lock: they
-//   walk the shard's hash chains under hazard pointers. Recency is updated Caffeine-style: a hit is
-//   recorded in a small per-shard, per-thread-stripe ring and the records are replayed under the
-//   shard lock in batches (on the next write to the shard, or when a ring fills and the lock is
-//   free).
+// What: sharded_lru_cache<K, V, Hash, KeyEqual, Allocator> maps keys to values with least-recently-
+//   used eviction, bounded by a capacity in entries or in charge units (a weigher gives each entry
+//   its charge). Keys are spread over a power-of-two number of shards; each shard is an exact LRU of
+//   its share of the capacity, guarded by its own mutex for writes. Lookups walk the shard's hash
+//   chains under hazard pointers. Recency is updated Caffeine-style: a hit is recorded in a small
+//   per-shard, per-thread-stripe ring and the records are replayed under the shard lock in batches
+//   (on the next write to the shard, or when a ring fills and the lock is free).
 // When to use: a read-mostly cache shared by many threads, where a single mutex around
 //   std::list + std::unordered_map would serialize every hit.
 // When not to: when you need a global LRU order across all keys (each shard evicts its own least
 //   recent entry), frequency-aware admission (TinyLFU, ARC: better hit ratios on scan-heavy
 //   traces), or a single thread (the hand-written list + map is as good and smaller).
+// Progress (who can be held up by whom):
+//   - contains: lock-free.
+//   - get / get_handle, and get_or_load's hit, with read_buffering on (the default): lock-free,
+//     except (1) a miss that overlaps the doubling of a weighted shard's bucket array looks again
+//     under the shard mutex (it waits for the resize), and (2) the hit whose record fills its ring
+//     replays the rings if the shard mutex is free (try_lock: the reader never waits for the lock,
+//     but writers of that shard wait for its replay, at most stripes * 16 records).
+//   - get / get_handle with read_buffering off: NOT lock-free: every hit takes the shard mutex to
+//     move the entry (reads of one shard serialize, and wait for its writers). Misses as above.
+//   - put / erase / clear and get_or_load's miss path take one shard mutex (never two);
+//     get_or_load waits for another thread's load of the same key.
+//   - Outside these guarantees: copying V (get copies; V's copy constructor is the user's), the
+//     removal callback, the first operation of a thread (hazard records, statistics cells and a
+//     stripe number are allocated), and a removal that closes its shard's reclamation window (see
+//     Memory): that thread then runs hazard_pointer_clean_up(), which allocates, issues membarrier
+//     and runs deleters. Removals happen in put, erase, clear, get_or_load's insert and the
+//     destructor; handles never remove or retire anything.
 // Guarantees:
-//   - get / get_handle / contains are lock-free (a lookup retries only if a writer changed the
-//     chain it was walking), with one exception: a miss that overlaps the doubling of a weighted
-//     shard's bucket array looks again under the shard mutex. put / erase / clear and
-//     get_or_load's miss path take one shard mutex (never two).
-//   - Capacity is strict: the entries in the cache never weigh more than capacity(). Entries held
-//     by a handle are evicted normally; their memory lives on until the last handle is released
-//     (the documented slack: one entry per live handle), and replaced or evicted entries wait for
-//     hazard-pointer reclamation (bounded by the default domain's scan threshold).
-//   - A value returned by get was put for that key and was in the cache at some instant during
-//     the call. Values are immutable once in the cache: put on an existing key installs a new entry.
+//   - Capacity is strict: the entries in the cache never weigh more than capacity().
+//   - A value returned by get, get_or_load or held by a handle was put (or loaded) for that key
+//     and was in the cache at some instant during the call (get_handle's call for a handle).
+//   - Values in place: for V trivially copyable and at most 64 bytes (in_place_values), put on a
+//     present key overwrites the value inside the entry: no allocation, no retire, no new node.
+//     Readers copy it lock-free without tearing (two slots per entry and a count of stores; a copy
+//     is retried only if a store completed during it: detail/lru_support.hpp), and a handle holds
+//     its own copy, taken when get_handle found the entry. Other V are immutable in the cache: put
+//     on a present key installs a new entry, and a handle refers to the pinned entry's value.
 //   - Recency: with read_buffering off, every hit moves its entry to the front under the shard lock
 //     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on,
-//     hits are replayed in order before any eviction decision, with two approximations: a replayed
-//     hit on an entry already among the most recent eighth of its shard leaves it in place (so hot
-//     entries' cache lines are not rewritten on every replay), and under contention a record is
-//     dropped when its ring is full or contended (counted in stats().dropped_reads; the entry keeps
-//     its older position). docs/sharded_lru.md measures the effect on hit ratio.
+//     a hit that returned before a write to its shard began is replayed before that write's
+//     eviction decisions (when no more threads than stripes record hits; threads beyond that share
+//     rings, and one's record may wait for a later write), with two approximations: a replayed hit
+//     on an entry already among the most recent eighth of its shard leaves it in place, and under
+//     contention a record is dropped when the slots it tries are taken (counted in
+//     stats().dropped_reads; the entry keeps its older position). docs/sharded_lru.md measures the
+//     effect on hit ratio, 1 to 8 threads.
 //   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
 //     receive its value or its exception. An exception is not cached. A put, erase or clear while
-//     the load runs wins: the loaded value is returned to the waiters but not inserted.
+//     the load runs wins: the loaded value is returned to the waiters but not inserted. A wait
+//     that would never end because of a cycle of get_or_load calls throws std::logic_error: a
+//     loader that asks for its own key on its thread, or loader(1) waiting for key 2 while
+//     loader(2) waits for key 1 on other threads (any length, across caches of any type). Not
+//     detected: a loader that blocks on something else (a thread join, a future, a lock) that in
+//     turn waits for a load; that deadlocks.
 //   - The removal callback runs on the thread that removed the entry, after the shard lock is
-//     released, once per removed entry.
-// Memory: per entry one node (key, value, ~80 bytes of links and counts); per shard a bucket array
-//   of at least one pointer per entry it can hold (weighted caches grow it by doubling; the
-//   replaced arrays are kept until the cache is destroyed: less than the current array in total),
-//   and the read rings (one per shard and stripe: 16 records of 16 bytes, padded to cache lines;
-//   stripes = hardware threads rounded up to a power of two, at most 16).
-// Requirements: K and V nothrow destructible (they are destroyed during reclamation) and move
-//   constructible; V copy constructible for get and get_or_load. Hash and KeyEqual callable on
-//   const K& concurrently from many threads. Handles may outlive the cache.
+//     released, once per removed value (an in-place put reports the value it overwrote).
+// Memory, in charge units (the weigher's, or 1 per entry). A removed entry is retired to the
+//   default hazard-pointer domain by the thread that removed it. Each shard s counts the charge it
+//   has retired since its last forced clean-up (its window); the removal that takes the window past
+//   B_s = floor(C_s / 2) (C_s: the shard's capacity) closes it and calls hazard_pointer_clean_up().
+//   Let C = capacity(), B = the sum of the B_s (reclamation_budget(), <= C / 2), w = the heaviest
+//   entry's charge (<= max_charge()), t = threads inside put / erase / clear / get_or_load at that
+//   instant, c = hazard-pointer scans running at that instant, and p and h = the lookups of this
+//   cache that were running and the handles that were alive during the latest scan (a lookup
+//   protects at most 2 entries, a handle 1). The charge of the entries that were in the cache and
+//   are not yet destroyed is at most
+//     C + (1 + c) * B + (t + 2p + h) * w;
+//   when idle (t = c = 0): C + B + (2p + h) * w; with one writer and no lookups or handles:
+//   C + B + w. (Tests check the last two at C = 16 MiB, w = 1 MiB, and the first with concurrent
+//   readers.) The reasoning and the alternatives (a domain per cache, counting objects): see
+//   docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~100 bytes of links
+//   and counts, 64-byte aligned; nodes are recycled through a per-thread node cache when the
+//   allocator is stateless, see detail/node_cache.hpp); per shard a bucket array of at least one
+//   pointer per entry it can hold (weighted caches grow it by doubling; the replaced arrays are kept
+//   until the cache is destroyed: less than the current array in total), and the read rings (one
+//   per shard and stripe: 16 records of 16 bytes, padded to cache lines; stripes = hardware threads
+//   rounded up to a power of two, at most 16). Each live handle holds a hazard record of the default
+//   domain, which every scan in the process reads: keep handles short-lived.
+// Requirements (checked at compile time): K and V non-array object types, nothrow destructible
+//   (they are destroyed during reclamation) and move constructible; V copy constructible for get
+//   and get_or_load. Hash and KeyEqual callable on const K& (concurrently from many threads).
+//   Allocator: a standard allocator, rebound to the node type, nothrow copyable. For
+//   in_place_values, a new entry's node is built under the shard lock (K moved in, V copied).
+//   Handles may outlive the cache.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/lru_support.hpp"
+#include "otlpconc/detail/node_cache.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
 #include <algorithm>
@@ -62,6 +106,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -119,55 +164,6 @@ constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
   return h;
 }
 
-// A small per-thread number that spreads threads over the read rings' stripes.
-inline std::size_t lru_thread_stripe() noexcept {
-  static std::atomic<std::size_t> next{0};
-  static constinit thread_local std::size_t stripe = 0; // 0: not assigned yet
-  if (stripe == 0)
-    // (T1) relaxed: only a spreading hint.
-    stripe = next.fetch_add(1, std::memory_order_relaxed) + 1;
-  return stripe - 1;
-}
-
-// One entry. The hash chain link and the dead flag are read by lock-free readers; the LRU links,
-// the charge accounting and unlinking are written under the shard lock only.
-template <class K, class V>
-struct lru_node : hazard_pointer_obj_base<lru_node<K, V>> {
-  template <class KK, class VV>
-  lru_node(std::uint64_t h, std::size_t c, KK&& k, VV&& v)
-      : hash(h), charge(c), key(std::forward<KK>(k)), value(std::forward<VV>(v)) {}
-
-  std::atomic<lru_node*> next{nullptr};         // hash chain
-  lru_node* newer = nullptr;                    // LRU list, towards the most recent (shard lock)
-  lru_node* older = nullptr;                    // LRU list, towards the least recent (shard lock)
-  std::atomic<bool> dead{false};                // unlinked from its chain (set under the shard lock)
-  std::atomic<std::uint32_t> refs{1};           // the cache's reference + one per handle
-  removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
-  std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
-  const std::uint64_t hash;
-  const std::size_t charge;
-  const K key;
-  const V value;
-
-  // Drops one reference; the last one retires the node (readers may still hold hazard pointers).
-  void release() noexcept {
-    // (N1) acq_rel: the release orders this holder's reads of the node before the retire; the
-    // acquire makes the last holder see every other holder's release (reclamation follows).
-    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      this->retire();
-  }
-  // Takes a reference if the node still has one (it has not been retired). Caller protects it.
-  bool try_acquire() noexcept {
-    // (N2) relaxed load, relaxed CAS: a reference count; the node's contents were published to
-    // the caller by the acquire loads that found it.
-    std::uint32_t r = refs.load(std::memory_order_relaxed);
-    while (r != 0)
-      if (refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed, std::memory_order_relaxed))
-        return true;
-    return false;
-  }
-};
-
 // One bucket array. Replaced arrays stay allocated (chained through `previous`) until the cache is
 // destroyed, so a reader may still load from the array it started with.
 template <class Node>
@@ -178,68 +174,103 @@ struct lru_table {
   std::unique_ptr<lru_table> previous;
 };
 
-// A ring of hit records for one stripe of one shard: many producers (the readers of that stripe),
-// one consumer (whoever holds the shard lock). Lossy: a producer that finds it full or loses the
-// race for a slot drops its record.
+// Hit records for one stripe of one shard: 16 slots, each claimed on its own. Many producers (the
+// readers of that stripe), one consumer (whoever holds the shard lock). A producer claims the slot
+// the `next` hint names (or the one after) with a CAS from empty to a "being written" mark, writes
+// the record, then publishes it; the consumer replays published records and leaves slots being
+// written for a later drain. A producer preempted while writing holds only its own slot (a ring
+// with a shared head and tail stalls at such a slot: every later record of the stripe is dropped
+// until the producer resumes). Lossy: a producer that finds both slots taken drops its record.
+//
+// Whether a ring holds anything new is decided by `published`, a count every record adds to with
+// an RMW, never by the hint: the hint is a plain store of a value its producer read earlier, so a
+// producer preempted between reading it (R1) and storing it (R2) sets it back, to any value it once
+// had, including the one the last drain saw. A drain that took "hint unchanged" for "nothing new"
+// then skipped a full ring whose producers all drop (none stores the hint again): every later record
+// of that stripe was dropped until the cache was destroyed (seen once: 84982 of 305955 records
+// dropped, 8 threads on 2 rings, 2 loaded cores, hit ratio 1.4 points below textbook LRU).
 struct alignas(cache_line_size) lru_read_ring {
   static constexpr std::uint32_t slots = 16;
   struct record {
     std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
     std::atomic<std::uint64_t> hash{0};
   };
-  std::atomic<std::uint32_t> tail{0}; // next slot to claim (producers)
-  std::atomic<std::uint32_t> head{0}; // next slot to drain (the lock holder)
+  std::atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
+  std::atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
+  std::uint32_t drained = 0;               // `published` as the last drain saw it (the lock holder's)
+  std::uint32_t drained_next = 0;          // `next` as the last drain saw it: where to start (ditto)
   record ring[slots];
 
   enum class offer_result { recorded, recorded_full, dropped };
 
+  // Nodes are 64-byte aligned: 1 is never a node address.
+  static const void* being_written() noexcept { return reinterpret_cast<const void*>(std::uintptr_t{1}); }
+
   offer_result offer(const void* node, std::uint64_t hash) noexcept {
-    // (R1) relaxed: the CAS (R3) validates it.
-    std::uint32_t t = tail.load(std::memory_order_relaxed);
-    // (R2) acquire: pairs with the drainer's release store of head (R7): the slots below head were
-    // read and cleared before we reuse one.
-    std::uint32_t h = head.load(std::memory_order_acquire);
-    if (t - h >= slots)
-      return offer_result::dropped;
-    // (R3) relaxed: claims slot t among producers; the slot contents are published by R5.
-    if (!tail.compare_exchange_strong(t, t + 1, std::memory_order_relaxed, std::memory_order_relaxed))
-      return offer_result::dropped;
-    record& r = ring[t % slots];
-    // (R4) relaxed: published by R5.
-    r.hash.store(hash, std::memory_order_relaxed);
-    // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
-    r.node.store(node, std::memory_order_release);
-    return t + 1 - h >= slots ? offer_result::recorded_full : offer_result::recorded;
+    // (R1) relaxed: a hint; the CAS on the slot (R3) decides.
+    std::uint32_t i = next.load(std::memory_order_relaxed);
+    for (int attempt = 0; attempt < 2; ++attempt, ++i) {
+      record& r = ring[i % slots];
+      const void* expected = nullptr;
+      // (R3) acquire on success: pairs with the drainer's release store of nullptr (R11), so its
+      // read of the slot's previous hash (R10) happens before our write (R4); relaxed on failure.
+      if (r.node.load(std::memory_order_relaxed) == nullptr &&
+          r.node.compare_exchange_strong(expected, being_written(), std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+        // (R4) relaxed: published by R5.
+        r.hash.store(hash, std::memory_order_relaxed);
+        // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
+        r.node.store(node, std::memory_order_release);
+        // (R2) relaxed: a hint for the next producer only; it may move backwards (see above).
+        next.store(i + 1, std::memory_order_relaxed);
+        // (R12) release: every record adds 1, so the count moves whenever a record is published
+        // (an RMW continues the release sequence: a drain whose R9 reads a count that includes
+        // this record happens after R5 and finds the record, or a later one in its slot).
+        published.fetch_add(1, std::memory_order_release);
+        return (i + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
+      }
+    }
+    return offer_result::dropped;
   }
 
-  // Calls f(node, hash) for each record, oldest first. Only under the shard lock.
+  // Calls f(node, hash) for each published record, oldest slots first. Only under the shard lock.
+  // A ring whose count has not moved since the last drain is not scanned (and its lines, which its
+  // readers write, are not written).
   template <class F>
   void drain(F&& f) noexcept {
-    // (R8) relaxed: head is written only by the lock holder.
-    std::uint32_t h = head.load(std::memory_order_relaxed);
-    // (R9) relaxed: an upper bound; each slot's own release store (R5) says when it is written.
-    const std::uint32_t t = tail.load(std::memory_order_relaxed);
-    for (; h != t; ++h) {
-      record& r = ring[h % slots];
+    // (R9) acquire: pairs with R12. A hit's R12 is sequenced before its lookup returns, so a drain
+    // that happens after the lookup returned reads a count that includes it. A count equal to the
+    // last drain's means no record was published since that drain's R9, and that drain found every
+    // record counted then; a record published but not yet counted (between R5 and R12) that a drain
+    // skips is counted later, and the drain after that finds it.
+    const std::uint32_t n = published.load(std::memory_order_acquire);
+    if (n == drained)
+      return;
+    drained = n;
+    // (R13) relaxed: only orders the scan (oldest slots first, as far as the hint tells).
+    const std::uint32_t start = std::exchange(drained_next, next.load(std::memory_order_relaxed));
+    for (std::uint32_t k = 0; k < slots; ++k) {
+      record& r = ring[(start + k) % slots];
       // (R6) acquire: pairs with R5.
       const void* node = r.node.load(std::memory_order_acquire);
-      if (node == nullptr)
-        break; // claimed but not written yet: left for the next drain
-      // (R10) relaxed: ordered by R6.
+      if (node == nullptr || node == being_written())
+        continue; // empty, or still being written: left for a later drain
+      // (R10) relaxed: ordered after R5 by R6.
       const std::uint64_t hash = r.hash.load(std::memory_order_relaxed);
-      // (R11) relaxed: the producer that reuses the slot first acquires head (R2) after R7.
-      r.node.store(nullptr, std::memory_order_relaxed);
+      // (R11) release: pairs with the next producer's R3.
+      r.node.store(nullptr, std::memory_order_release);
       f(node, hash);
     }
-    // (R7) release: pairs with R2.
-    head.store(h, std::memory_order_release);
   }
 };
 
 } // namespace detail
 
-template <class K, class V, class Hash = std::hash<K>, class KeyEqual = std::equal_to<K>>
+template <class K, class V, class Hash = std::hash<K>, class KeyEqual = std::equal_to<K>,
+          class Allocator = std::allocator<std::pair<const K, V>>>
 class sharded_lru_cache {
+  static_assert(std::is_object_v<K> && std::is_object_v<V> && !std::is_array_v<K> && !std::is_array_v<V>,
+                "sharded_lru_cache<K, V>: K and V must be non-array object types");
   static_assert(std::is_nothrow_destructible_v<K> && std::is_nothrow_destructible_v<V>,
                 "sharded_lru_cache<K, V>: K and V must be nothrow destructible (entries are destroyed during "
                 "hazard-pointer reclamation, which cannot report an exception)");
@@ -250,44 +281,117 @@ class sharded_lru_cache {
   static_assert(std::is_invocable_r_v<bool, const KeyEqual&, const K&, const K&>,
                 "sharded_lru_cache<K, V, Hash, KeyEqual>: KeyEqual must be callable as eq(const K&, const K&) -> bool");
 
-  using node = detail::lru_node<K, V>;
+  struct node;
+  using node_allocator = typename std::allocator_traits<Allocator>::template rebind_alloc<node>;
+  using node_traits = std::allocator_traits<node_allocator>;
+  using node_cache = detail::node_cache<node, node_allocator>;
+  static_assert(std::is_nothrow_copy_constructible_v<node_allocator>,
+                "sharded_lru_cache<..., Allocator>: the allocator must be nothrow copy constructible");
+
+  // Destroys a node and frees its memory: into the node cache when the allocator allows it, else to
+  // the allocator (a copy is kept in each node: reclamation may happen after the cache is gone).
+  struct node_deleter {
+    [[no_unique_address]] node_allocator alloc;
+    void operator()(node* n) noexcept {
+      n->~node();
+      if constexpr (node_cache::enabled)
+        node_cache::deallocate(n);
+      else
+        node_traits::deallocate(alloc, n, 1);
+    }
+  };
+
+  using value_cell = detail::lru_value<V>;
+
+  // One entry. What a lookup reads (the chain link, hash, key, value) comes first: after the
+  // hazard-pointer header it shares one 64-byte line for small keys and values (u64 -> u64), so a
+  // hit costs the bucket's line and this one. The rest is written under the shard lock only.
+  struct alignas(64) node : hazard_pointer_obj_base<node, node_deleter> {
+    template <class KK, class VV>
+    node(std::uint64_t h, std::size_t c, const node_allocator& al, KK&& k, VV&& v)
+        : hash(h), key(std::forward<KK>(k)), value(std::forward<VV>(v)), charge(c), alloc(al) {}
+
+    // The hash chain. Its low bit is the dead mark: set (under the shard lock, release) when the
+    // node is unlinked, never cleared; a reader that finds it walks again (see find_node).
+    std::atomic<node*> next{nullptr};
+    const std::uint64_t hash;
+    const K key;
+    value_cell value;
+    std::atomic<node*>* pprev = nullptr;          // the link that points to this node (shard lock)
+    node* newer = nullptr;                        // LRU list, towards the most recent (shard lock)
+    node* older = nullptr;                        // LRU list, towards the least recent (shard lock)
+    std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
+    std::size_t charge;                           // shard lock (an in-place put may change it)
+    removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
+    [[no_unique_address]] node_allocator alloc;
+  };
+  static_assert(alignof(node) >= 2, "the dead mark needs a free low bit in node pointers");
+  static node* marked_dead(node* p) noexcept {
+    return reinterpret_cast<node*>(reinterpret_cast<std::uintptr_t>(p) | 1);
+  }
+  static bool is_dead(const node* p) noexcept { return (reinterpret_cast<std::uintptr_t>(p) & 1) != 0; }
+
   using table = detail::lru_table<node>;
 
  public:
   using key_type = K;
   using mapped_type = V;
+  using allocator_type = Allocator;
   using weigher_type = std::function<std::size_t(const K&, const V&)>;
   using removal_callback = std::function<void(const K&, const V&, removal_cause)>;
 
-  // A pinned entry: keeps the key and value alive (even after eviction) until destroyed. Move-only.
+  // Whether put on a present key overwrites the value in place (V trivially copyable, <= 64 bytes).
+  static constexpr bool in_place_values = detail::lru_value_in_place<V>;
+
+  // A pinned entry: a hazard pointer that keeps the entry's memory alive (even after eviction,
+  // and after the cache is destroyed) until the handle is destroyed or reset. The value is, for
+  // in_place_values, a copy taken by get_handle; otherwise the pinned entry's own value. Move-only.
+  // Each live handle holds one hazard record of the default domain (every hazard-pointer scan in the
+  // process reads it): keep handles short-lived rather than by the thousand.
   class handle {
+    struct no_copy {};
+    using snapshot = std::conditional_t<in_place_values, std::optional<V>, no_copy>;
+
    public:
     handle() noexcept = default;
-    handle(handle&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
+    handle(handle&& other) noexcept
+        : node_(std::exchange(other.node_, nullptr)), hp_(std::move(other.hp_)), copy_(std::move(other.copy_)) {}
     handle& operator=(handle&& other) noexcept {
       if (this != &other) {
-        reset();
         node_ = std::exchange(other.node_, nullptr);
+        hp_ = std::move(other.hp_); // releases our protection
+        copy_ = std::move(other.copy_);
       }
       return *this;
     }
-    ~handle() { reset(); }
+    ~handle() = default;
 
     explicit operator bool() const noexcept { return node_ != nullptr; }
     // Preconditions for the accessors: *this is not empty.
     const K& key() const noexcept { return node_->key; }
-    const V& value() const noexcept { return node_->value; }
-    const V& operator*() const noexcept { return node_->value; }
-    const V* operator->() const noexcept { return &node_->value; }
+    const V& value() const noexcept {
+      if constexpr (in_place_values)
+        return *copy_;
+      else
+        return node_->value.ref();
+    }
+    const V& operator*() const noexcept { return value(); }
+    const V* operator->() const noexcept { return &value(); }
     void reset() noexcept {
-      if (node_ != nullptr)
-        std::exchange(node_, nullptr)->release();
+      node_ = nullptr;
+      hp_ = hazard_pointer(); // releases the protection: the entry may now be reclaimed
     }
 
    private:
     friend class sharded_lru_cache;
-    explicit handle(node* n) noexcept : node_(n) {}
+    // n is protected by hp (validated while n was linked).
+    handle(node* n, hazard_pointer&& hp) noexcept : node_(n), hp_(std::move(hp)) {
+      if constexpr (in_place_values)
+        copy_.emplace(n->value.load());
+    }
     node* node_ = nullptr;
+    hazard_pointer hp_;
+    [[no_unique_address]] snapshot copy_{};
   };
 
   // A cache of `capacity` entries with the default shard count and read buffering.
@@ -297,9 +401,10 @@ class sharded_lru_cache {
   // in entries otherwise. Throws std::invalid_argument naming the problem: capacity 0, shards not a
   // power of two, or fewer capacity units than shards.
   explicit sharded_lru_cache(const sharded_lru_options& options, weigher_type weigher = {},
-                             removal_callback on_removal = {}, Hash hash = Hash(), KeyEqual eq = KeyEqual())
+                             removal_callback on_removal = {}, Hash hash = Hash(), KeyEqual eq = KeyEqual(),
+                             const Allocator& alloc = Allocator())
       : hash_(std::move(hash)), eq_(std::move(eq)), weigher_(std::move(weigher)), on_removal_(std::move(on_removal)),
-        capacity_(options.capacity), read_buffering_(options.read_buffering) {
+        alloc_(alloc), capacity_(options.capacity), read_buffering_(options.read_buffering) {
     if (options.capacity == 0)
       throw std::invalid_argument("sharded_lru_cache: capacity must be at least 1");
     std::size_t shards = options.shards;
@@ -323,6 +428,7 @@ class sharded_lru_cache {
     for (std::size_t i = 0; i < shards; ++i) {
       shard& s = shards_[i];
       s.capacity = capacity_ / shards + (i < capacity_ % shards ? 1 : 0);
+      s.account.budget = s.capacity / 2;
       // Unweighted: one bucket per entry the shard can hold, never resized. Weighted: grows.
       const std::size_t buckets = weigher_ ? 64 : std::bit_ceil(s.capacity);
       auto t = std::make_unique<table>(buckets);
@@ -335,49 +441,48 @@ class sharded_lru_cache {
   sharded_lru_cache(const sharded_lru_cache&) = delete;
   sharded_lru_cache& operator=(const sharded_lru_cache&) = delete;
 
-  // Precondition: no other thread uses the cache (handles may live on).
+  // Precondition: no other thread uses the cache (handles may live on). Every entry is retired and
+  // hazard_pointer_clean_up() reclaims those no handle pins (the others are reclaimed by a scan
+  // after their handle is released).
   ~sharded_lru_cache() {
+    bool retired = false;
     for (std::size_t i = 0; i < shard_count(); ++i) {
       shard& s = shards_[i];
       for (node* n = s.newest; n != nullptr;) {
         node* older = n->older;
-        // (C3) acq_rel: as N1. No reader can hold a hazard pointer to n (precondition), so the
-        // last reference deletes it at once; a handle keeps it otherwise.
-        if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
-          delete n;
+        n->retire(node_deleter{n->alloc});
+        retired = true;
         n = older;
       }
       // (C2) relaxed: no concurrent readers (precondition).
       delete s.tab.load(std::memory_order_relaxed);
+      // (C4) relaxed: written by this cache's retires, all sequenced before (precondition).
+      retired = retired || s.account.window.load(std::memory_order_relaxed) != 0;
     }
+    if (retired)
+      hazard_pointer_clean_up();
   }
 
-  // The value for key, or nullopt. Lock-free; records the hit for recency.
+  // The value for key, or nullopt. Lock-free with read buffering; records the hit for recency.
   std::optional<V> get(const K& key) requires std::copy_constructible<V> {
     std::optional<V> out;
-    lookup(key, [&](node* n) {
-      out.emplace(n->value);
-      return true;
-    });
+    lookup(key, [&](node* n, hazard_pointer&) { out.emplace(n->value.load()); });
     return out;
   }
 
-  // A handle pinning key's entry (empty if absent). Lock-free; records the hit for recency.
+  // A handle pinning key's entry (empty if absent). Lock-free with read buffering; records the hit.
   handle get_handle(const K& key) {
-    node* pinned = nullptr;
-    lookup(key, [&](node* n) {
-      if (!n->try_acquire())
-        return false; // removed and released meanwhile: look again
-      pinned = n;
-      return true;
+    handle out;
+    lookup(key, [&](node* n, hazard_pointer& hp) {
+      out = handle(n, std::move(hp)); // the protection moves into the handle
     });
-    return handle(pinned);
+    return out;
   }
 
   // Whether key is present. Does not count as a hit or miss and does not update recency.
   bool contains(const K& key) const {
     const std::uint64_t h = hash_of(key);
-    return find_node(shard_for(h), key, h, [](node*) { return true; });
+    return find_node(shard_for(h), key, h, [](node*, hazard_pointer&) {});
   }
 
   // Inserts or replaces key's value (the entry becomes the most recent) and evicts least recently
@@ -388,14 +493,34 @@ class sharded_lru_cache {
     const std::size_t charge = weigher_ ? weigher_(key, value) : 1;
     shard& s = shard_for(h);
     removed_list removed;
-    bool admitted;
+    bool admitted = true;
+    fresh_node fresh; // destroyed after the lock is dropped if not linked
+    if constexpr (!in_place_values)
+      // Built before taking the lock (allocation and copies stay outside it).
+      fresh = make_node(h, charge, std::move(key), std::move(value));
+    prefetch_bucket(s, h);
     {
-      // The node is built before taking the lock (allocation and copies stay outside it).
-      auto fresh = std::make_unique<node>(h, charge, std::move(key), std::move(value));
       std::lock_guard lock(s.mutex);
-      admitted = insert_locked(s, fresh, removed);
+      prefetch_victim_locked(s);
+      drain_locked(s); // recency is up to date before any eviction decision
+      if constexpr (in_place_values) {
+        node* old = find_locked(s, key, h);
+        if (old != nullptr && charge <= s.capacity) {
+          invalidate_load_locked(s, key);
+          overwrite_locked(s, old, key, value, charge, removed); // no node, no retire
+        } else {
+          // A new entry: built under the lock (V is a copy of bytes; the memory comes from the
+          // node cache, and from the allocator only when that is empty).
+          fresh = make_node(h, charge, std::move(key), value);
+          invalidate_load_locked(s, fresh->key);
+          admitted = link_locked(s, fresh, old, removed);
+        }
+      } else {
+        invalidate_load_locked(s, fresh->key);
+        admitted = link_locked(s, fresh, find_locked(s, fresh->key, h), removed);
+      }
     }
-    notify(removed);
+    notify(s, removed); // before `key` or `fresh` is destroyed: an overwrite reports that key
     return admitted;
   }
 
@@ -413,46 +538,49 @@ class sharded_lru_cache {
       remove_locked(s, n, removal_cause::erased, removed);
       publish_size_locked(s);
     }
-    notify(removed);
+    notify(s, removed);
     return true;
   }
 
   // The cached value, or loader(key)'s result, which is inserted. Concurrent misses on one key call
   // the loader once (the others wait). A loader exception reaches every waiter and is not cached.
-  // Throws std::logic_error if the loader asks for its own key (it would wait for itself).
+  // Throws std::logic_error instead of waiting for a load that waits, directly or through a chain
+  // of other loads, for a load this thread is running (it would wait forever).
   template <class Loader>
     requires std::invocable<Loader&, const K&> && std::convertible_to<std::invoke_result_t<Loader&, const K&>, V> &&
         std::copy_constructible<V> && std::copy_constructible<K>
             V get_or_load(const K& key, Loader&& loader) {
       std::optional<V> hit;
-      if (lookup(key, [&](node* n) {
-            hit.emplace(n->value);
-            return true;
-          }))
+      if (lookup(key, [&](node* n, hazard_pointer&) { hit.emplace(n->value.load()); }))
         return std::move(*hit);
 
       const std::uint64_t h = hash_of(key);
       shard& s = shard_for(h);
-      std::shared_ptr<load_state> state; // set: this thread is the leader
-      std::shared_future<V> running;     // set: another thread's load to wait for
+      std::shared_ptr<load_state> state; // this thread is the leader if set and `running` is not
+      bool leader = false;
       {
         std::lock_guard lock(s.mutex);
         if (node* n = find_locked(s, key, h)) // loaded by someone else since our lookup
-          return n->value;
+          return n->value.load();
         if (!s.loads)
           s.loads = std::make_unique<load_map>(8, hash_, eq_);
         if (auto it = s.loads->find(key); it != s.loads->end()) {
-          if (it->second->loader == std::this_thread::get_id())
-            throw std::logic_error("sharded_lru_cache::get_or_load: the loader for a key asked for the same key");
-          running = it->second->result;
+          state = it->second; // kept alive while registered in the wait-for graph
         } else {
-          auto fresh = std::make_shared<load_state>(); // before the map entry: a throw leaves no trace
-          s.loads->emplace(key, fresh);
-          state = std::move(fresh);
+          state = std::make_shared<load_state>(); // before the map entry: a throw leaves no trace
+          s.loads->emplace(key, state);
+          leader = true;
         }
       }
-      if (!state)
-        return V(running.get()); // rethrows the loader's exception
+      if (!leader) {
+        detail::lru_wait_graph& graph = detail::lru_wait_graph::instance();
+        graph.begin_wait(*state); // throws std::logic_error on a cycle
+        struct end_wait {
+          detail::lru_wait_graph& g;
+          ~end_wait() { g.end_wait(); }
+        } registered{graph};
+        return V(state->result.get()); // rethrows the loader's exception
+      }
 
       // The leader. Every path below fulfils the promise exactly once before anything that can
       // throw after the load (inserting may evict, and the removal callback may throw), and removes
@@ -462,12 +590,13 @@ class sharded_lru_cache {
         loaded.emplace(std::invoke(loader, key));
       } catch (...) {
         stats_.load_failures.increment();
-        state->promise.set_exception(std::current_exception());
+        deliver_exception(*state, std::current_exception());
         end_load(s, key, h, state, nullptr);
         throw;
       }
       stats_.loads.increment();
       try {
+        detail::lru_wait_graph::instance().finish(*state);
         state->promise.set_value(*loaded);
       } catch (...) { // copying the value threw: the waiters get that exception
         state->promise.set_exception(std::current_exception());
@@ -495,7 +624,7 @@ class sharded_lru_cache {
         publish_size_locked(s);
       }
       try {
-        notify(removed);
+        notify(s, removed);
       } catch (...) {
         if (!first_error)
           first_error = std::current_exception();
@@ -525,7 +654,16 @@ class sharded_lru_cache {
   std::size_t shard_count() const noexcept { return std::size_t{1} << shard_bits_; }
   // The heaviest entry put() accepts: the smallest shard's capacity.
   std::size_t max_charge() const noexcept { return capacity_ / shard_count(); }
+  // B = the sum over shards of floor(shard capacity / 2): the retired charge after which a shard
+  // forces reclamation, summed (the B of the memory bound above).
+  std::size_t reclamation_budget() const noexcept {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < shard_count(); ++i)
+      total += shards_[i].account.budget;
+    return total;
+  }
   bool read_buffering() const noexcept { return read_buffering_; }
+  allocator_type get_allocator() const noexcept { return allocator_type(alloc_); }
 
   sharded_lru_stats stats() const {
     return {stats_.hits.load(),      stats_.misses.load(), stats_.inserts.load(),       stats_.updates.load(),
@@ -535,34 +673,45 @@ class sharded_lru_cache {
  private:
   // A running load. It stays in the shard's map until it ends, or until a put, erase or clear of
   // its key detaches it (then it does not insert its value, and the next miss starts a new load).
-  struct load_state {
+  struct load_state : detail::lru_load_base {
     std::promise<V> promise;
     std::shared_future<V> result = promise.get_future().share();
-    std::thread::id loader = std::this_thread::get_id();
   };
   using load_map = std::unordered_map<K, std::shared_ptr<load_state>, Hash, KeyEqual>;
 
-  struct alignas(cache_line_size) shard {
-    std::mutex mutex;
-    std::atomic<table*> tab{nullptr};
+  struct shard {
+    // Read by every lookup, written only by a resize: on lines the writers do not write.
+    alignas(cache_line_size) std::atomic<table*> tab{nullptr};
     std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
-    node* newest = nullptr;                   // LRU list (mutex)
+    std::unique_ptr<detail::lru_read_ring[]> rings;
+    // The writers' state (mutex).
+    alignas(cache_line_size) std::mutex mutex; // a spin-then-park lock measured no better: docs
+    node* newest = nullptr;                    // LRU list
     node* oldest = nullptr;
     std::size_t capacity = 0;
-    std::size_t size = 0; // entries (mutex)
+    std::size_t size = 0; // entries
     std::size_t charge = 0;
-    std::uint64_t pushes = 0; // entries made newest so far (mutex)
+    std::uint64_t pushes = 0; // entries made newest so far
     std::atomic<std::size_t> published_size{0};
     std::atomic<std::size_t> published_charge{0};
-    std::unique_ptr<detail::lru_read_ring[]> rings;
-    std::unique_ptr<load_map> loads; // keys being loaded (mutex)
+    std::unique_ptr<load_map> loads; // keys being loaded
+    detail::lru_account account;     // written after the lock, by the retiring thread
   };
 
+  // A node built but not linked (yet): destroyed, and its memory recycled, unless released.
+  struct fresh_deleter {
+    void operator()(node* n) const noexcept { destroy_node(n); }
+  };
+  using fresh_node = std::unique_ptr<node, fresh_deleter>;
+
   // Entries removed under the lock, linked through `newer`, handed to the callback and released
-  // after the lock is dropped (a value's destructor or the callback may use the cache).
+  // after the lock is dropped (a value's destructor or the callback may use the cache). An in-place
+  // put records the value it overwrote instead (its entry stays in the cache).
   struct removed_list {
     node* first = nullptr;
     node* last = nullptr;
+    const K* overwritten_key = nullptr;
+    std::optional<V> overwritten_value;
     void add(node* n, removal_cause cause) noexcept {
       n->cause = cause;
       n->newer = nullptr;
@@ -580,13 +729,52 @@ class sharded_lru_cache {
     return shards_[shard_bits_ == 0 ? 0 : static_cast<std::size_t>(h >> (64 - shard_bits_))];
   }
 
-  // Walks key's chain under hazard pointers; calls on_hit(n) while n is protected. on_hit returns
-  // false to ask for another walk (get_handle lost a race with the last release). Returns whether
-  // on_hit accepted a node.
+  template <class KK, class VV>
+  fresh_node make_node(std::uint64_t h, std::size_t charge, KK&& key, VV&& value) {
+    node* raw;
+    if constexpr (node_cache::enabled) {
+      raw = node_cache::allocate();
+    } else {
+      node_allocator a(alloc_);
+      raw = node_traits::allocate(a, 1);
+    }
+    try {
+      ::new (static_cast<void*>(raw)) node(h, charge, alloc_, std::forward<KK>(key), std::forward<VV>(value));
+    } catch (...) {
+      if constexpr (node_cache::enabled) {
+        node_cache::deallocate(raw);
+      } else {
+        node_allocator a(alloc_);
+        node_traits::deallocate(a, raw, 1);
+      }
+      throw;
+    }
+    return fresh_node(raw);
+  }
+
+  // Cache misses a put will take, started early so they overlap (the chain walk, the victim and
+  // the victim's neighbours are otherwise fetched one after the other, each a dependent load).
+  static void prefetch_bucket(shard& s, std::uint64_t h) noexcept {
+    // (P1) acquire: as L2 (a prefetch needs no ordering, but the array must be a published one).
+    const table* t = s.tab.load(std::memory_order_acquire);
+    detail::lru_prefetch(&t->slots[h & t->mask], false);
+  }
+  static void prefetch_victim_locked(shard& s) noexcept {
+    if (s.charge >= s.capacity && s.oldest != nullptr) { // a put will evict it
+      detail::lru_prefetch(s.oldest, true);
+      detail::lru_prefetch(reinterpret_cast<const char*>(s.oldest) + 64, true);
+    }
+  }
+
+  // Destroys a node no hazard pointer can protect (never linked, or no reader can exist).
+  static void destroy_node(node* n) noexcept { node_deleter{n->alloc}(n); }
+
+  // Walks key's chain under hazard pointers; calls on_hit(n, hp) while hp protects n (on_hit may
+  // take the protection: get_handle moves hp into the handle). Returns whether key was found.
   template <class OnHit>
   bool find_node(shard& s, const K& key, std::uint64_t h, OnHit&& on_hit) const {
     hazard_pointer hp = make_hazard_pointer();
-    hazard_pointer hp_next = make_hazard_pointer();
+    hazard_pointer hp_next; // made only if the walk goes past the chain's first node
     for (;;) {
       // (L1) acquire: pairs with the release store that ended the last resize (G4): the array it
       // published and its chains are visible.
@@ -595,22 +783,23 @@ class sharded_lru_cache {
       table* t = s.tab.load(std::memory_order_acquire);
       // protect() validates that the bucket still holds n after the hazard pointer is visible, so n
       // was linked (not retired) at that instant. (H3's acquire pairs with the release stores that
-      // link nodes: I1, I2, U1, G1.)
+      // link nodes: I1, I2, U1, G1.) Buckets never carry the dead mark.
       node* n = hp.protect(t->slots[h & t->mask]);
       bool stale = false;
       while (n != nullptr) {
         if (n->hash == h && eq_(n->key, key)) {
-          if (on_hit(n))
-            return true;
-          stale = true;
-          break;
+          on_hit(n, hp);
+          return true;
         }
+        if (hp_next.empty())
+          hp_next = make_hazard_pointer();
+        // (L3) protect's validating load (H3, acquire) of n->next pairs with the release store of
+        // the dead mark (U2): if the link it validated is unmarked, n was still linked after the
+        // hazard pointer on next was visible, with next as its successor, so next was linked then
+        // (a removed node's old predecessor never points to it again) and cannot be reclaimed. If
+        // it is marked, n was removed and its successor may be too: walk again.
         node* next = hp_next.protect(n->next);
-        // (L3) acquire: pairs with the release store of dead (U2). If n is still live after next
-        // was protected, n->next == next proves next was linked then (a live node's successor is
-        // linked; a removed node's old predecessor never points to it again). If n died, its
-        // `next` may point to a removed node: walk again.
-        if (n->dead.load(std::memory_order_acquire)) {
+        if (is_dead(next)) {
           stale = true;
           break;
         }
@@ -628,7 +817,13 @@ class sharded_lru_cache {
       // rather than spin while a possibly preempted writer finishes it.
       std::lock_guard lock(s.mutex);
       node* found = find_locked(s, key, h);
-      return found != nullptr && on_hit(found);
+      if (found == nullptr)
+        return false;
+      // The node cannot be retired before we unlock (removals take the lock), so this
+      // unvalidated protection is published before any retire of it (reset_protection's rule).
+      hp.reset_protection(found);
+      on_hit(found, hp);
+      return true;
     }
   }
 
@@ -637,11 +832,9 @@ class sharded_lru_cache {
     const std::uint64_t h = hash_of(key);
     shard& s = shard_for(h);
     node* hit = nullptr;
-    const bool found = find_node(s, key, h, [&](node* n) {
-      if (!on_hit(n))
-        return false;
+    const bool found = find_node(s, key, h, [&](node* n, hazard_pointer& hp) {
       hit = n; // only compared from now on (record_hit does not dereference it)
-      return true;
+      on_hit(n, hp);
     });
     if (!found) {
       stats_.misses.increment();
@@ -710,14 +903,20 @@ class sharded_lru_cache {
     return nullptr;
   }
 
-  // Links `fresh` (replacing an entry with the same key), evicts to fit. Returns false if it is too
-  // heavy for the shard (then it is discarded and the old entry removed).
-  // `fresh` is released only once linked: a rejected node is destroyed by the caller after it drops
-  // the lock (its value's destructor may use the cache).
-  bool insert_locked(shard& s, std::unique_ptr<node>& fresh, removed_list& removed) {
+  // Puts `fresh`'s key and value in the cache (end_load): see link_locked.
+  bool insert_locked(shard& s, fresh_node& fresh, removed_list& removed) {
     drain_locked(s);                       // recency is up to date before any eviction decision
     invalidate_load_locked(s, fresh->key); // a load's own entry is already gone (end_load)
-    node* old = find_locked(s, fresh->key, fresh->hash);
+    return link_locked(s, fresh, find_locked(s, fresh->key, fresh->hash), removed);
+  }
+
+  // Puts `fresh`'s key and value in the cache, where `old` is the entry with that key (or null):
+  // overwrites old's value in place (in_place_values), or links `fresh` in place of old. Evicts to
+  // fit. Returns false if fresh is too heavy for the shard (then old is removed). `fresh` stays
+  // owned by the caller unless linked: it is destroyed after the lock is dropped (its value's
+  // destructor may use the cache). Preconditions: the rings are drained and loads of the key
+  // detached.
+  bool link_locked(shard& s, fresh_node& fresh, node* old, removed_list& removed) {
     if (fresh->charge > s.capacity) {
       if (old != nullptr) {
         remove_locked(s, old, removal_cause::rejected, removed);
@@ -725,15 +924,26 @@ class sharded_lru_cache {
       }
       return false;
     }
+    if constexpr (in_place_values) {
+      if (old != nullptr) {
+        overwrite_locked(s, old, fresh->key, fresh->value.load(), fresh->charge, removed);
+        return true;
+      }
+    }
     table* t = s.tab.load(std::memory_order_relaxed); // (M5) relaxed: as M1
     node* n = fresh.release();
     if (old != nullptr) {
       // Replace in place in the chain: readers see either the old or the new entry.
-      // (M6) relaxed: n is not yet reachable; I1 publishes it.
-      n->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      node* succ = old->next.load(std::memory_order_relaxed); // (M6) relaxed: as M1
+      // (M7) relaxed: n is not yet reachable; I1 publishes it.
+      n->next.store(succ, std::memory_order_relaxed);
+      n->pprev = old->pprev;
+      if (succ != nullptr)
+        succ->pprev = &n->next;
       // (I1) release: publishes n's contents to readers' acquire loads (H3).
-      link_to(t, old).store(n, std::memory_order_release);
-      old->dead.store(true, std::memory_order_release); // (U2') release: as U2
+      n->pprev->store(n, std::memory_order_release);
+      // (U2') release: the dead mark, as U2.
+      old->next.store(marked_dead(succ), std::memory_order_release);
       lru_unlink(s, old);
       s.size -= 1;
       s.charge -= old->charge;
@@ -741,8 +951,11 @@ class sharded_lru_cache {
       removed.add(old, removal_cause::replaced);
     } else {
       std::atomic<node*>& bucket = t->slots[n->hash & t->mask];
-      // (M7) relaxed: as M6.
-      n->next.store(bucket.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      node* first = bucket.load(std::memory_order_relaxed); // (M8) relaxed: as M1
+      n->next.store(first, std::memory_order_relaxed);      // (M7') relaxed: as M7
+      n->pprev = &bucket;
+      if (first != nullptr)
+        first->pprev = &n->next;
       // (I2) release: as I1.
       bucket.store(n, std::memory_order_release);
       stats_.inserts.increment();
@@ -750,33 +963,51 @@ class sharded_lru_cache {
     lru_push_front(s, n);
     s.size += 1;
     s.charge += n->charge;
-    while (s.charge > s.capacity) {
-      stats_.evictions.increment();
-      remove_locked(s, s.oldest, removal_cause::evicted, removed); // never n: n alone fits
-    }
+    evict_locked(s, removed);
     if (weigher_ && s.size > t->mask + 1)
       grow_locked(s);
     publish_size_locked(s);
     return true;
   }
 
-  // The atomic that points to n: its bucket or its predecessor's `next`.
-  std::atomic<node*>& link_to(table* t, node* n) noexcept {
-    std::atomic<node*>* link = &t->slots[n->hash & t->mask];
-    // (M8) relaxed: as M1.
-    while (link->load(std::memory_order_relaxed) != n)
-      link = &link->load(std::memory_order_relaxed)->next;
-    return *link;
+  // Overwrites a present entry's value in place (in_place_values): readers copy either the old or
+  // the new value (detail::lru_value). The entry becomes the most recent; `key` (the caller's, alive
+  // until notify) and the old value go to the removal callback.
+  void overwrite_locked(shard& s, node* old, const K& key, const V& value, std::size_t charge, removed_list& removed) {
+    if (on_removal_) {
+      removed.overwritten_value.emplace(old->value.load());
+      removed.overwritten_key = &key;
+    }
+    old->value.store(value);
+    s.charge = s.charge - old->charge + charge;
+    old->charge = charge;
+    stats_.updates.increment();
+    lru_unlink(s, old);
+    lru_push_front(s, old);
+    evict_locked(s, removed);
+    publish_size_locked(s);
   }
 
+  // Evicts least recently used entries until the shard fits. Never the newest: it alone fits.
+  void evict_locked(shard& s, removed_list& removed) {
+    while (s.charge > s.capacity) {
+      stats_.evictions.increment();
+      remove_locked(s, s.oldest, removal_cause::evicted, removed);
+    }
+  }
+
+  // Unlinks n through its back link (no walk of its chain: the bucket and predecessor are only
+  // written, so their cache misses do not stall the lock holder) and marks it dead.
   void remove_locked(shard& s, node* n, removal_cause cause, removed_list& removed) {
-    table* t = s.tab.load(std::memory_order_relaxed); // (M9) relaxed: as M1
+    node* succ = n->next.load(std::memory_order_relaxed); // (M9) relaxed: as M1
     // (U1) release: readers that load the new link see the successor's contents (published to us
     // by the lock) as well.
-    link_to(t, n).store(n->next.load(std::memory_order_relaxed), std::memory_order_release);
-    // (U2) release: pairs with the readers' acquire (L3). n->next is left as it is: a reader
-    // standing on n may still follow it, and then finds n dead and walks again.
-    n->dead.store(true, std::memory_order_release);
+    n->pprev->store(succ, std::memory_order_release);
+    if (succ != nullptr)
+      succ->pprev = n->pprev;
+    // (U2) release: the dead mark; pairs with the readers' validating acquire (L3). The successor
+    // is kept: a reader standing on n sees the mark and walks again.
+    n->next.store(marked_dead(succ), std::memory_order_release);
     lru_unlink(s, n);
     s.size -= 1;
     s.charge -= n->charge;
@@ -803,8 +1034,12 @@ class sharded_lru_cache {
       for (node* n = old->slots[b].load(std::memory_order_relaxed); n != nullptr;) {
         node* next = n->next.load(std::memory_order_relaxed); // (M13) relaxed: as M1
         std::atomic<node*>& head = grown->slots[n->hash & grown->mask];
+        node* first = head.load(std::memory_order_relaxed); // (M15) relaxed: as M1
         // (G1) release: a reader that follows this link sees G0 and the chain behind it.
-        n->next.store(head.load(std::memory_order_relaxed), std::memory_order_release);
+        n->next.store(first, std::memory_order_release);
+        n->pprev = &head;
+        if (first != nullptr)
+          first->pprev = &n->next;
         head.store(n, std::memory_order_relaxed); // (M14) relaxed: published by G2
         n = next;
       }
@@ -827,14 +1062,19 @@ class sharded_lru_cache {
       s.loads->erase(key);
   }
 
+  static void deliver_exception(load_state& state, std::exception_ptr error) noexcept {
+    detail::lru_wait_graph::instance().finish(state);
+    state.promise.set_exception(std::move(error));
+  }
+
   // Ends the leader's load (its promise is already fulfilled): removes its in-flight entry and,
   // with a value, inserts it, unless a put, erase or clear detached the load meanwhile.
   void end_load(shard& s, const K& key, std::uint64_t h, const std::shared_ptr<load_state>& state, const V* value) {
-    std::unique_ptr<node> fresh; // built outside the lock, destroyed after it if not inserted
+    fresh_node fresh; // built outside the lock, destroyed after it if not inserted
     if (value != nullptr) {
       try {
         const std::size_t charge = weigher_ ? weigher_(key, *value) : 1;
-        fresh = std::make_unique<node>(h, charge, key, *value);
+        fresh = make_node(h, charge, key, *value);
       } catch (...) {
         // Not cached, but delivered: the waiters and the caller have the value.
       }
@@ -849,7 +1089,7 @@ class sharded_lru_cache {
       if (fresh && attached)
         insert_locked(s, fresh, removed);
     }
-    notify(removed);
+    notify(s, removed);
   }
 
   void publish_size_locked(shard& s) noexcept {
@@ -871,26 +1111,40 @@ class sharded_lru_cache {
     s.newest = n;
   }
 
-  // Runs the removal callback for each removed entry, then drops the cache's references. If a
-  // callback throws, the others still run and every reference is dropped; the first exception is
-  // rethrown.
-  void notify(removed_list& removed) {
+  // Runs the removal callback for each removed value, retires each removed entry, and charges the
+  // shard's account (which may force a reclamation: see detail::lru_account). If a callback
+  // throws, the others still run and every entry is retired; the first exception is rethrown.
+  void notify(shard& s, removed_list& removed) {
     std::exception_ptr first_error;
+    if (removed.overwritten_value) {
+      try {
+        on_removal_(*removed.overwritten_key, *removed.overwritten_value, removal_cause::replaced);
+      } catch (...) {
+        first_error = std::current_exception();
+      }
+      removed.overwritten_value.reset();
+    }
+    std::size_t charge = 0;
     for (node* n = removed.first; n != nullptr;) {
       node* next = n->newer;
       if (on_removal_) {
         try {
-          on_removal_(n->key, n->value, n->cause);
+          if constexpr (in_place_values)
+            on_removal_(n->key, n->value.load(), n->cause);
+          else
+            on_removal_(n->key, n->value.ref(), n->cause);
         } catch (...) {
           if (!first_error)
             first_error = std::current_exception();
         }
       }
-      n->newer = nullptr;
-      n->release();
+      charge += n->charge;
+      n->retire(node_deleter{n->alloc}); // n may be reclaimed from here on
       n = next;
     }
     removed.first = removed.last = nullptr;
+    if (charge != 0)
+      s.account.retired(charge);
     if (first_error)
       std::rethrow_exception(first_error);
   }
@@ -899,6 +1153,7 @@ class sharded_lru_cache {
   KeyEqual eq_;
   weigher_type weigher_;
   removal_callback on_removal_;
+  node_allocator alloc_;
   std::size_t capacity_;
   bool read_buffering_;
   unsigned shard_bits_ = 0;

@@ -131,10 +131,20 @@ OTLPCONC_NOINLINE inline std::uintptr_t stack_pointer() noexcept {
 // Whether p lies on the calling thread's stack between its stack pointer and `frame` (an older
 // frame of this thread): then p is an object of a function still running above that frame, which
 // is destroyed before that frame returns. Stacks grow downwards on every platform otlpconc
-// supports. (An object on a sanitizer's fake stack is not on the stack: the answer is then "no",
-// the safe one.)
+// supports. Under AddressSanitizer with detect_stack_use_after_return, locals live on its fake
+// stack (heap memory): the real frame a fake frame stands for is what is compared. (Answering "no"
+// there made every group created in a task a root, and a task that blocks on such a group's child,
+// which only its ancestor's waiter can run, hung: the parked-waiter test, 12 runs of 12.)
 inline bool on_stack_above(const void* p, std::uintptr_t frame) noexcept {
   const auto address = reinterpret_cast<std::uintptr_t>(p);
+#if OTLPCONC_ASAN
+  // A live frame of this thread's fake stack belongs to a function still running on this thread;
+  // ASan records for it a real-stack address taken at its entry (inside the runtime's allocation
+  // call, so a little below the function's own frame): it ran above `frame` if that lies below it.
+  if (void* fake = __asan_get_current_fake_stack())
+    if (void* real = __asan_addr_is_in_fake_stack(fake, const_cast<void*>(p), nullptr, nullptr))
+      return reinterpret_cast<std::uintptr_t>(real) < frame;
+#endif
   return address >= stack_pointer() && address < frame;
 }
 

@@ -21,6 +21,22 @@
 #define OTLPCONC_TSAN 0
 #endif
 
+// OTLPCONC_ASAN is 1 when the translation unit is built with AddressSanitizer (its interface
+// header is then included: work_stealing_pool.hpp maps its fake-stack frames to real ones).
+#if defined(__SANITIZE_ADDRESS__)
+#define OTLPCONC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OTLPCONC_ASAN 1
+#endif
+#endif
+#ifndef OTLPCONC_ASAN
+#define OTLPCONC_ASAN 0
+#endif
+#if OTLPCONC_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define OTLPCONC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define OTLPCONC_UNLIKELY(x) __builtin_expect(!!(x), 0)

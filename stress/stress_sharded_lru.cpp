@@ -2,6 +2,7 @@
 // with a monitor sampling size and charge against the capacity; single-flight loading in rounds;
 // lookups racing bucket-array growth; every value destroyed exactly once; in-place overwrites read
 // without tearing; the memory bound with concurrent readers; chains of loads without false cycles.
+#include "../tests/counted_blob.hpp"
 #include "otlpconc/sharded_lru.hpp"
 #include "stress_common.hpp"
 
@@ -381,30 +382,7 @@ TEST_CASE("sharded_lru stress: in-place overwrites are never read torn, and a re
   CHECK(reads.load() > 0);
 }
 
-namespace {
-// A value of `size` bytes whose originals are counted (live bytes and their peak); copies (what
-// get returns to the readers) are the readers' and are not counted.
-struct blob {
-  static inline std::atomic<std::int64_t> live{0}, peak{0};
-  std::size_t size = 0;
-  bool counted = false;
-  std::unique_ptr<char[]> bytes;
-  explicit blob(std::size_t n) : size(n), counted(true), bytes(new char[n]) { // not zeroed: never read
-    const std::int64_t now = live.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
-    std::int64_t p = peak.load();
-    while (now > p && !peak.compare_exchange_weak(p, now)) {
-    }
-  }
-  blob(const blob& o) : size(o.size), bytes(new char[o.size]) {}
-  blob(blob&& o) noexcept
-      : size(std::exchange(o.size, 0)), counted(std::exchange(o.counted, false)), bytes(std::move(o.bytes)) {}
-  blob& operator=(const blob&) = delete;
-  ~blob() {
-    if (counted)
-      live.fetch_sub(static_cast<std::int64_t>(size));
-  }
-};
-} // namespace
+using otlpconc::testing::blob;
 
 TEST_CASE("sharded_lru stress: a weighted cache's memory bound holds with concurrent readers",
           "[sharded_lru][stress]") {

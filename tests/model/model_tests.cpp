@@ -252,13 +252,15 @@ struct ms_queue_push_pop
     registrar::add<ms_queue_push_pop<1, 2, 2, 1>>("[ms_queue] 1 producer x 2 consumers, 2 values", random300k);
 
 // ---- chase_lev_deque: push / pop / steal / steal_batch across growth ---------------------------
-// Capacity 2: the third push grows the array while thieves may read the old one. The hazard
-// pointers run in membarrier mode, so that their fence does not hide a missing acquire. Every item is
-// taken exactly once (by a pop, a steal or a batch), and an item read is the item pushed (never an
-// empty slot, value 0).
+// Capacity 2: the owner pushes 1, 2, 3 (the third push grows the array unless a thief took 1
+// first), pops once, pushes 4 and drains. A thief whose read of bottom predates the growth may read
+// the new array: only the release publication (C10) makes the copied slots visible to it (without
+// it Relacy reports the slot's load as uninitialized). The hazard pointers run in membarrier mode,
+// so that their fence does not hide a missing acquire. Every item is taken exactly once (by a pop,
+// a steal or a batch), and an item read is the item pushed.
 template <int Thieves, bool Batch>
 struct chase_lev_push_pop_steal : model_test<chase_lev_push_pop_steal<Thieves, Batch>, Thieves + 1> {
-  static constexpr int items = 3;
+  static constexpr int items = 4;
   using deque = otlpconc::chase_lev_deque<int, relacy_sync>;
   std::optional<deque> d;
   std::optional<deque> thief_deque[Thieves > 0 ? Thieves : 1];
@@ -280,7 +282,7 @@ struct chase_lev_push_pop_steal : model_test<chase_lev_push_pop_steal<Thieves, B
     if (index == 0) {
       for (int v = 1; v <= items; ++v) {
         d->push(v);
-        if (v == 2)
+        if (v == 3)
           if (auto x = d->pop())
             take(*x);
       }

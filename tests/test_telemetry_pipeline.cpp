@@ -17,6 +17,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -567,9 +568,13 @@ TEST_CASE("a throwing node hook while taking recycled records loses and duplicat
   };
   batch_span_processor processor(exporter, options);
   tracer t(processor);
-  for (int i = 0; i < 128; ++i) // two staged batches of 64
-    t.start_span("first");
-  REQUIRE(processor.force_flush(5s)); // their records come back for reuse
+  // Two staged batches of 64 from a thread that exits: their records come back to the node's queue
+  // (the batches of a live thread would go back to its own stage, past the node hook).
+  std::thread([&] {
+    for (int i = 0; i < 128; ++i)
+      t.start_span("first");
+  }).join();
+  REQUIRE(processor.force_flush(5s));
   for (int i = 0; i < 64; ++i)        // uses up one recycled batch
     t.start_span("second");
   fail = true;
@@ -588,6 +593,109 @@ TEST_CASE("a throwing node hook while taking recycled records loses and duplicat
     ids.insert(r.span_id.to_hex());
   CHECK(ids.size() == spans.size()); // nothing exported twice
   CHECK(spans.size() == 128 + 64 + 500);
+}
+
+namespace {
+// Runs tasks on a thread of its own, one at a time (the thread, and so its stage, stays alive).
+class worker {
+ public:
+  worker() : thread_([this] { loop(); }) {}
+  ~worker() {
+    run([this] { stop_ = true; });
+    thread_.join();
+  }
+  void run(std::function<void()> f) {
+    std::unique_lock lock(mutex_);
+    task_ = std::move(f);
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !task_; });
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+      cv_.wait(lock, [&] { return static_cast<bool>(task_); });
+      task_();
+      task_ = nullptr;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::function<void()> task_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Remembers, per record address, the name of the span last exported from it ("a..." or "b...":
+// the thread that wrote it), and counts the records a thread reused after the other wrote them.
+class writer_tracking_exporter final : public span_exporter {
+ public:
+  export_result export_spans(const span_batch_view& batch, clock::time_point) override {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !held_; });
+    for (const span_data* s : batch.spans) {
+      const char who = std::string_view(s->name()).front();
+      auto [it, fresh] = last_writer_.try_emplace(s, who);
+      if (!fresh && it->second != who)
+        ++(who == 'a' ? a_took_from_b_ : b_took_from_a_);
+      it->second = who;
+    }
+    return {};
+  }
+  // While held, exports wait: no record comes back to a recording thread.
+  void hold(bool on) {
+    std::lock_guard lock(mutex_);
+    held_ = on;
+    cv_.notify_all();
+  }
+  std::size_t a_took_from_b() {
+    std::lock_guard lock(mutex_);
+    return a_took_from_b_;
+  }
+  std::size_t b_took_from_a() {
+    std::lock_guard lock(mutex_);
+    return b_took_from_a_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  std::map<const void*, char> last_writer_;
+  std::size_t a_took_from_b_ = 0, b_took_from_a_ = 0;
+};
+} // namespace
+
+TEST_CASE("exported records go back to the thread that wrote them, up to 8 batches a thread", "[telemetry]") {
+  auto exporter = std::make_shared<writer_tracking_exporter>();
+  batch_span_processor processor(exporter, {});
+  tracer t(processor);
+  worker a, b;
+  // Exports wait until the thread has recorded everything (else it would reuse its own records
+  // returned meanwhile, and how many depends on timing).
+  auto record = [&](worker& w, const char* name, int n) {
+    exporter->hold(true);
+    w.run([&] {
+      for (int i = 0; i < n; ++i)
+        t.start_span(name);
+    });
+    exporter->hold(false);
+    REQUIRE(processor.force_flush(5s));
+  };
+  // b writes first; a must not be handed b's records (a shared list would give them to a first).
+  record(b, "b1", 128);
+  record(a, "a1", 128);
+  record(b, "b2", 128);
+  record(a, "a2", 128);
+  CHECK(exporter->a_took_from_b() == 0);
+  CHECK(exporter->b_took_from_a() == 0);
+  // The bound: a thread keeps 8 returned batches; a's other 12 of 20 go to any thread (here b).
+  record(a, "a3", 20 * 64);
+  record(b, "b3", 2 * 64 + 12 * 64); // b's own 2 batches, then the 12 a gave up
+  CHECK(exporter->b_took_from_a() == 12 * 64);
+  CHECK(balanced(processor.stats()));
 }
 
 TEST_CASE("force_flush completes under sustained load", "[telemetry]") {

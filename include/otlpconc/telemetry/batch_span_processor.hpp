@@ -4,7 +4,9 @@
 // What: takes the spans that end on any thread (through a tracer, tracer.hpp), queues them, and
 //   hands them in batches to one span_exporter from its own export thread.
 //   - Span records come from an object_pool<span_data> (recycled, allocated on the recording
-//     thread's NUMA node); whole exported batches of records go back to the recording threads.
+//     thread's NUMA node); whole exported batches of records go back to the recording thread that
+//     filled them (at most 8 batches a thread; the rest, and those of exited threads, to any
+//     recording thread of the records' node).
 //   - Each recording thread stages its ended spans in a batch of its own (up to 64, or the export
 //     batch size if smaller), which enters the shared ms_queue when full: the queue is touched once
 //     per staged batch, not per span. The export thread takes staged spans out of the threads'
@@ -46,8 +48,9 @@
 //     exporter still blocks after that, leaves the export thread to finish on its own (it owns the
 //     shared state, so nothing dangles).
 //   - Ordering: a span's writes on the recording thread happen-before the exporter reads it.
-// Memory: spans in flight (max_queue_size waiting, one batch exporting) plus the pools' caches; per
-//   processor a table of 1024 thread slots (8 KiB).
+// Memory: spans in flight (max_queue_size waiting, one batch exporting) plus the pools' caches and
+//   the exported records kept for reuse (at most 8 batches of 64 per recording thread, the rest in
+//   the per-node lists); per processor a table of 1024 thread slots (8 KiB).
 // Requirements: the processor outlives its tracers and their spans. An exporter that may block past
 //   the destructor's wait must not rely on static objects (its thread may outlive main). An
 //   exporter that records spans itself never waits for room (its spans are dropped when full).
@@ -183,8 +186,13 @@ inline constinit thread_local const void* bsp_export_thread_core = nullptr;
 // A thread's staged spans, then a unit of the queue.
 struct bsp_batch {
   static constexpr std::uint32_t capacity = 64;
+  static constexpr std::uint32_t no_origin = ~std::uint32_t{0};
   std::uint32_t size = 0;  // spans in spans[0, size)
   std::uint32_t taken = 0; // export thread: spans[0, taken) already handed to an export
+  // The thread index whose stage filled this batch (no_origin: none): after the export its records
+  // go back to that stage, whose thread wrote them last, so their lines are likely in its cache.
+  std::uint32_t origin = no_origin;
+  bsp_batch* next_returned = nullptr; // link in a stage's list of returned batches
   pooled_ptr<span_data> spans[capacity];
 };
 
@@ -223,8 +231,11 @@ class bsp_core final : public pool_core_base {
     pool_thread_registry::instance().remove(this); // no thread_exit runs after this
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i) {
       stage* st = stages_[i].load(std::memory_order_relaxed);
-      if (st != nullptr)
+      if (st != nullptr) {
         pooled_ptr<bsp_batch>{st->fresh}.reset();
+        for (bsp_batch* b = take_returned(st); b != nullptr; b = take_returned(st))
+          pooled_ptr<bsp_batch>{b}.reset();
+      }
       delete st;
     }
     while (auto b = ready_.try_pop())
@@ -238,7 +249,11 @@ class bsp_core final : public pool_core_base {
   // A blank span record for the calling thread: one its earlier exported spans left behind (whole
   // exported batches come back to the recording threads, which reset the records they are about to
   // write anyway: the export thread never touches a record after its export), else a new one from
-  // the pool. Throws what object_pool::acquire throws.
+  // the pool. The thread first reuses the batches its own stage filled (returned to it: their lines
+  // were last written by this thread), then any batch of its node. At 2 recording threads on 2
+  // cores, taking the other thread's records made the first writes to a record cache misses: a
+  // fifth of the recording time and most of the p99 (docs/telemetry.md, "Where a span's time
+  // goes"). Throws what object_pool::acquire throws.
   pooled_ptr<span_data> acquire_span() {
     const unsigned index = pool_thread_index();
     stage* st = index == no_pool_index ? nullptr : stage_of(index);
@@ -247,7 +262,11 @@ class bsp_core final : public pool_core_base {
       if (fresh == nullptr || fresh->size == 0) [[unlikely]] {
         st->fresh = nullptr; // before anything can throw: never leave a released batch here
         pooled_ptr<bsp_batch>{fresh}.reset();
-        st->fresh = fresh = take_recycled();
+        if (st->vacant.load(std::memory_order_relaxed)) [[unlikely]] // (R4) a new thread owns the index
+          st->vacant.store(false, std::memory_order_relaxed);
+        st->fresh = fresh = take_returned(st);
+        if (fresh == nullptr)
+          st->fresh = fresh = take_recycled();
       }
       if (fresh != nullptr) [[likely]] {
         pooled_ptr<span_data> span = std::move(fresh->spans[--fresh->size]);
@@ -317,6 +336,7 @@ class bsp_core final : public pool_core_base {
         dropped_.increment();
         return;
       }
+      batch->origin = index;
     }
     batch->spans[batch->size++] = std::move(span);
     if (batch->size == stage_capacity_) {
@@ -332,7 +352,13 @@ class bsp_core final : public pool_core_base {
     stage* st = stages_[index].load(std::memory_order_acquire); // (T1) acquire: pairs with (S3)
     if (st == nullptr)
       return;
-    recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)});
+    // Batches returned to this stage go to the node's queue, for any thread. (R4) relaxed: a hint;
+    // a batch the export thread returns after it waits in the stage for the index's next thread
+    // (at most returned_cap batches: see return_to_stage), which clears the flag (registry mutex).
+    st->vacant.store(true, std::memory_order_relaxed);
+    recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)}, /*to_origin=*/false);
+    for (bsp_batch* b = take_returned(st); b != nullptr; b = take_returned(st))
+      recycle(pooled_ptr<bsp_batch>{b}, /*to_origin=*/false);
     bsp_batch* raw = st->slot.exchange(busy(), std::memory_order_acquire); // (S1), as on_end
     if (raw == closed_slot()) {
       st->slot.store(closed_slot(), std::memory_order_relaxed);
@@ -472,6 +498,12 @@ class bsp_core final : public pool_core_base {
     // the owner's staging batch.
     std::atomic<bsp_batch*> slot{nullptr};
     bsp_batch* fresh = nullptr; // owner only: recycled records to reuse (spans[0, size))
+    bsp_batch* spare = nullptr; // owner only: returned batches taken from `returned`, not used yet
+    // Exported batches this stage filled, pushed by the export thread (a list through
+    // next_returned), taken whole by the owner; at most returned_cap counted in `returned_count`.
+    std::atomic<bsp_batch*> returned{nullptr};
+    std::atomic<std::uint32_t> returned_count{0};
+    std::atomic<bool> vacant{false}; // its thread exited: the export thread returns nothing here
     // Spans the owners of this stage (one thread at a time) handed over: a per-thread share of
     // stats().accepted, written where the thread writes anyway (a shared counter cost a lookup
     // of the thread's counter cell on every span).
@@ -709,17 +741,66 @@ class bsp_core final : public pool_core_base {
     }
   }
 
-  // A batch whose records were exported goes back to a recording thread of the records' node.
-  void recycle(pooled_ptr<bsp_batch> batch) noexcept {
+  // A batch whose records were exported goes back to the stage that filled it (return_to_stage), or
+  // else to a recording thread of the records' node.
+  void recycle(pooled_ptr<bsp_batch> batch, bool to_origin = true) noexcept {
     if (!batch || batch->size == 0)
       return; // destroyed (an empty batch, or nothing to recycle)
     batch->taken = 0;
+    if (to_origin && return_to_stage(batch))
+      return;
     const unsigned node = object_pool<span_data>::node_of(batch->spans[0].get());
     try {
       recycled_[node]->push(batch.get()); // release: pairs with the acquire pop in take_recycled
       batch.release();
     } catch (...) { // no memory for a queue node: the records go back to the pool instead
     }
+  }
+
+  // Batches a stage may hold returned and not yet taken: 8 (one export of 512 spans from one thread).
+  // Memory: a thread holds at most returned_cap + 1 batches of records it does not use (the whole
+  // bound: a stage whose thread exited is left alone, up to the returned_cap batches a return
+  // racing with the exit put there, reused by the index's next thread).
+  static constexpr std::uint32_t returned_cap = 8;
+
+  // The export thread returns an exported batch to the stage that filled it. False (the batch is
+  // still the caller's) when it has no origin, the stage's thread exited, or the stage holds
+  // returned_cap batches.
+  bool return_to_stage(pooled_ptr<bsp_batch>& batch) noexcept {
+    const std::uint32_t origin = batch->origin;
+    if (origin >= pool_thread_registry::max_threads)
+      return false;
+    stage* st = stages_[origin].load(std::memory_order_acquire); // (S3') acquire: pairs with (S3)
+    // (R1) relaxed: both are bounds and hints; the batch itself travels by (R2).
+    if (st == nullptr || st->vacant.load(std::memory_order_relaxed) ||
+        st->returned_count.load(std::memory_order_relaxed) >= returned_cap)
+      return false;
+    st->returned_count.fetch_add(1, std::memory_order_relaxed); // (R1)
+    bsp_batch* b = batch.release();
+    bsp_batch* head = st->returned.load(std::memory_order_relaxed);
+    do {
+      b->next_returned = head;
+      // (R2) release: the batch (its records' pointers, size, link) happens-before the owner's
+      // acquire exchange (R3). The owner only ever takes the whole list, so a head seen here
+      // cannot come back while this CAS is pending (no ABA).
+    } while (!st->returned.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
+    return true;
+  }
+
+  // The owner of st (or the thread exit, or the destructor) takes one returned batch, or null.
+  bsp_batch* take_returned(stage* st) noexcept {
+    if (st->spare == nullptr) {
+      // (R3) acquire: pairs with (R2). Loaded first, so that an empty list costs no exchange.
+      if (st->returned.load(std::memory_order_relaxed) == nullptr)
+        return nullptr;
+      st->spare = st->returned.exchange(nullptr, std::memory_order_acquire); // (R3)
+      if (st->spare == nullptr)
+        return nullptr;
+    }
+    bsp_batch* b = std::exchange(st->spare, st->spare->next_returned);
+    b->next_returned = nullptr;
+    st->returned_count.fetch_sub(1, std::memory_order_relaxed); // (R1)
+    return b;
   }
 
   bsp_batch* take_recycled() {

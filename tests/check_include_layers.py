@@ -19,6 +19,7 @@ LAYERS = {
     "hazard_pointer.hpp": 2,
     "detail/asymmetric_fence.hpp": 2,
     "detail/sync.hpp": 2,
+    "detail/cache_handshake.hpp": 2,
     "detail/backoff.hpp": 2,
     "ms_queue.hpp": 3,
     "chase_lev_deque.hpp": 3,

@@ -52,6 +52,7 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
 #include "otlpconc/detail/asymmetric_fence.hpp"
+#include "otlpconc/detail/cache_handshake.hpp"
 #include "otlpconc/detail/config.hpp"
 #include "otlpconc/detail/event_count.hpp"
 #include "otlpconc/detail/pool_threads.hpp"
@@ -235,8 +236,7 @@ class object_pool {
   // One thread's cache in one pool. Owned by its thread, except while a reclaimer holds `request`
   // and has seen `busy` clear (the protocol in core::reclaim_caches).
   struct alignas(cache_line_size) local {
-    std::atomic<std::uint32_t> busy{0};    // the owner is inside an operation on this cache
-    std::atomic<std::uint32_t> request{0}; // a reclaimer (or the closing pool) wants this cache
+    detail::cache_handshake hs; // the owner's use against a reclaimer's (core's protocol below)
     unsigned node = 0;                     // the node of every slot in loaded and previous
     batch* loaded = nullptr;
     batch* previous = nullptr;
@@ -293,22 +293,14 @@ class object_pool {
     }
 
     // ---- the thread cache protocol ---------------------------------------------------------------
-    // `busy` says what the owner is doing: 0 idle, 1 using its cache, 2 finishing an operation (the
-    // cache is no longer in use, the pool still is: the wait-policy check below).
-    // Owner, around every use of its own cache:
-    //   (O1) busy = 1 relaxed; (O2) light fence; (O3) request.load acquire; if set, bypass the cache.
-    //   ... use the cache ...; (O4) busy = 2 release (leave); ... (O7) busy = 0 release (finish).
-    //   When no thread can wait (may_wait_ false) O4 and O7 are one store of 0.
-    // Reclaimer (reclaim_caches; one at a time under locals_mutex_):
-    //   (R1) request = 1 release; (R2) heavy fence; (R3) busy.load acquire; unless it is 1, the cache
-    //   is the reclaimer's until (R4) request = 0 release. close() instead waits for busy == 0 and
-    //   never clears request: after it, every operation bypasses the caches.
-    // The fences make the pair (O1..O3, R1..R3) a Dekker handshake: the owner sees request set, or
-    // the reclaimer sees busy == 1 (then it leaves that cache alone). O4 -> R3 orders the owner's
-    // last use before the reclaimer's; R4 -> O3 orders the reclaimer's changes before the owner's
-    // next use; O7 -> close's R3 orders the end of the operation before the pool is freed. In
-    // asymmetric mode the owner's fence is a compiler barrier and the reclaimer pays a membarrier
-    // (see detail/asymmetric_fence.hpp): reclaiming is rare, acquire/release are not.
+    // detail/cache_handshake.hpp (model-checked: tests/model, "[object_pool]"): the owner brackets
+    // each use of its cache with try_enter (O1..O3) and leave (O4), and ends the operation with
+    // finish (O7): busy is 2 in between (the cache is no longer in use, the pool still is: the
+    // wait-policy check below); when no thread can wait (may_wait_ false) only O7 runs. A reclaimer
+    // (reclaim_caches; one at a time under locals_mutex_) requests (R1), fences (R2), and takes the
+    // caches whose owner is outside (R3) until it withdraws (R4); close() waits for busy == 0 and
+    // never withdraws: after it, every operation bypasses the caches. O7 -> close's R3 orders the end
+    // of the operation before the pool is freed.
     //
     // A reclaimer that skipped a busy cache relies on its owner to look for waiters afterwards (W4),
     // so every operation that stored busy = 1 ends with check_waiters() before O7, including one
@@ -320,13 +312,8 @@ class object_pool {
       finish(l);
       return false;
     }
-    bool try_enter(local* l) noexcept {
-      l->busy.store(1, std::memory_order_relaxed);         // (O1) ordered before O3 by O2
-      light_fence();                                       // (O2) pairs with R2
-      if (l->request.load(std::memory_order_acquire) == 0) // (O3) acquire: pairs with R4 (and R1)
-        return true;
-      leave(l);
-      return false;
+    bool try_enter(local* l) const noexcept {
+      return l->hs.try_enter(asymmetric_ ? detail::fence_mode::asymmetric : detail::fence_mode::symmetric);
     }
     // Ends an operation whose cache use is over: the wait-policy check, then O7.
     void leave_and_finish(local* l) noexcept {
@@ -347,12 +334,8 @@ class object_pool {
     static void bump(std::atomic<std::int64_t>& c) noexcept {
       c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
-    static void leave(local* l) noexcept {
-      l->busy.store(2, std::memory_order_release); // (O4) release: pairs with R3
-    }
-    static void finish(local* l) noexcept {
-      l->busy.store(0, std::memory_order_release); // (O7) release: pairs with R3 in close
-    }
+    static void leave(local* l) noexcept { l->hs.leave(); }   // (O4)
+    static void finish(local* l) noexcept { l->hs.finish(); } // (O7)
     // The reader side of detail/asymmetric_fence.hpp, in the process-wide mode (read once).
     void light_fence() const noexcept {
       if (asymmetric_)
@@ -830,9 +813,8 @@ class object_pool {
       std::lock_guard lock(locals_mutex_);
       bool moved = false;
       for (unsigned i = 0; i < max_threads; ++i)
-        if (local* l = locals_[i].load(std::memory_order_relaxed)) { // (O6') written under this mutex
-          l->request.store(1, std::memory_order_release);            // (R1) pairs with O3
-        }
+        if (local* l = locals_[i].load(std::memory_order_relaxed)) // (O6') written under this mutex
+          l->hs.request();                                         // (R1)
       // (R2) pairs with O2 and W4. If membarrier fails (the kernel may return ENOMEM), the owners got
       // no barrier: taking their caches now would be unsafe. An ordinary reclaim gives up this time;
       // closing must take them, so it retries (the failure is transient).
@@ -840,7 +822,7 @@ class object_pool {
         if (!closing) {
           for (unsigned i = 0; i < max_threads; ++i)
             if (local* l = locals_[i].load(std::memory_order_relaxed))
-              l->request.store(0, std::memory_order_release); // (R4)
+              l->hs.withdraw(); // (R4)
           return;
         }
         std::this_thread::yield();
@@ -850,16 +832,14 @@ class object_pool {
         if (l == nullptr)
           continue;
         if (closing) {
-          // (R3) acquire: pairs with O7; the operation, including its tail, is over.
-          while (l->busy.load(std::memory_order_acquire) != 0)
-            std::this_thread::yield();
-        } else if (l->busy.load(std::memory_order_acquire) == 1) { // (R3) acquire: pairs with O4
-          l->request.store(0, std::memory_order_release);          // (R4) the owner keeps it
+          l->hs.wait_finished(); // (R3): the operation, including its tail, is over
+        } else if (!l->hs.owner_outside()) { // (R3)
+          l->hs.withdraw();                  // (R4) the owner keeps it
           continue;
         }
         moved = drain_cache(*l) || moved;
         if (!closing)
-          l->request.store(0, std::memory_order_release); // (R4) release: pairs with O3
+          l->hs.withdraw(); // (R4)
       }
       // Only when slots moved: a waiter's own reclaim must not wake itself (it would spin).
       if (moved)

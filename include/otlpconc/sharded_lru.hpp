@@ -93,6 +93,7 @@
 #include "otlpconc/detail/config.hpp"
 #include "otlpconc/detail/lru_support.hpp"
 #include "otlpconc/detail/node_cache.hpp"
+#include "otlpconc/detail/sync.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
 #include <algorithm>
@@ -189,14 +190,20 @@ struct lru_table {
 // then skipped a full ring whose producers all drop (none stores the hint again): every later record
 // of that stripe was dropped until the cache was destroyed (seen once: 84982 of 305955 records
 // dropped, 8 threads on 2 rings, 2 loaded cores, hit ratio 1.4 points below textbook LRU).
-struct alignas(cache_line_size) lru_read_ring {
+//
+// Templated on the Sync policy (detail/sync.hpp): the model-checking build explores offer and
+// drain under the C++ memory model (tests/model, "[sharded_lru]").
+template <class Sync = std_sync>
+struct alignas(cache_line_size) basic_lru_read_ring {
+  template <class T>
+  using atomic = typename Sync::template atomic<T>;
   static constexpr std::uint32_t slots = 16;
   struct record {
-    std::atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
-    std::atomic<std::uint64_t> hash{0};
+    atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
+    atomic<std::uint64_t> hash{0};
   };
-  std::atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
-  std::atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
+  atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
+  atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
   std::uint32_t drained = 0;               // `published` as the last drain saw it (the lock holder's)
   std::uint32_t drained_next = 0;          // `next` as the last drain saw it: where to start (ditto)
   record ring[slots];
@@ -209,6 +216,7 @@ struct alignas(cache_line_size) lru_read_ring {
   offer_result offer(const void* node, std::uint64_t hash) noexcept {
     // (R1) relaxed: a hint; the CAS on the slot (R3) decides.
     std::uint32_t i = next.load(std::memory_order_relaxed);
+    Sync::preempt(); // stress builds: other readers and a drain run between R1 and R2
     for (int attempt = 0; attempt < 2; ++attempt, ++i) {
       record& r = ring[i % slots];
       const void* expected = nullptr;
@@ -263,6 +271,7 @@ struct alignas(cache_line_size) lru_read_ring {
     }
   }
 };
+using lru_read_ring = basic_lru_read_ring<>;
 
 } // namespace detail
 

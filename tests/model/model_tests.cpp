@@ -9,8 +9,10 @@
 #include "model.hpp" // first
 
 #include "otlpconc/chase_lev_deque.hpp"
+#include "otlpconc/detail/cache_handshake.hpp"
 #include "otlpconc/detail/event_count.hpp"
 #include "otlpconc/ms_queue.hpp"
+#include "otlpconc/sharded_lru.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -316,6 +318,113 @@ struct chase_lev_push_pop_steal : model_test<chase_lev_push_pop_steal<Thieves, B
     "[chase_lev_deque] owner push / pop, 2 thieves steal, across growth", random300k);
 [[maybe_unused]] const int r_d3 = registrar::add<chase_lev_push_pop_steal<1, true>>(
     "[chase_lev_deque] owner push / pop, 1 thief steal_batch, across growth", random300k);
+
+// ---- object_pool: a reclaimer takes a thread's cache only while its owner is outside it --------
+// The cache's contents are an rl::var: the owner writes them inside try_enter / leave, the
+// reclaimer once owner_outside() (after its request and the heavy fence) or, closing, once
+// wait_finished(). The pool's state is another: an operation's tail (after leave, before finish)
+// writes it, and so does a close once the owner's operations are finished. Two writes not ordered by the handshake
+// are a data race Relacy reports. Both fence modes; a reclaim that withdraws (the owner uses its
+// cache again afterwards) and a close.
+template <fence_mode Mode, bool Closing>
+struct cache_handshake_reclaim : model_test<cache_handshake_reclaim<Mode, Closing>, 2> {
+  static constexpr int ops = 2;
+  otlpconc::detail::basic_cache_handshake<relacy_sync> hs;
+  relacy_sync::var<int> cache; // slots in the cache
+  relacy_sync::var<int> pool;  // the pool's own state (an operation's tail uses it)
+
+  void before() {
+    relacy_sync::mode = Mode;
+    cache = 0;
+    pool = 0;
+  }
+  void thread(unsigned index) {
+    if (index == 0) { // the owner: two operations, each using the cache if it may
+      for (int i = 0; i < ops; ++i) {
+        if (hs.try_enter(Mode)) {
+          cache = cache + 1;
+          hs.leave();
+          pool = pool + 1; // the operation's tail (say, the wait-policy check)
+        }
+        hs.finish();
+      }
+    } else { // the reclaimer
+      hs.request();
+      RL_ASSERT(relacy_sync::heavy_fence());
+      if constexpr (Closing) {
+        hs.wait_finished();
+        cache = 0; // taken for good: an owner that used the cache after this would race with it
+        pool = -1; // closing changes the pool's state: ordered after every tail by wait_finished
+      } else {
+        if (hs.owner_outside())
+          cache = 0; // taken
+        hs.withdraw();
+      }
+    }
+    relacy_sync::thread_exit();
+  }
+};
+[[maybe_unused]] const int r_op1 = registrar::add<cache_handshake_reclaim<fence_mode::symmetric, false>>(
+    "[object_pool] cache reclaim handshake, symmetric fences", full);
+[[maybe_unused]] const int r_op2 = registrar::add<cache_handshake_reclaim<fence_mode::asymmetric, false>>(
+    "[object_pool] cache reclaim handshake, membarrier", full);
+[[maybe_unused]] const int r_op3 = registrar::add<cache_handshake_reclaim<fence_mode::symmetric, true>>(
+    "[object_pool] cache taken by close, symmetric fences", full);
+[[maybe_unused]] const int r_op4 = registrar::add<cache_handshake_reclaim<fence_mode::asymmetric, true>>(
+    "[object_pool] cache taken by close, membarrier", full);
+
+// ---- sharded_lru: the read rings (hit records) -----------------------------------------------
+// Readers offer hit records (a node address and its hash) to one ring; the lock holder drains it
+// while they do, and once more at the end. Every record an offer reported as recorded is drained
+// exactly once, with the hash its reader wrote; a dropped one never. A drain that trusted the
+// `next` hint instead of the `published` count (the bug of commit a62afd2) skips records forever.
+template <int Readers, int Offers>
+struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers, Offers>, Readers + 1> {
+  using ring_type = otlpconc::detail::basic_lru_read_ring<relacy_sync>;
+  static constexpr int records = Readers * Offers;
+  std::optional<ring_type> ring;
+  alignas(64) char nodes[records][64]; // stand-in node addresses (compared, never dereferenced)
+  int recorded[records];
+  int drained[records];
+
+  void before() {
+    ring.emplace();
+    for (int i = 0; i < records; ++i)
+      recorded[i] = drained[i] = 0;
+  }
+  static std::uint64_t hash_of(int i) { return 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(i + 1); }
+  void drain() {
+    ring->drain([&](const void* node, std::uint64_t hash) {
+      const int i = static_cast<int>((static_cast<const char*>(node) - &nodes[0][0]) / 64);
+      RL_ASSERT(i >= 0 && i < records);
+      RL_ASSERT(hash == hash_of(i));
+      ++drained[i];
+    });
+  }
+  void thread(unsigned index) {
+    if (index < static_cast<unsigned>(Readers)) {
+      for (int k = 0; k < Offers; ++k) {
+        const int i = static_cast<int>(index) * Offers + k;
+        if (ring->offer(nodes[i], hash_of(i)) != ring_type::offer_result::dropped)
+          recorded[i] = 1;
+      }
+    } else {
+      drain();
+      drain();
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    drain(); // the next lock holder
+    for (int i = 0; i < records; ++i)
+      RL_ASSERT(drained[i] == recorded[i]);
+    ring.reset();
+  }
+};
+[[maybe_unused]] const int r_lr1 = registrar::add<lru_read_ring_offer_drain<2, 1>>(
+    "[sharded_lru] read ring: 2 readers offer, the lock holder drains", random300k);
+[[maybe_unused]] const int r_lr2 = registrar::add<lru_read_ring_offer_drain<2, 2>>(
+    "[sharded_lru] read ring: 2 readers offer twice, the lock holder drains", random300k);
 
 } // namespace
 

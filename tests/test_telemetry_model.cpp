@@ -23,6 +23,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 using namespace otlpconc::telemetry;
@@ -584,4 +585,52 @@ TEST_CASE("span time stamps give up the counter when its rate is off, with a war
   CHECK(wall_clock::current() == wall_clock::source::system);
   CHECK(warnings.any({"time-stamp counter", "0.1 %"}));
   wall_clock::reset_for_tests(false);
+}
+
+TEST_CASE("resource::create: telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, then the application's",
+          "[telemetry]") {
+  otlpconc_test::warning_capture warnings;
+  auto text_of = [](const resource& r, std::string_view key) -> std::string {
+    const key_value* kv = r.find(key);
+    return kv != nullptr && std::holds_alternative<std::string>(kv->value) ? std::get<std::string>(kv->value)
+                                                                            : std::string("<none>");
+  };
+  ::unsetenv("OTEL_RESOURCE_ATTRIBUTES");
+  ::unsetenv("OTEL_SERVICE_NAME");
+  resource r = resource::create();
+  CHECK(text_of(r, "service.name") == "unknown_service");
+  CHECK(text_of(r, "telemetry.sdk.name") == "otlpconc");
+  CHECK(text_of(r, "telemetry.sdk.language") == "cpp");
+  CHECK(text_of(r, "telemetry.sdk.version") == std::string(sdk_version));
+
+  // Percent-decoded values; OTEL_SERVICE_NAME wins over service.name in the attributes.
+  ::setenv("OTEL_RESOURCE_ATTRIBUTES",
+           "service.name=from-attrs, deployment.environment=prod%2Ceu ,team=a%3Db,host.name=h1", 1);
+  r = resource::create();
+  CHECK(text_of(r, "service.name") == "from-attrs");
+  CHECK(text_of(r, "deployment.environment") == "prod,eu");
+  CHECK(text_of(r, "team") == "a=b");
+  ::setenv("OTEL_SERVICE_NAME", "checkout", 1);
+  r = resource::create();
+  CHECK(text_of(r, "service.name") == "checkout");
+  // The application's attributes win over the environment's.
+  r = resource::create({{"host.name", "h2"}, {"service.version", "1.4"}});
+  CHECK(text_of(r, "host.name") == "h2");
+  CHECK(text_of(r, "service.version") == "1.4");
+  CHECK(text_of(r, "service.name") == "checkout");
+  CHECK(r.attributes.size() == 8); // no key twice
+  CHECK(warnings.take().empty());
+
+  // One malformed member discards the whole variable (the specification), with a warning.
+  for (const char* bad : {"a=1,novalue,b=2", "a=1,b=%zz", "=x"}) {
+    INFO(bad);
+    ::setenv("OTEL_RESOURCE_ATTRIBUTES", bad, 1);
+    r = resource::create();
+    CHECK(text_of(r, "a") == "<none>");
+    CHECK(text_of(r, "service.name") == "checkout");
+    CHECK(warnings.any({"OTEL_RESOURCE_ATTRIBUTES", "ignored"}));
+    warnings.take();
+  }
+  ::unsetenv("OTEL_RESOURCE_ATTRIBUTES");
+  ::unsetenv("OTEL_SERVICE_NAME");
 }

@@ -195,6 +195,139 @@ TEST_CASE("samplers decide what is recorded and exported", "[telemetry]") {
   CHECK_THROWS_AS(tracer(processor, {.max_attributes = 0}), std::invalid_argument);
 }
 
+namespace {
+// A sampler that answers `answer` and counts its calls.
+class counting_sampler final : public sampler {
+ public:
+  counting_sampler(std::string name, sampling_decision answer) : name_(std::move(name)), answer_(answer) {}
+  sampling_decision should_sample(const span_context*, const trace_id&, std::string_view,
+                                  span_kind) const noexcept override {
+    calls.fetch_add(1, std::memory_order_relaxed);
+    return answer_;
+  }
+  std::string description() const override { return name_; }
+  mutable std::atomic<int> calls{0};
+
+ private:
+  std::string name_;
+  sampling_decision answer_;
+};
+} // namespace
+
+TEST_CASE("parent_based sends each kind of parent to its own delegate", "[telemetry]") {
+  auto root = std::make_shared<counting_sampler>("root", sampling_decision::record_and_sample);
+  auto rs = std::make_shared<counting_sampler>("rs", sampling_decision::record_only);
+  auto rns = std::make_shared<counting_sampler>("rns", sampling_decision::drop);
+  auto ls = std::make_shared<counting_sampler>("ls", sampling_decision::record_and_sample);
+  auto lns = std::make_shared<counting_sampler>("lns", sampling_decision::record_only);
+  parent_based_sampler pb(root, {.remote_parent_sampled = rs,
+                                 .remote_parent_not_sampled = rns,
+                                 .local_parent_sampled = ls,
+                                 .local_parent_not_sampled = lns});
+  auto ctx = [](bool remote, bool sampled) {
+    auto c = parse_traceparent(std::string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0") +
+                               (sampled ? "1" : "0"));
+    REQUIRE(c);
+    c->remote = remote;
+    return *c;
+  };
+  const trace_id id = ctx(false, false).trace_id;
+  const span_context invalid{};
+  const span_context remote_sampled = ctx(true, true), remote_unsampled = ctx(true, false),
+                     local_sampled = ctx(false, true), local_unsampled = ctx(false, false);
+  CHECK(&pb.delegate_for(nullptr) == root.get());
+  CHECK(&pb.delegate_for(&invalid) == root.get()); // an invalid parent context starts a trace
+  CHECK(&pb.delegate_for(&remote_sampled) == rs.get());
+  CHECK(&pb.delegate_for(&remote_unsampled) == rns.get());
+  CHECK(&pb.delegate_for(&local_sampled) == ls.get());
+  CHECK(&pb.delegate_for(&local_unsampled) == lns.get());
+  // should_sample asks that delegate, once, and returns its answer.
+  CHECK(pb.should_sample(nullptr, id, "n", span_kind::internal) == sampling_decision::record_and_sample);
+  CHECK(pb.should_sample(&remote_sampled, id, "n", span_kind::server) == sampling_decision::record_only);
+  CHECK(pb.should_sample(&remote_unsampled, id, "n", span_kind::server) == sampling_decision::drop);
+  CHECK(pb.should_sample(&local_unsampled, id, "n", span_kind::internal) == sampling_decision::record_only);
+  CHECK(root->calls == 1);
+  CHECK(rs->calls == 1);
+  CHECK(rns->calls == 1);
+  CHECK(ls->calls == 0);
+  CHECK(lns->calls == 1);
+  CHECK(pb.description() == "ParentBased{root=root,remoteParentSampled=rs,remoteParentNotSampled=rns,"
+                            "localParentSampled=ls,localParentNotSampled=lns}");
+  CHECK_THROWS_AS(parent_based_sampler(nullptr), std::invalid_argument);
+  CHECK_THROWS_AS(parent_based_sampler(root, {.remote_parent_sampled = nullptr}), std::invalid_argument);
+  CHECK_THROWS_AS(parent_based_sampler(root, {.local_parent_not_sampled = nullptr}), std::invalid_argument);
+}
+
+TEST_CASE("the default sampler keeps a trace whole: a span follows its parent's decision", "[telemetry]") {
+  auto exporter = std::make_shared<in_memory_exporter>();
+  batch_span_processor processor(exporter);
+  tracer t(processor); // default options: parent_based(always_on())
+  CHECK(t.span_sampler().description().starts_with("ParentBased{root=AlwaysOnSampler,"));
+  auto unsampled_upstream = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+  auto sampled_upstream = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  {
+    auto root = t.start_span("root");
+    CHECK(root.is_recording());
+    auto dropped = t.start_span("child of an unsampled remote parent", {.parent = &*unsampled_upstream});
+    CHECK_FALSE(dropped.is_recording());
+    CHECK_FALSE(dropped.context().sampled());
+    auto grandchild = t.start_span("its child", {.parent = &dropped.context()}); // a local unsampled parent
+    CHECK_FALSE(grandchild.is_recording());
+    auto kept = t.start_span("child of a sampled remote parent", {.parent = &*sampled_upstream});
+    CHECK(kept.is_recording());
+    CHECK(kept.context().sampled());
+  }
+  REQUIRE(processor.force_flush(5s));
+  CHECK(exporter->size() == 2);
+}
+
+TEST_CASE("OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose the sampler; what cannot be used is a warning",
+          "[telemetry]") {
+  otlpconc_test::warning_capture warnings;
+  auto named = [] { return sampler_from_env()->description(); };
+  ::unsetenv("OTEL_TRACES_SAMPLER");
+  ::unsetenv("OTEL_TRACES_SAMPLER_ARG");
+  const std::string default_pb = "ParentBased{root=AlwaysOnSampler,remoteParentSampled=AlwaysOnSampler,"
+                                 "remoteParentNotSampled=AlwaysOffSampler,localParentSampled=AlwaysOnSampler,"
+                                 "localParentNotSampled=AlwaysOffSampler}";
+  CHECK(named() == default_pb);
+  ::setenv("OTEL_TRACES_SAMPLER", "always_on", 1);
+  CHECK(named() == "AlwaysOnSampler");
+  ::setenv("OTEL_TRACES_SAMPLER", "always_off", 1);
+  CHECK(named() == "AlwaysOffSampler");
+  ::setenv("OTEL_TRACES_SAMPLER", "traceidratio", 1);
+  CHECK(named() == "TraceIdRatioBased{1.000000}"); // no argument: 1.0
+  ::setenv("OTEL_TRACES_SAMPLER_ARG", "0.25", 1);
+  CHECK(named() == "TraceIdRatioBased{0.250000}");
+  ::setenv("OTEL_TRACES_SAMPLER", "ParentBased_TraceIdRatio", 1); // case-insensitive
+  CHECK(named().starts_with("ParentBased{root=TraceIdRatioBased{0.250000},remoteParentSampled=AlwaysOnSampler,"));
+  ::setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off", 1);
+  CHECK(named().starts_with("ParentBased{root=AlwaysOffSampler,"));
+  ::setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on", 1);
+  CHECK(named() == default_pb);
+  CHECK(warnings.take().empty());
+  // An argument that is not a ratio: a warning, and 1.0.
+  ::setenv("OTEL_TRACES_SAMPLER", "traceidratio", 1);
+  for (const char* bad : {"1.5", "-0.1", "half", "0.5x", "nan"}) {
+    INFO(bad);
+    ::setenv("OTEL_TRACES_SAMPLER_ARG", bad, 1);
+    CHECK(named() == "TraceIdRatioBased{1.000000}");
+    CHECK(warnings.any({"OTEL_TRACES_SAMPLER_ARG", std::string("'") + bad + "'"}));
+    warnings.take();
+  }
+  // An unknown or unsupported sampler: a warning, and the fallback (the default, or from_env's base).
+  ::setenv("OTEL_TRACES_SAMPLER", "jaeger_remote", 1);
+  CHECK(named() == default_pb);
+  CHECK(warnings.any({"OTEL_TRACES_SAMPLER", "'jaeger_remote'", "parentbased_always_on"}));
+  CHECK(tracer_options::from_env({.span_sampler = always_off()}).span_sampler->description() == "AlwaysOffSampler");
+  ::unsetenv("OTEL_TRACES_SAMPLER");
+  CHECK(tracer_options::from_env({.span_sampler = always_off()}).span_sampler->description() == "AlwaysOffSampler");
+  ::setenv("OTEL_TRACES_SAMPLER", "always_on", 1);
+  CHECK(tracer_options::from_env({.span_sampler = always_off()}).span_sampler->description() == "AlwaysOnSampler");
+  ::unsetenv("OTEL_TRACES_SAMPLER");
+  ::unsetenv("OTEL_TRACES_SAMPLER_ARG");
+}
+
 TEST_CASE("attributes beyond the tracer's limit are counted as dropped", "[telemetry]") {
   auto exporter = std::make_shared<in_memory_exporter>();
   batch_span_processor processor(exporter);

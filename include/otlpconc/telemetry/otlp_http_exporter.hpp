@@ -190,22 +190,7 @@ struct otlp_http_exporter_options {
   static void parse_headers(const char* var, std::string_view text,
                             std::vector<std::pair<std::string, std::string>>& out) {
     using detail::trim_ows;
-    auto decode = [&](std::string_view s) -> std::optional<std::string> {
-      std::string r;
-      for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-          r.push_back(s[i]);
-          continue;
-        }
-        const int hi = i + 2 < s.size() ? detail::hex_value(s[i + 1]) : -1;
-        const int lo = i + 2 < s.size() ? detail::hex_value(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0)
-          return std::nullopt;
-        r.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-      }
-      return r;
-    };
+    auto decode = [](std::string_view s) { return detail::percent_decode(s); };
     while (!text.empty()) {
       const std::size_t comma = text.find(',');
       const std::string_view item = trim_ows(text.substr(0, comma));

@@ -18,7 +18,9 @@
 #pragma once
 
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/telemetry/detail/env.hpp"
 #include "otlpconc/telemetry/detail/small_buffer.hpp"
+#include "otlpconc/telemetry/detail/text.hpp"
 #include "otlpconc/telemetry/trace_context.hpp"
 #include "otlpconc/telemetry/version.hpp"
 
@@ -27,9 +29,11 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -133,6 +137,82 @@ struct resource {
     r.attributes.emplace_back("telemetry.sdk.language", "cpp");
     r.attributes.emplace_back("telemetry.sdk.version", sdk_version);
     return r;
+  }
+
+  // The resource an OpenTelemetry SDK builds, in the specification's order of precedence (later
+  // wins): the telemetry.sdk.* attributes; OTEL_RESOURCE_ATTRIBUTES ("k=v,k2=v2", values
+  // percent-encoded; if any member is malformed the whole variable is discarded with a warning, as
+  // the specification says); OTEL_SERVICE_NAME (service.name); then `user`, the application's own
+  // attributes. Without a service.name from any of them: "unknown_service".
+  static resource create(const std::vector<key_value>& user = {}) {
+    resource r;
+    r.set("telemetry.sdk.name", std::string(sdk_name));
+    r.set("telemetry.sdk.language", std::string("cpp"));
+    r.set("telemetry.sdk.version", std::string(sdk_version));
+    for (auto& [k, v] : attributes_from_env())
+      r.set(k, std::move(v));
+    if (auto name = detail::env_text("OTEL_SERVICE_NAME"))
+      r.set("service.name", std::move(*name));
+    for (const key_value& kv : user)
+      r.set(kv.key, kv.value);
+    if (r.find("service.name") == nullptr)
+      r.set("service.name", std::string("unknown_service"));
+    return r;
+  }
+
+  // The attribute with this key, or nullptr.
+  const key_value* find(std::string_view key) const noexcept {
+    for (const key_value& kv : attributes)
+      if (kv.key == key)
+        return &kv;
+    return nullptr;
+  }
+
+ private:
+  void set(std::string_view key, key_value::value_type value) {
+    for (key_value& kv : attributes)
+      if (kv.key == key) {
+        kv.value = std::move(value);
+        return;
+      }
+    attributes.emplace_back(std::string(key), std::string());
+    attributes.back().value = std::move(value);
+  }
+  // OTEL_RESOURCE_ATTRIBUTES as string attributes; empty (with a warning) when malformed.
+  static std::vector<std::pair<std::string, std::string>> attributes_from_env() {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::optional<std::string> text = detail::env_text("OTEL_RESOURCE_ATTRIBUTES");
+    if (!text)
+      return out;
+    std::string_view rest = *text;
+    while (!rest.empty()) {
+      const std::size_t comma = rest.find(',');
+      const std::string_view member = detail::trim_ows(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      if (member.empty())
+        continue;
+      const std::size_t eq = member.find('=');
+      std::optional<std::string> key, value;
+      if (eq != std::string_view::npos) {
+        key = detail::percent_decode(detail::trim_ows(member.substr(0, eq)));
+        value = detail::percent_decode(detail::trim_ows(member.substr(eq + 1)));
+      }
+      if (!key || key->empty() || !value) {
+        detail::env_ignored("OTEL_RESOURCE_ATTRIBUTES", *text,
+                            "has a member that is not key=value with valid percent escapes ('" + std::string(member) +
+                                "')");
+        return {};
+      }
+      bool replaced = false;
+      for (auto& [k, v] : out)
+        if (k == *key) {
+          v = std::move(*value);
+          replaced = true;
+        }
+      if (!replaced)
+        out.emplace_back(std::move(*key), std::move(*value));
+    }
+    return out;
   }
 };
 

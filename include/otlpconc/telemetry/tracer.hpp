@@ -82,9 +82,30 @@ inline std::uint64_t unix_nano_now() noexcept {
 }
 
 struct tracer_options {
-  std::shared_ptr<const sampler> span_sampler = always_on(); // null: std::invalid_argument
-  std::uint32_t max_attributes = 128;                        // per span; 0: std::invalid_argument
+  // The SDKs' default (sampler.hpp): a span follows its parent's decision; root spans are sampled.
+  std::shared_ptr<const sampler> span_sampler = parent_based(always_on()); // null: std::invalid_argument
+  std::uint32_t max_attributes = 128;                                     // per span; 0: std::invalid_argument
+  // The no-op tracer of a disabled SDK: every span is non-recording and carries its parent's
+  // context (an invalid one for a root); nothing reaches the processor.
+  bool disabled = false;
+
+  // base, with the sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name when the first is
+  // set (sampler_from_env: an unknown value is reported and base's sampler kept), and disabled when
+  // OTEL_SDK_DISABLED is "true" (case-insensitive; "false" or unset: base's; another value is
+  // reported and base's kept).
+  static tracer_options from_env(tracer_options base);
+  static tracer_options from_env();
 };
+
+inline tracer_options tracer_options::from_env(tracer_options base) {
+  base.span_sampler = sampler_from_env(std::move(base.span_sampler));
+  if (auto v = detail::env_enum("OTEL_SDK_DISABLED", {"true", "false"}))
+    base.disabled = *v == "true";
+  return base;
+}
+inline tracer_options tracer_options::from_env() {
+  return from_env(tracer_options());
+}
 
 struct span_start_options {
   const span_context* parent = nullptr; // explicit parent (local or parsed); nullptr: see `root`
@@ -182,7 +203,8 @@ class span {
 class tracer {
  public:
   explicit tracer(batch_span_processor& processor, tracer_options options = {})
-      : core_(&processor.core()), sampler_(std::move(options.span_sampler)), max_attributes_(options.max_attributes) {
+      : core_(&processor.core()), sampler_(std::move(options.span_sampler)), max_attributes_(options.max_attributes),
+        disabled_(options.disabled) {
     if (!sampler_)
       throw std::invalid_argument("tracer_options: span_sampler must not be null");
     if (max_attributes_ == 0)
@@ -198,6 +220,16 @@ class tracer {
       parent = nullptr;
 
     span s;
+    if (disabled_) [[unlikely]] { // the no-op tracer: the parent's context, nothing recorded
+      if (parent != nullptr) {
+        try {
+          s.context_ = *parent;
+        } catch (...) { // out of memory copying the trace state: the ids alone
+          s.context_ = span_context{parent->trace_id, parent->span_id, parent->trace_flags, parent->remote, {}};
+        }
+      }
+      return s;
+    }
     s.core_ = core_;
     s.max_attributes_ = max_attributes_;
     detail::id_random& random = detail::id_random::local();
@@ -282,6 +314,7 @@ class tracer {
   detail::bsp_core* core_;
   std::shared_ptr<const sampler> sampler_;
   std::uint32_t max_attributes_;
+  bool disabled_ = false;
 };
 
 } // namespace otlpconc::telemetry

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 namespace otlpconc::telemetry::detail {
@@ -47,5 +49,44 @@ inline std::string_view trim_ows(std::string_view s) noexcept {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
     s.remove_suffix(1);
   return s;
+}
+
+// RFC 3986 percent-decoding ("%2C" -> ","; either case of hex digit); nullopt when a '%' is not
+// followed by two hex digits.
+inline std::optional<std::string> percent_decode(std::string_view s) {
+  std::string r;
+  r.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      r.push_back(s[i]);
+      continue;
+    }
+    const int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+    const int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
+    r.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return r;
+}
+
+// Percent-encodes every byte for which keep(byte) is false (uppercase hex digits, RFC 3986).
+template <class Keep>
+std::string percent_encode(std::string_view s, Keep keep) {
+  static constexpr char upper[] = "0123456789ABCDEF";
+  std::string r;
+  r.reserve(s.size());
+  for (char c : s) {
+    const auto b = static_cast<unsigned char>(c);
+    if (keep(b)) {
+      r.push_back(c);
+    } else {
+      r.push_back('%');
+      r.push_back(upper[b >> 4]);
+      r.push_back(upper[b & 15]);
+    }
+  }
+  return r;
 }
 } // namespace otlpconc::telemetry::detail

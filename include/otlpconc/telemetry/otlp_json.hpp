@@ -18,6 +18,7 @@
 //   One encoder must not be used by two threads at once (it keeps scratch buffers).
 #pragma once
 
+#include "otlpconc/telemetry/detail/text.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
@@ -79,28 +80,9 @@ inline void append_json_string(std::string& out, std::string_view s) {
       ++p;
       continue;
     }
-    // A multi-byte sequence: well-formed per Unicode 15 table 3-7 (no overlongs, no surrogates,
-    // nothing above U+10FFFF), else one U+FFFD for the lead byte.
-    std::size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-      len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0)
-        lo = 0xa0;
-      else if (c == 0xed)
-        hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0)
-        lo = 0x90;
-      else if (c == 0xf4)
-        hi = 0x8f;
-    }
-    bool ok = len != 0 && static_cast<std::size_t>(end - p) >= len && p[1] >= lo && p[1] <= hi;
-    for (std::size_t i = 2; ok && i < len; ++i)
-      ok = p[i] >= 0x80 && p[i] <= 0xbf;
+    // A multi-byte sequence (detail::utf8_sequence_length), else one U+FFFD for the lead byte.
+    const std::size_t len = detail::utf8_sequence_length(p, end);
+    const bool ok = len != 0;
     if (ok) {
       out.append(reinterpret_cast<const char*>(p), len);
       p += len;

@@ -42,6 +42,72 @@ inline void encode_hex(const std::uint8_t* in, std::size_t bytes, char* out) noe
     out[2 * i + 1] = hex_digits[in[i] & 15];
   }
 }
+// The length of the well-formed UTF-8 sequence starting at p (Unicode 15, table 3-7: no overlongs,
+// no surrogates, nothing above U+10FFFF), or 0 when p does not start one.
+inline std::size_t utf8_sequence_length(const unsigned char* p, const unsigned char* end) noexcept {
+  const unsigned char c = *p;
+  if (c < 0x80)
+    return 1;
+  std::size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    if (c == 0xe0)
+      lo = 0xa0;
+    else if (c == 0xed)
+      hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    if (c == 0xf0)
+      lo = 0x90;
+    else if (c == 0xf4)
+      hi = 0x8f;
+  }
+  if (len == 0 || static_cast<std::size_t>(end - p) < len || p[1] < lo || p[1] > hi)
+    return 0;
+  for (std::size_t i = 2; i < len; ++i)
+    if (p[i] < 0x80 || p[i] > 0xbf)
+      return 0;
+  return len;
+}
+
+inline bool is_valid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* const end = p + s.size();
+  while (p < end) {
+    if (*p < 0x80) { // ASCII runs: the common case
+      ++p;
+      continue;
+    }
+    const std::size_t len = utf8_sequence_length(p, end);
+    if (len == 0)
+      return false;
+    p += len;
+  }
+  return true;
+}
+
+// s with each byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD.
+inline std::string to_valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* const end = p + s.size();
+  while (p < end) {
+    const std::size_t len = utf8_sequence_length(p, end);
+    if (len == 0) {
+      out += "\xef\xbf\xbd";
+      ++p;
+    } else {
+      out.append(reinterpret_cast<const char*>(p), len);
+      p += len;
+    }
+  }
+  return out;
+}
+
 // Without leading and trailing OWS (spaces and tabs, RFC 9110).
 inline std::string_view trim_ows(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))

@@ -230,9 +230,9 @@ TEST_CASE("otlp protobuf: protoc --decode_raw parses a request", "[telemetry]") 
     data[i].set_ids(tid, id, span_id{}, 1, false);
     data[i].set_name("span-" + std::to_string(i));
     data[i].set_kind(span_kind::client);
-    data[i].set_start_time(100 + i);
+    data[i].set_start_time(static_cast<std::uint64_t>(100 + i));
     data[i].set_attribute("i", std::int64_t{i}, 128);
-    data[i].set_end_time(200 + i);
+    data[i].set_end_time(static_cast<std::uint64_t>(200 + i));
     spans.push_back(&data[i]);
   }
   std::string body;

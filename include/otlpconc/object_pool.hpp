@@ -394,8 +394,10 @@ class object_pool {
     // The caller is inside enter(l). Ends the operation.
     slot* take_entered(local* l, pool_limit_policy policy) {
       batch* b = l->loaded;
-      if (b->count != 0) [[likely]] {
-        slot* s = b->items[--b->count];
+      if (const std::size_t n = b->count; n != 0) [[likely]] {
+        detail::std_sync::preempt(); // stress builds: a reclaim runs while this thread uses its cache
+        slot* s = b->items[n - 1];
+        b->count = n - 1;
         bump(l->acquired);
         leave_and_finish(l);
         return s;
@@ -614,8 +616,10 @@ class object_pool {
       local* l = cached_local();
       if (l != nullptr && enter(l)) [[likely]] {
         batch* b = l->loaded;
-        if (s->home->node == l->node && b->count != mag_) [[likely]] {
-          b->items[b->count++] = s;
+        if (const std::size_t n = b->count; s->home->node == l->node && n != mag_) [[likely]] {
+          detail::std_sync::preempt(); // stress builds: a reclaim runs while this thread uses its cache
+          b->items[n] = s;
+          b->count = n + 1;
           bump(l->released);
           leave_and_finish(l);
           return;

@@ -157,7 +157,7 @@ TEST_CASE("otlp protobuf: every field of a batch reads back as encoded", "[telem
   REQUIRE(out.starts_with("prefix"));
   const std::string_view req = std::string_view(out).substr(6);
 
-  const field rs = one(req, 1);                            // ExportTraceServiceRequest.resource_spans
+  const field rs = one(req, 1);                                         // ExportTraceServiceRequest.resource_spans
   const auto resource_attrs = attributes_of(one(rs.bytes, 1).bytes, 1); // Resource.attributes
   CHECK(resource_attrs.at("service.name").bytes == "svc");
   CHECK(resource_attrs.at("flag").number == 2);
@@ -183,7 +183,7 @@ TEST_CASE("otlp protobuf: every field of a batch reads back as encoded", "[telem
   CHECK(one(sa, 3).bytes == "k=v");
   CHECK(hex(one(sa, 4).bytes) == "00f067aa0ba902b7");
   CHECK(one(sa, 5).bytes == "GET /items \xef\xbf\xbd name"); // made valid UTF-8
-  CHECK(one(sa, 6).value == 2);                             // SPAN_KIND_SERVER
+  CHECK(one(sa, 6).value == 2);                              // SPAN_KIND_SERVER
   CHECK(one(sa, 7).type == 1);
   CHECK(one(sa, 7).value == 1'700'000'000'123'456'789ULL);
   CHECK(one(sa, 8).value == 1'700'000'000'223'456'789ULL);
@@ -203,10 +203,10 @@ TEST_CASE("otlp protobuf: every field of a batch reads back as encoded", "[telem
   CHECK(one(sa, 16).value == (0x03u | 0x100u | 0x200u)); // flags: sampled, random, parent remote
 
   const std::string_view sb = span_fields[1].bytes;
-  CHECK(all(sb, 3).empty()); // no trace state
-  CHECK(all(sb, 4).empty()); // no parent
-  CHECK(all(sb, 15).empty()); // status unset: left out
-  CHECK(one(sb, 6).value == 1); // SPAN_KIND_INTERNAL
+  CHECK(all(sb, 3).empty());          // no trace state
+  CHECK(all(sb, 4).empty());          // no parent
+  CHECK(all(sb, 15).empty());         // status unset: left out
+  CHECK(one(sb, 6).value == 1);       // SPAN_KIND_INTERNAL
   CHECK(one(sb, 16).value == 0x100u); // has-is-remote, not remote
 
   // Fields appear in field-number order (what generated encoders write).

@@ -593,7 +593,7 @@ TEST_CASE("resource::create: telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES, OTEL_SER
   auto text_of = [](const resource& r, std::string_view key) -> std::string {
     const key_value* kv = r.find(key);
     return kv != nullptr && std::holds_alternative<std::string>(kv->value) ? std::get<std::string>(kv->value)
-                                                                            : std::string("<none>");
+                                                                           : std::string("<none>");
   };
   ::unsetenv("OTEL_RESOURCE_ATTRIBUTES");
   ::unsetenv("OTEL_SERVICE_NAME");

@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <latch>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -708,7 +708,7 @@ TEST_CASE("a throwing node hook while taking recycled records loses and duplicat
       t.start_span("first");
   }).join();
   REQUIRE(processor.force_flush(5s));
-  for (int i = 0; i < 64; ++i)        // uses up one recycled batch
+  for (int i = 0; i < 64; ++i) // uses up one recycled batch
     t.start_span("second");
   fail = true;
   auto refused = t.start_span("refused"); // the next recycled batch: the hook throws

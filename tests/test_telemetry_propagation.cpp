@@ -52,13 +52,12 @@ TEST_CASE("trace context: a server continues the caller's trace and passes it on
   CHECK(w3c.fields() == std::vector<std::string>{"traceparent", "tracestate"});
 }
 
-TEST_CASE("trace context: what cannot be parsed leaves the context alone; nothing invalid is injected",
-          "[telemetry]") {
+TEST_CASE("trace context: what cannot be parsed leaves the context alone; nothing invalid is injected", "[telemetry]") {
   w3c_trace_context_propagator w3c;
   for (const std::string& bad : std::vector<std::string>{
            "", "garbage", "00-" + tp_trace + "-" + tp_span + "-1", "ff-" + tp_trace + "-" + tp_span + "-01",
-        "00-00000000000000000000000000000000-" + tp_span + "-01", "00-" + tp_trace + "-0000000000000000-01",
-        "00-" + std::string(32, 'A') + "-" + tp_span + "-01", "00-" + tp_trace + "-" + tp_span + "-01-extra"}) {
+           "00-00000000000000000000000000000000-" + tp_span + "-01", "00-" + tp_trace + "-0000000000000000-01",
+           "00-" + std::string(32, 'A') + "-" + tp_span + "-01", "00-" + tp_trace + "-" + tp_span + "-01-extra"}) {
     INFO(bad);
     header_carrier c{{"traceparent", bad}};
     propagation_context ctx;
@@ -136,8 +135,8 @@ TEST_CASE("baggage: percent-encoded values, properties, malformed members skippe
 }
 
 TEST_CASE("baggage propagator and the composite carry both headers", "[telemetry]") {
-  composite_propagator both({std::make_shared<w3c_trace_context_propagator>(),
-                             std::make_shared<w3c_baggage_propagator>()});
+  composite_propagator both(
+      {std::make_shared<w3c_trace_context_propagator>(), std::make_shared<w3c_baggage_propagator>()});
   header_carrier in{{"traceparent", traceparent}, {"baggage", "tenant=acme,plan=gold"}};
   propagation_context ctx = both.extract(in);
   CHECK(ctx.span.valid());

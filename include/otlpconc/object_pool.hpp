@@ -237,7 +237,7 @@ class object_pool {
   // and has seen `busy` clear (the protocol in core::reclaim_caches).
   struct alignas(cache_line_size) local {
     detail::cache_handshake hs; // the owner's use against a reclaimer's (core's protocol below)
-    unsigned node = 0;                     // the node of every slot in loaded and previous
+    unsigned node = 0;          // the node of every slot in loaded and previous
     batch* loaded = nullptr;
     batch* previous = nullptr;
     batch* spare = nullptr;     // an empty magazine kept for the next exchange (saves two queue operations)
@@ -836,7 +836,7 @@ class object_pool {
         if (l == nullptr)
           continue;
         if (closing) {
-          l->hs.wait_finished(); // (R3): the operation, including its tail, is over
+          l->hs.wait_finished();             // (R3): the operation, including its tail, is over
         } else if (!l->hs.owner_outside()) { // (R3)
           l->hs.withdraw();                  // (R4) the owner keeps it
           continue;

@@ -204,8 +204,8 @@ struct alignas(cache_line_size) basic_lru_read_ring {
   };
   atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
   atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
-  std::uint32_t drained = 0;               // `published` as the last drain saw it (the lock holder's)
-  std::uint32_t drained_next = 0;          // `next` as the last drain saw it: where to start (ditto)
+  std::uint32_t drained = 0;          // `published` as the last drain saw it (the lock holder's)
+  std::uint32_t drained_next = 0;     // `next` as the last drain saw it: where to start (ditto)
   record ring[slots];
 
   enum class offer_result { recorded, recorded_full, dropped };

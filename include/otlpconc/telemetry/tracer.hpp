@@ -84,7 +84,7 @@ inline std::uint64_t unix_nano_now() noexcept {
 struct tracer_options {
   // The SDKs' default (sampler.hpp): a span follows its parent's decision; root spans are sampled.
   std::shared_ptr<const sampler> span_sampler = parent_based(always_on()); // null: std::invalid_argument
-  std::uint32_t max_attributes = 128;                                     // per span; 0: std::invalid_argument
+  std::uint32_t max_attributes = 128;                                      // per span; 0: std::invalid_argument
   // The no-op tracer of a disabled SDK: every span is non-recording and carries its parent's
   // context (an invalid one for a root); nothing reaches the processor.
   bool disabled = false;

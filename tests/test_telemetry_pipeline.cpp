@@ -281,7 +281,7 @@ TEST_CASE("the default sampler keeps a trace whole: a span follows its parent's 
   CHECK(exporter->size() == 2);
 }
 
-TEST_CASE("OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose the sampler; what cannot be used is a warning",
+TEST_CASE("OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose the sampler, and what cannot be used is a warning",
           "[telemetry]") {
   otlpconc_test::warning_capture warnings;
   auto named = [] { return sampler_from_env()->description(); };

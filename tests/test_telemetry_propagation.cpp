@@ -52,7 +52,8 @@ TEST_CASE("trace context: a server continues the caller's trace and passes it on
   CHECK(w3c.fields() == std::vector<std::string>{"traceparent", "tracestate"});
 }
 
-TEST_CASE("trace context: what cannot be parsed leaves the context alone; nothing invalid is injected", "[telemetry]") {
+TEST_CASE("trace context: what cannot be parsed leaves the context alone, and nothing invalid is injected",
+          "[telemetry]") {
   w3c_trace_context_propagator w3c;
   for (const std::string& bad : std::vector<std::string>{
            "", "garbage", "00-" + tp_trace + "-" + tp_span + "-1", "ff-" + tp_trace + "-" + tp_span + "-01",
@@ -154,7 +155,7 @@ TEST_CASE("baggage propagator and the composite carry both headers", "[telemetry
   CHECK_THROWS_AS(composite_propagator({nullptr}), std::invalid_argument);
 }
 
-TEST_CASE("OTEL_PROPAGATORS selects the propagators; what cannot be used is a warning", "[telemetry]") {
+TEST_CASE("OTEL_PROPAGATORS selects the propagators, and what cannot be used is a warning", "[telemetry]") {
   otlpconc_test::warning_capture warnings;
   header_carrier in{{"traceparent", traceparent}, {"baggage", "k=v"}};
   ::unsetenv("OTEL_PROPAGATORS");

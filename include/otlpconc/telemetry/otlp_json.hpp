@@ -168,12 +168,6 @@ inline void append_id(std::string& out, const char* key, const basic_id<N>& id) 
   id.to_hex(out.data() + at);
 }
 
-// OTLP Span.flags: the W3C trace flags in bits 0-7, then SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE (bit 8)
-// and SPAN_FLAGS_CONTEXT_IS_REMOTE (bit 9): whether the parent came from another process.
-inline std::uint32_t otlp_flags(const span_data& s) noexcept {
-  return std::uint32_t{s.trace_flags()} | 0x100u | (s.parent_is_remote() ? 0x200u : 0u);
-}
-
 } // namespace otlp_json_detail
 
 // Appends one span's JSON object.
@@ -193,7 +187,7 @@ inline void append_span_json(std::string& out, const span_data& s) {
   if (s.parent_span_id().valid())
     append_id(out, ",\"parentSpanId\":\"", s.parent_span_id());
   char buf[24];
-  auto [fend, fec] = std::to_chars(buf, buf + sizeof buf, otlp_flags(s));
+  auto [fend, fec] = std::to_chars(buf, buf + sizeof buf, otlp_span_flags(s));
   (void)fec;
   out += ",\"flags\":";
   out.append(buf, fend);

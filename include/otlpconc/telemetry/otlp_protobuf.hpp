@@ -179,10 +179,8 @@ inline void append_span_protobuf(std::string& out, const span_data& s, std::uint
     put_uint(out, 3, static_cast<std::uint64_t>(s.status_code()));
     st.end(out);
   }
-  // Span.flags (fixed32): the W3C trace flags, SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE (0x100) and
-  // SPAN_FLAGS_CONTEXT_IS_REMOTE (0x200).
-  put_tag(out, 16, fixed32);
-  put_fixed(out, std::uint32_t{s.trace_flags()} | 0x100u | (s.parent_is_remote() ? 0x200u : 0u), 4);
+  put_tag(out, 16, fixed32); // Span.flags (fixed32)
+  put_fixed(out, otlp_span_flags(s), 4);
   m.end(out);
 }
 

@@ -437,4 +437,11 @@ class span_data {
   detail::small_buffer<char, 160> text_;
 };
 
+// OTLP Span.flags (both encoders): the W3C trace flags in bits 0-7, then
+// SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE (bit 8) and SPAN_FLAGS_CONTEXT_IS_REMOTE (bit 9): whether the
+// parent came from another process.
+inline std::uint32_t otlp_span_flags(const span_data& s) noexcept {
+  return std::uint32_t{s.trace_flags()} | 0x100u | (s.parent_is_remote() ? 0x200u : 0u);
+}
+
 } // namespace otlpconc::telemetry

@@ -2,15 +2,17 @@
 # Installs the Debian packages the project needs, and only those that are missing.
 # Usage: scripts/deps.sh run|test|bench|all
 #   run    what building and running otlpconc-loadgen needs (scripts/loadgen.sh)
-#   test   what the test command needs (compilers, sanitizer runtimes, Catch2, clang-format, ...)
+#   test   what the test command needs (compilers, sanitizer runtimes, Catch2, clang-format, ...),
+#          and OpenTelemetry's generated OTLP model from npm (@opentelemetry/otlp-transformer, the
+#          version pinned by tests/e2e/node/package-lock.json) for the end-to-end receiver's decoder
 #   bench  what the benchmark comparison needs, plus the optional peers when they can be installed
 # As root, missing packages are installed with apt-get (after one 'apt-get update'). Otherwise the
 # script stops and prints the exact command to run. Optional benchmark peers never stop it.
 set -euo pipefail
 
 mode=${1:-all}
-common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev python3)
-test_only=(clang libclang-rt-14-dev clang-format relacy-dev protobuf-compiler)
+common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev python3)
+test_only=(clang libclang-rt-14-dev clang-format relacy-dev protobuf-compiler zstd)
 bench_only=(python3-matplotlib)
 optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev)
 
@@ -21,6 +23,24 @@ case "$mode" in
   all) required=("${common[@]}" "${test_only[@]}" "${bench_only[@]}"); want_optional=1 ;;
   *) echo "usage: $0 run|test|bench|all" >&2; exit 2 ;;
 esac
+want_node=0
+[[ $mode == test || $mode == all ]] && want_node=1
+# Node.js and npm: Debian's packages, unless the machine already has them (from another source).
+if ((want_node)) && ! { command -v node && command -v npm; } >/dev/null; then required+=(nodejs npm); fi
+
+# The end-to-end receiver's protobuf decoder (tests/e2e/otlp_decode.js) needs OpenTelemetry's
+# generated model: installed once from npm, exactly as the lock file pins it, without install scripts.
+node_modules() {
+  ((want_node)) || return 0
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/node"
+  if [[ -f $dir/node_modules/.otlpconc-installed && $dir/node_modules/.otlpconc-installed -nt $dir/package-lock.json ]]; then
+    return 0
+  fi
+  echo "deps: npm ci in tests/e2e/node (@opentelemetry/otlp-transformer)"
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$dir/node_modules/.otlpconc-installed"
+}
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing_of() { local p; for p in "$@"; do installed "$p" || echo "$p"; done; }
@@ -31,6 +51,7 @@ if ((want_optional)); then mapfile -t optional_missing < <(missing_of "${optiona
 
 if ((${#missing[@]} == 0 && ${#optional_missing[@]} == 0)); then
   echo "deps: all packages present"
+  node_modules
   exit 0
 fi
 
@@ -43,6 +64,7 @@ if [[ $(id -u) -ne 0 ]]; then
   fi
   echo "deps: note: optional benchmark peers not installed, their benchmarks are skipped: ${optional_missing[*]}"
   echo "deps: to include them: sudo apt-get install -y ${optional_missing[*]}"
+  node_modules
   exit 0
 fi
 
@@ -62,4 +84,5 @@ if ((${#still[@]} > 0)); then
   echo "deps: still missing after apt-get: ${still[*]}" >&2
   exit 1
 fi
+node_modules
 echo "deps: ok"

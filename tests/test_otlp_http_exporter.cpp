@@ -77,6 +77,7 @@ double seconds_since(steady::time_point t) {
 TEST_CASE("otlp_http_exporter posts OTLP JSON with the configured headers", "[otlp_http]") {
   loopback_server server({});
   auto o = fast_options(server);
+  o.protocol = otlp_protocol::http_json;
   o.headers = {{"X-Tenant", "acme"}, {"Authorization", "Bearer s3cret"}};
   otlp_http_exporter exporter(o);
   test_batch batch(3);
@@ -173,6 +174,23 @@ TEST_CASE("otlp_http_exporter counts the spans of a partial success as rejected"
   CHECK(has(r.error, "rejected 3 spans"));
   CHECK(has(r.error, "scripted rejection"));
   CHECK(server.requests().size() == 1); // a partial success is not retried
+}
+
+TEST_CASE("otlp_http_exporter reads a protobuf partial success and a protobuf error Status", "[otlp_http]") {
+  loopback_server server({"200|partial=4", "400|status=span 7 has no name"});
+  otlp_http_exporter exporter(fast_options(server)); // http/protobuf: the receiver answers in protobuf
+  test_batch batch(10);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  CHECK(r.status == export_status::success);
+  CHECK(r.rejected_spans == 4);
+  CHECK(has(r.error, "rejected 4 spans: scripted rejection"));
+  const export_result bad = exporter.export_spans(batch.view(), steady::now() + 10s);
+  CHECK(bad.status == export_status::failure);
+  CHECK(has(bad.error, "HTTP 400"));
+  CHECK(has(bad.error, ": span 7 has no name")); // the Status message, not its raw bytes
+  const auto log = server.requests();
+  REQUIRE(log.size() == 2);
+  CHECK(has(log[0], "\"content-type\": \"application/x-protobuf\""));
 }
 
 TEST_CASE("otlp_http_exporter: the timeout bounds the whole export, retries included", "[otlp_http]") {
@@ -392,6 +410,20 @@ TEST_CASE("otlp_http_exporter_options are checked, naming the field", "[otlp_htt
   bad([](auto& o) { o.headers = {{"Bad:Name", "x"}}; }, "header");
   bad([](auto& o) { o.headers = {{"X-Ok", "line\r\nInjected: yes"}}; }, "header");
   bad([](auto& o) { o.encode_threads = -2; }, "encode_threads");
+  bad([](auto& o) { o.protocol = static_cast<otlp_protocol>(7); }, "protocol");
+  bad([](auto& o) { o.compression = static_cast<otlp_compression>(7); }, "compression");
+  bad(
+      [](auto& o) {
+        o.compression = otlp_compression::gzip;
+        o.compression_level = 10;
+      },
+      "compression_level must be 0 (the codec's default) or 1 to 9 for gzip");
+  bad(
+      [](auto& o) {
+        o.compression = otlp_compression::zstd;
+        o.compression_level = 20;
+      },
+      "1 to 19 for zstd");
   CHECK_NOTHROW(otlp_http_exporter(otlp_http_exporter_options{}));
 }
 
@@ -447,12 +479,19 @@ TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter, an
     return o;
   };
   // (Under the general variables the traces-specific ones stay set: they win.)
-  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", {"'grpc'", "not implemented"}).endpoint ==
-        "https://other:443/custom/path");
-  CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", {"'http/protobuf'"}).timeout == 700ms);
+  // The protocol: the general variable says http/json; grpc is not spoken (the general one stays).
+  CHECK(otlp_http_exporter_options::from_env().protocol == otlp_protocol::http_json);
+  {
+    const auto o = ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", {"'grpc'", "not spoken"});
+    CHECK(o.endpoint == "https://other:443/custom/path");
+    CHECK(o.protocol == otlp_protocol::http_json); // the ignored traces variable lets the general one apply
+  }
   ignored("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", {"'thrift'", "is not one of"});
-  ::setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "HTTP/JSON", 1); // enums are case-insensitive
-  CHECK_NOTHROW(otlp_http_exporter_options::from_env());
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "HTTP/PROTOBUF", 1); // enums are case-insensitive
+  CHECK(otlp_http_exporter_options::from_env().protocol == otlp_protocol::http_protobuf);
+  ::unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL");
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", 1);
+  CHECK(otlp_http_exporter_options::from_env().protocol == otlp_protocol::http_json);
   CHECK(warnings.take().empty());
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
   CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", {"'10s'", "ignored"}).timeout == 10000ms);
@@ -476,11 +515,14 @@ TEST_CASE("OTEL_EXPORTER_OTLP_* environment variables configure the exporter, an
   CHECK(ignored("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318", {"'collector:4318'"}).endpoint ==
         "http://collector:4318/v1/traces"); // the general variable's, still set
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-  // Compression is not implemented yet: gzip is said to be ignored, never silently.
-  ignored("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", {"gzip", "not implemented", "uncompressed"});
-  ignored("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", {"GZIP"});
+  // Compression: gzip and zstd (this build has both: the test target links them); the
+  // signal-specific variable wins; none turns it off.
+  ::setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", 1);
+  CHECK(otlp_http_exporter_options::from_env().compression == otlp_compression::gzip);
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "ZSTD", 1);
+  CHECK(otlp_http_exporter_options::from_env().compression == otlp_compression::zstd);
   ::setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none", 1);
-  (void)otlp_http_exporter_options::from_env();
+  CHECK(otlp_http_exporter_options::from_env().compression == otlp_compression::none);
   CHECK(warnings.take().empty());
   ignored("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "brotli", {"'brotli'", "is not one of"});
   ::unsetenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
@@ -715,4 +757,72 @@ TEST_CASE("otlp_http_exporter counts only the bytes it sent, and names itself an
   CHECK(exporter.export_spans(batch.view(), steady::now() + 10s).status == export_status::failure);
   CHECK(exporter.stats().requests == 3);
   CHECK(exporter.stats().bytes_sent == 0);
+}
+
+// ---- issue 20: http/protobuf and http/json, each with no compression, gzip and zstd ---------------
+
+TEST_CASE("otlp_http_exporter sends every protocol and compression, decoded by OpenTelemetry's own model",
+          "[otlp_http]") {
+  const std::pair<otlp_protocol, const char*> protocols[] = {{otlp_protocol::http_protobuf, "application/x-protobuf"},
+                                                             {otlp_protocol::http_json, "application/json"}};
+  const std::pair<otlp_compression, const char*> compressions[] = {
+      {otlp_compression::none, ""}, {otlp_compression::gzip, "gzip"}, {otlp_compression::zstd, "zstd"}};
+  for (const auto& [protocol, type] : protocols) {
+    for (const auto& [compression, encoding] : compressions) {
+      INFO(type << " " << encoding);
+      loopback_server server({});
+      auto o = fast_options(server);
+      o.protocol = protocol;
+      o.compression = compression;
+      otlp_http_exporter exporter(o);
+      test_batch batch(200);
+      for (std::size_t i = 0; i < batch.spans.size(); ++i) { // text that compresses, and some that must be fixed
+        batch.spans[i].set_attribute("http.route", "/api/v1/orders/{id}", 128);
+        batch.spans[i].set_attribute("i", static_cast<std::int64_t>(i), 128);
+        batch.spans[i].set_attribute("bad", std::string("caf\xc3", 4), 128); // not UTF-8: becomes U+FFFD
+      }
+      const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+      INFO(r.error);
+      CHECK(r.status == export_status::success);
+      const auto log = server.requests();
+      REQUIRE(log.size() == 1);
+      CHECK_FALSE(has(log[0], "\"error\""));
+      CHECK(has(log[0], "\"content-type\": \"" + std::string(type) + "\""));
+      CHECK(has(log[0], "\"spans\": 200"));
+      for (const auto& id : batch.ids)
+        CHECK(has(log[0], "\"" + id + "\""));
+      if (protocol == otlp_protocol::http_protobuf) // what a generated encoder writes, byte for byte
+        CHECK(has(log[0], "\"canonical\": true"));
+      const auto w = exporter.stats();
+      CHECK(has(log[0], "\"decoded_bytes\": " + std::to_string(w.bytes_encoded)));
+      CHECK(w.bytes_sent == (compression == otlp_compression::none ? w.bytes_encoded : w.bytes_compressed));
+      CHECK(has(log[0], "\"bytes\": " + std::to_string(w.bytes_sent)));
+      if (compression == otlp_compression::none) {
+        CHECK_FALSE(has(log[0], "content-encoding"));
+        CHECK(w.bytes_compressed == 0);
+      } else {
+        CHECK(has(log[0], "\"content-encoding\": \"" + std::string(encoding) + "\""));
+        CHECK(w.bytes_compressed * 3 < w.bytes_encoded); // repetitive spans: at least 3x smaller
+      }
+    }
+  }
+}
+
+TEST_CASE("otlp_http_exporter: protobuf bodies are at least 40% smaller than JSON", "[otlp_http]") {
+  std::uint64_t bytes[2] = {};
+  for (int json = 0; json < 2; ++json) {
+    loopback_server server({});
+    auto o = fast_options(server);
+    o.protocol = json ? otlp_protocol::http_json : otlp_protocol::http_protobuf;
+    otlp_http_exporter exporter(o);
+    test_batch batch(100);
+    for (auto& s : batch.spans) {
+      s.set_attribute("http.method", "GET", 128);
+      s.set_attribute("http.status_code", std::int64_t{200}, 128);
+    }
+    REQUIRE(exporter.export_spans(batch.view(), steady::now() + 10s).status == export_status::success);
+    bytes[json] = exporter.stats().bytes_encoded;
+  }
+  INFO("protobuf " << bytes[0] << " bytes, json " << bytes[1]);
+  CHECK(static_cast<double>(bytes[0]) <= 0.6 * static_cast<double>(bytes[1]));
 }

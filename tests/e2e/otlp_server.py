@@ -7,7 +7,9 @@ with the next scripted response, then 200 for every later request. A response is
 by '|'-separated options:
   retry-after=VALUE  a Retry-After header (seconds or an HTTP date)
   partial=N          a partialSuccess body rejecting N spans, errorMessage "scripted rejection"
-  body=TEXT          this response body instead of {}
+                     (protobuf when the request was, else JSON)
+  status=TEXT        a protobuf google.rpc.Status body with this message (for error statuses)
+  body=TEXT          this response body instead of the empty response ({} or an empty protobuf)
   hang=SECONDS       wait this long before answering
   wait=PATH          wait until the file PATH exists (at most 60 s) before answering
   location=URL       a Location header (with a 3xx status: a redirect)
@@ -16,19 +18,26 @@ OTLP_SERVER_DELAY_MS=N in the environment delays every answer by N ms (a distant
 With OTLP_SERVER_SINK=1 it only reads each body and answers 200, checking nothing; it logs one line
 per request with the status and the span count only (a fast receiver, for throughput runs of
 otlpconc-loadgen --endpoint).
-Otherwise every request is checked (POST to /v1/traces, Content-Type: application/json, an OTLP TracesData
-body whose spans have 32/16-hex ids) and appended to LOG_FILE as one JSON line: path, request
-headers (lower-cased names), arrival time, status returned, span count, span ids, and the spans' loadgen.thread
-and loadgen.seq attributes when present. A request that fails the checks is answered 400 and its
-"error" logged.
+Otherwise every request is checked and appended to LOG_FILE as one JSON line: path, request headers
+(lower-cased names), arrival time, status returned, span count, span ids, the spans' loadgen.thread
+and loadgen.seq attributes when present, the body's size on the wire and decompressed, and for
+protobuf whether it is canonical. The checks: POST to /v1/traces; Content-Encoding absent, identity,
+gzip (zlib) or zstd (the zstd command), and the body decompresses; Content-Type application/json
+with an OTLP TracesData body, or application/x-protobuf with an ExportTraceServiceRequest that
+OpenTelemetry's generated model decodes (otlp_decode.js, npm @opentelemetry/otlp-transformer); span
+ids of 32/16 hex digits. A request that fails the checks is answered 400 and its "error" logged.
+Responses are protobuf (application/x-protobuf) to a protobuf request, JSON otherwise.
 """
 import http.server
 import json
 import os
 import re
+import struct
+import subprocess
 import sys
 import threading
 import time
+import zlib
 
 port_file, log_file, script = sys.argv[1], sys.argv[2], list(sys.argv[3:])
 lock = threading.Lock()
@@ -36,14 +45,114 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 SINK = os.environ.get("OTLP_SERVER_SINK") == "1"
 DELAY = float(os.environ.get("OTLP_SERVER_DELAY_MS", "0")) / 1000.0
+DECODER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "otlp_decode.js")
+decoder = None  # the otlp_decode.js process, started at the first protobuf request
+decoder_lock = threading.Lock()
 
 
-def parse_spans(body):
-    doc = json.loads(body)
+def decode_protobuf(body):
+    """The request as OTLP JSON, decoded by OpenTelemetry's generated model; and whether canonical."""
+    global decoder
+    with decoder_lock:
+        if decoder is None or decoder.poll() is not None:
+            decoder = subprocess.Popen(["node", DECODER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        decoder.stdin.write(struct.pack(">I", len(body)) + body)
+        decoder.stdin.flush()
+        line = decoder.stdout.readline()
+    if not line:
+        raise ValueError("otlp_decode.js ended (is OpenTelemetry's model installed? scripts/deps.sh test)")
+    out = json.loads(line)
+    if "error" in out:
+        raise ValueError(out["error"])
+    return out["doc"], out["canonical"]
+
+
+def decompress(body, encoding):
+    if encoding in (None, "", "identity"):
+        return body
+    if encoding == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # a gzip member, nothing after it
+        out = d.decompress(body) + d.flush()
+        if not d.eof or d.unused_data:
+            raise ValueError("not one complete gzip member")
+        return out
+    if encoding == "zstd":
+        r = subprocess.run(["zstd", "-d", "-c", "-q"], input=body, capture_output=True)
+        if r.returncode != 0:
+            raise ValueError(f"zstd -d failed: {r.stderr.decode(errors='replace').strip()}")
+        return r.stdout
+    raise ValueError(f"unknown Content-Encoding {encoding}")
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb_field(number, payload):  # a length-delimited field
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def count_protobuf_spans(body):
+    """Spans of an ExportTraceServiceRequest (resource_spans 1 > scope_spans 2 > spans 2), for SINK."""
+
+    def fields(b):
+        i = 0
+        while i < len(b):
+            key, shift = 0, 0
+            while True:
+                c = b[i]
+                i += 1
+                key |= (c & 0x7F) << shift
+                shift += 7
+                if c < 0x80:
+                    break
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                while b[i] >= 0x80:
+                    i += 1
+                i += 1
+                yield number, None
+            elif wire == 1:
+                i += 8
+                yield number, None
+            elif wire == 5:
+                i += 4
+                yield number, None
+            elif wire == 2:
+                n, shift = 0, 0
+                while True:
+                    c = b[i]
+                    i += 1
+                    n |= (c & 0x7F) << shift
+                    shift += 7
+                    if c < 0x80:
+                        break
+                yield number, b[i : i + n]
+                i += n
+            else:
+                raise ValueError("bad wire type")
+
+    return sum(
+        1
+        for n1, rs in fields(body)
+        if n1 == 1
+        for n2, ss in fields(rs)
+        if n2 == 2
+        for n3, _ in fields(ss)
+        if n3 == 2
+    )
+
+
+def parse_spans(doc):
     ids, keys = [], []
-    for rs in doc["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for s in ss.get("spans", []):
                 if not HEX32.match(s["traceId"]) or not HEX16.match(s["spanId"]):
                     raise ValueError(f"bad ids {s['traceId']} {s['spanId']}")
                 ids.append(s["spanId"])
@@ -58,25 +167,40 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # the status line, headers and body are separate writes
 
     def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        wire_body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        protobuf = self.headers.get("Content-Type") == "application/x-protobuf"
         if SINK:
             if DELAY:
                 time.sleep(DELAY)
+            try:
+                body = decompress(wire_body, self.headers.get("Content-Encoding"))
+                spans = count_protobuf_spans(body) if protobuf else body.count(b'"spanId"')
+                status = 200
+            except Exception:
+                spans, status = 0, 400
             with lock, open(log_file, "a") as f:
-                f.write(json.dumps({"status": 200, "spans": body.count(b'"spanId"')}) + "\n")
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", "2")
+                f.write(json.dumps({"status": status, "spans": spans, "bytes": len(wire_body)}) + "\n")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-protobuf" if protobuf else "application/json")
+            reply = b"" if protobuf else b"{}"
+            self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
-            self.wfile.write(b"{}")
+            self.wfile.write(reply)
             return
         entry = {"path": self.path, "time": time.time(), "headers": {k.lower(): v for k, v in self.headers.items()}}
+        entry["bytes"] = len(wire_body)
         try:
             if self.path != "/v1/traces":
                 raise ValueError(f"wrong path {self.path}")
-            if self.headers.get("Content-Type") != "application/json":
+            body = decompress(wire_body, self.headers.get("Content-Encoding"))
+            entry["decoded_bytes"] = len(body)
+            if protobuf:
+                doc, entry["canonical"] = decode_protobuf(body)
+            elif self.headers.get("Content-Type") == "application/json":
+                doc = json.loads(body)
+            else:
                 raise ValueError(f"wrong Content-Type {self.headers.get('Content-Type')}")
-            entry["ids"], entry["keys"] = parse_spans(body)
+            entry["ids"], entry["keys"] = parse_spans(doc)
             entry["spans"] = len(entry["ids"])
         except Exception as e:  # recorded, answered 400
             entry["error"] = str(e)
@@ -84,15 +208,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             spec = script.pop(0) if script else "200"
         parts = spec.split("|")
         status = int(parts[0])
-        headers, reply, hang, close, wait = {}, b"{}", DELAY, False, None
+        headers, reply, hang, close, wait = {}, (b"" if protobuf else b"{}"), DELAY, False, None
+        reply_type = "application/x-protobuf" if protobuf else "application/json"
         for p in parts[1:]:
             k, _, v = p.partition("=")
             if k == "retry-after":
                 headers["Retry-After"] = v
             elif k == "partial":
-                reply = json.dumps({"partialSuccess": {"rejectedSpans": v, "errorMessage": "scripted rejection"}}).encode()
+                if protobuf:  # ExportTraceServiceResponse.partial_success {rejected_spans, error_message}
+                    reply = pb_field(1, varint(1 << 3) + varint(int(v)) + pb_field(2, b"scripted rejection"))
+                else:
+                    reply = json.dumps({"partialSuccess": {"rejectedSpans": v, "errorMessage": "scripted rejection"}}).encode()
+            elif k == "status":  # google.rpc.Status {code 1, message 2}
+                reply, reply_type = varint(1 << 3) + varint(3) + pb_field(2, v.encode()), "application/x-protobuf"
             elif k == "body":
-                reply = v.encode()
+                reply, reply_type = v.encode(), "application/json"
             elif k == "hang":
                 hang = float(v)
             elif k == "wait":
@@ -122,7 +252,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", reply_type)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)

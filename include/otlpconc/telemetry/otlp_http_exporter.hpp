@@ -1,16 +1,19 @@
 // otlpconc/telemetry/otlp_http_exporter.hpp: exports span batches to an OpenTelemetry Collector (or
-// any OTLP/HTTP receiver) with POST /v1/traces and the OTLP JSON encoding, through libcurl, with up
-// to max_concurrent_requests exports in flight.
+// any OTLP/HTTP receiver) with POST /v1/traces, in OTLP protobuf (http/protobuf, the specification's
+// default) or OTLP JSON (http/json), optionally gzip- or zstd-compressed, through libcurl, with up to
+// max_concurrent_requests exports in flight.
 //
-// What: each export encodes the batch once on the calling thread (otlp_json.hpp, large batches in
-//   parallel on the exporter's encoding pool), hands the body to the exporter's I/O thread and
+// What: each export encodes the batch once on the calling thread (otlp_protobuf.hpp, or
+//   otlp_json.hpp with large batches in parallel on the exporter's encoding pool), compresses it
+//   when asked (Content-Encoding: gzip or zstd), hands the body to the exporter's I/O thread and
 //   returns (export_spans_async); the I/O thread drives every request on one libcurl multi handle
 //   (connections kept alive and reused), retries as the OTLP/HTTP specification says and reports
 //   each export's outcome when it is known. At most max_concurrent_requests exports are in flight
 //   (requests, retry waits included); a further export waits for one of them to finish.
 // When to use: sending spans to a Collector fleet or any OTLP/HTTP receiver. Link the CMake target
 //   otlpconc::otlp_http (it exists when otlpconc was configured with libcurl: OTLPCONC_WITH_CURL,
-//   AUTO by default) or use pkg-config's otlpconc-otlp-http.
+//   AUTO by default) or use pkg-config's otlpconc-otlp-http. gzip needs zlib (OTLPCONC_WITH_ZLIB),
+//   zstd needs libzstd (OTLPCONC_WITH_ZSTD), both AUTO by default and carried by that target.
 // When not to: OTLP/gRPC receivers (not spoken here), or when a local file is enough
 //   (json_lines_file_exporter.hpp).
 // Guarantees:
@@ -20,24 +23,28 @@
 //     by +-20%; a Retry-After header (seconds or an HTTP date) replaces the computed wait. Follows
 //     the redirects 301, 302, 307 and 308 (the POST and its body are sent again, at most 5 per
 //     export) to the same host only, never from https to http; every other status (other 4xx, 500,
-//     501, 303, a redirect elsewhere) fails at once.
+//     501, 303, a redirect elsewhere) fails at once, its error naming the receiver's message (a
+//     protobuf google.rpc.Status is decoded, any other body quoted).
 //   - Each export, retries, redirects and waits included, ends by the earlier of the processor's
 //     deadline and options.timeout (either may be unlimited); a wait that would end after it is not
 //     started: the export fails at once, naming the last error.
-//   - A 2xx response with partialSuccess.rejectedSpans reports those spans as rejected (the
-//     processor counts them failed) with the receiver's errorMessage; a partialSuccess with no
-//     rejected span and a message is the receiver's warning: counted in stats() and reported to
-//     the warning handler (diagnostics.hpp) each time its text changes. An unparsable 2xx body is a
-//     success (the receiver took the request).
+//   - A 2xx response with partialSuccess.rejectedSpans (read as protobuf or JSON, by the response's
+//     Content-Type, else by the protocol sent) reports those spans as rejected (the processor
+//     counts them failed) with the receiver's errorMessage; a partialSuccess with no rejected span
+//     and a message is the receiver's warning: counted in stats() and reported to the warning
+//     handler (diagnostics.hpp) each time its text changes. An unparsable 2xx body is a success
+//     (the receiver took the request).
 //   - force_flush(deadline) returns true once every export started before it has reported its
 //     outcome. shutdown() interrupts the requests in flight and the retry waits (those exports
 //     fail at once), fails every later export without sending, and returns once every export has
 //     reported, so the exporter can then be destroyed.
 //   - export_spans / export_spans_async never throw (out of memory is a failed export) and may be
 //     called from several threads. The constructor throws std::invalid_argument for bad options
-//     (naming the field), std::runtime_error when libcurl or the I/O thread cannot be started.
-// Memory: one encoded body per export in flight (about 330 bytes per span), libcurl's connections
-//   (one per concurrent request to the receiver, kept alive).
+//     (naming the field; a compression whose library otlpconc was built without is one),
+//     std::runtime_error when libcurl or the I/O thread cannot be started.
+// Memory: one encoded body per export in flight (about 110 bytes per span in protobuf, 330 in JSON,
+//   before compression), libcurl's connections (one per concurrent request to the receiver, kept
+//   alive), and the codec's state (zlib about 270 KiB, zstd about 1.3 MiB at level 3).
 #pragma once
 
 #if !defined(OTLPCONC_HAVE_CURL) || !OTLPCONC_HAVE_CURL
@@ -45,6 +52,7 @@
     "otlpconc/telemetry/otlp_http_exporter.hpp needs libcurl: link the CMake target otlpconc::otlp_http (configure otlpconc with OTLPCONC_WITH_CURL=AUTO or ON; Debian: libcurl4-openssl-dev)"
 #endif
 
+#include "otlpconc/telemetry/detail/compression.hpp"
 #include "otlpconc/telemetry/detail/encode_pool.hpp"
 #include "otlpconc/telemetry/detail/env.hpp"
 #include "otlpconc/telemetry/detail/otlp_response.hpp"
@@ -52,6 +60,7 @@
 #include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/otlp_json.hpp"
+#include "otlpconc/telemetry/otlp_protobuf.hpp"
 #include "otlpconc/telemetry/version.hpp"
 #include "otlpconc/work_stealing_pool.hpp"
 
@@ -80,8 +89,18 @@
 
 namespace otlpconc::telemetry {
 
+// The body's encoding: OTLP protobuf (Content-Type application/x-protobuf, the specification's
+// default) or OTLP JSON (application/json).
+enum class otlp_protocol { http_protobuf, http_json };
+// Content-Encoding of the request body. gzip needs zlib, zstd libzstd (detail/compression.hpp).
+enum class otlp_compression { none, gzip, zstd };
+
 struct otlp_http_exporter_options {
   std::string endpoint = "http://localhost:4318/v1/traces"; // the full URL, path included
+  otlp_protocol protocol = otlp_protocol::http_protobuf;
+  otlp_compression compression = otlp_compression::none;
+  // 0: the codec's default (gzip 6, zstd 3); else gzip 1 to 9, zstd 1 to 19.
+  int compression_level = 0;
   std::vector<std::pair<std::string, std::string>> headers; // sent with every request
   // One export, retries and waits included; milliseconds::max(): no limit.
   std::chrono::milliseconds timeout{10000};
@@ -121,6 +140,22 @@ struct otlp_http_exporter_options {
     }
     if (encode_threads < -1 || encode_threads > 64)
       fail("encode_threads must be -1 (automatic) or 0 to 64");
+    if (protocol != otlp_protocol::http_protobuf && protocol != otlp_protocol::http_json)
+      fail("protocol must be http_protobuf or http_json");
+    if (compression != otlp_compression::none && compression != otlp_compression::gzip &&
+        compression != otlp_compression::zstd)
+      fail("compression must be none, gzip or zstd");
+    if (compression != otlp_compression::none && !detail::codec_available(codec_of(compression)))
+      fail(std::string("compression: ") + detail::codec_missing_hint(codec_of(compression)));
+    const int max_level = compression == otlp_compression::zstd ? 19 : 9;
+    if (compression_level < 0 || compression_level > max_level)
+      fail("compression_level must be 0 (the codec's default) or 1 to " + std::to_string(max_level) +
+           (compression == otlp_compression::zstd ? " for zstd" : " for gzip"));
+  }
+
+  // The codec of a compression other than none.
+  static constexpr detail::body_codec codec_of(otlp_compression c) noexcept {
+    return c == otlp_compression::zstd ? detail::body_codec::zstd : detail::body_codec::gzip;
   }
 
   // Reads the OpenTelemetry exporter variables over `base` (the signal-specific one first), with
@@ -131,10 +166,12 @@ struct otlp_http_exporter_options {
   //   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS: "k=v,k2=v2", percent-decoded, added to base's headers; a
   //     malformed member is ignored, the others are kept.
   //   OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT: milliseconds, 0 = no limit.
-  //   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL: http/json is what is sent; http/protobuf and grpc (not
-  //     implemented) and unknown values are ignored with a warning.
-  //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: none; gzip is not implemented yet: a warning says so
-  //     and requests go uncompressed (a Collector accepts both); unknown values are ignored.
+  //   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL: http/protobuf or http/json; grpc (not spoken here) and
+  //     unknown values are ignored with a warning (an ignored traces variable lets the general one
+  //     apply, as for the endpoint and compression).
+  //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: none, gzip or zstd (the specification names gzip; a
+  //     Collector's OTLP/HTTP receiver also takes zstd); one whose library otlpconc was built without
+  //     is ignored with a warning (requests go uncompressed; a Collector accepts both).
   //   OTEL_CPP_EXPORTER_OTLP_[TRACES_]MAX_CONCURRENT_REQUESTS: 1 to 1024 (not an OpenTelemetry
   //     variable: named after the specification's OTEL_{LANGUAGE}_{FEATURE} rule and
   //     opentelemetry-cpp's option of the same meaning).
@@ -152,14 +189,34 @@ struct otlp_http_exporter_options {
         set_endpoint(base, "OTEL_EXPORTER_OTLP_ENDPOINT", e + "/v1/traces", *g);
       }
     }
-    const char* protocol = env_pick("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
-    if (auto p = detail::env_enum(protocol, {"http/json", "http/protobuf", "grpc"}); p && *p != "http/json")
-      detail::env_ignored(protocol, *env_text(protocol),
-                          "is not implemented by otlp_http_exporter (it sends http/json)");
-    const char* compression = env_pick("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION");
-    if (auto c = detail::env_enum(compression, {"none", "gzip"}); c && *c == "gzip")
-      warn(std::string(compression) + "=" + *env_text(compression) +
-           ": gzip compression is not implemented yet, requests are sent uncompressed (a Collector accepts both)");
+    // Protocol and compression: the traces variable, else (unset or unusable) the general one.
+    for (const char* protocol : {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"}) {
+      const auto p = detail::env_enum(protocol, {"http/json", "http/protobuf", "grpc"});
+      if (p && *p == "grpc") {
+        detail::env_ignored(protocol, *env_text(protocol),
+                            "is not spoken by otlp_http_exporter (http/protobuf and http/json are)");
+      } else if (p) {
+        base.protocol = *p == "http/json" ? otlp_protocol::http_json : otlp_protocol::http_protobuf;
+        break;
+      }
+    }
+    for (const char* compression : {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"}) {
+      const auto c = detail::env_enum(compression, {"none", "gzip", "zstd"});
+      if (!c)
+        continue;
+      const otlp_compression wanted = *c == "gzip"   ? otlp_compression::gzip
+                                      : *c == "zstd" ? otlp_compression::zstd
+                                                     : otlp_compression::none;
+      if (wanted != otlp_compression::none && !detail::codec_available(codec_of(wanted))) {
+        detail::env_ignored(compression, *env_text(compression),
+                            std::string(detail::codec_missing_hint(codec_of(wanted))) +
+                                "; requests are sent uncompressed (a Collector accepts both)");
+        continue;
+      }
+      base.compression = wanted;
+      base.compression_level = 0; // the codec's own default
+      break;
+    }
     const char* timeout_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
     if (auto ms = detail::env_millis(timeout_var, 1, 86'400'000, true))
       base.timeout = *ms;
@@ -222,8 +279,15 @@ class otlp_http_exporter final : public span_exporter {
 
   explicit otlp_http_exporter(otlp_http_exporter_options options = {}) : options_(std::move(options)) {
     options_.validate();
-    pool_ = detail::make_encode_pool(options_.encode_threads, "otlp_http_exporter_options");
-    encoder_ = otlp_json_encoder(pool_.get());
+    if (options_.protocol == otlp_protocol::http_json) {
+      pool_ = detail::make_encode_pool(options_.encode_threads, "otlp_http_exporter_options");
+      json_encoder_ = otlp_json_encoder(pool_.get());
+    }
+    if (options_.compression != otlp_compression::none) {
+      const bool zstd = options_.compression == otlp_compression::zstd;
+      const int level = options_.compression_level != 0 ? options_.compression_level : zstd ? 3 : 6;
+      compressor_.emplace(otlp_http_exporter_options::codec_of(options_.compression), level);
+    }
     static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
     if (global != CURLE_OK)
       throw std::runtime_error(std::string("otlp_http_exporter: curl_global_init failed: ") +
@@ -234,7 +298,11 @@ class otlp_http_exporter final : public span_exporter {
     const long connections = options_.max_concurrent_requests;
     curl_multi_setopt(multi_.get(), CURLMOPT_MAX_HOST_CONNECTIONS, connections);
     curl_multi_setopt(multi_.get(), CURLMOPT_MAXCONNECTS, connections);
-    append_header("Content-Type: application/json");
+    append_header(options_.protocol == otlp_protocol::http_json ? "Content-Type: application/json"
+                                                                : "Content-Type: application/x-protobuf");
+    if (options_.compression != otlp_compression::none)
+      append_header(options_.compression == otlp_compression::gzip ? "Content-Encoding: gzip"
+                                                                   : "Content-Encoding: zstd");
     append_header("Expect:"); // no "Expect: 100-continue" round trip before a large body
     for (const auto& [name, value] : options_.headers)
       append_header(name + ": " + value);
@@ -261,6 +329,8 @@ class otlp_http_exporter final : public span_exporter {
     std::uint64_t redirects = 0;                // redirects followed
     std::uint64_t transport_errors = 0;         // requests that got no HTTP response
     std::uint64_t bytes_sent = 0;               // request body bytes libcurl reports as uploaded
+    std::uint64_t bytes_encoded = 0;            // encoded bodies before compression, once per export
+    std::uint64_t bytes_compressed = 0;         // the same bodies after compression (0: none)
     std::uint64_t partial_success_warnings = 0; // 2xx with a partialSuccess message and no rejection
     std::string last_warning;                   // the last such message
     long last_status = 0;                       // the last HTTP status (0: none yet, or a transport error)
@@ -276,9 +346,26 @@ class otlp_http_exporter final : public span_exporter {
     std::unique_ptr<request> req;
     try {
       req = std::make_unique<request>();
+      std::size_t encoded = 0;
       {
-        std::lock_guard encoding(encode_mutex_); // one encoder, whoever calls
-        encoder_.encode(batch, req->body);
+        std::lock_guard encoding(encode_mutex_); // one encoder and compressor, whoever calls
+        if (compressor_) {
+          scratch_.clear();
+          encode(batch, scratch_);
+          encoded = scratch_.size();
+          compressor_->compress(scratch_, req->body);
+          if (scratch_.capacity() > scratch_keep)
+            std::string().swap(scratch_); // one huge batch does not pin its buffer
+        } else {
+          encode(batch, req->body);
+          encoded = req->body.size();
+        }
+      }
+      {
+        std::lock_guard lock(mutex_);
+        wire_.bytes_encoded += encoded;
+        if (compressor_)
+          wire_.bytes_compressed += req->body.size();
       }
       req->done = std::move(done);
     } catch (const std::exception& e) {
@@ -392,7 +479,24 @@ class otlp_http_exporter final : public span_exporter {
     // The current attempt's response.
     std::string response_body;
     std::optional<std::chrono::milliseconds> retry_after;
+    std::string response_type; // the response's Content-Type, lower-cased
   };
+
+  void encode(const span_batch_view& batch, std::string& out) {
+    if (options_.protocol == otlp_protocol::http_json)
+      json_encoder_.encode(batch, out);
+    else
+      protobuf_encoder_.encode(batch, out);
+  }
+
+  // Whether a response body is protobuf: by its Content-Type, else as the request was sent.
+  bool protobuf_response(const request& r) const noexcept {
+    if (r.response_type.find("protobuf") != std::string::npos)
+      return true;
+    if (r.response_type.find("json") != std::string::npos)
+      return false;
+    return options_.protocol == otlp_protocol::http_protobuf;
+  }
 
   static clock::time_point capped(clock::time_point deadline) {
     return std::min(deadline, clock::now() + std::chrono::hours(24));
@@ -556,6 +660,7 @@ class otlp_http_exporter final : public span_exporter {
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
     curl_easy_setopt(h, CURLOPT_PRIVATE, &r);
     r.response_body.clear();
+    r.response_type.clear();
     r.retry_after.reset();
     ++r.attempt;
     {
@@ -607,7 +712,7 @@ class otlp_http_exporter final : public span_exporter {
     }
     try {
       if (status >= 200 && status < 300) {
-        finish(r, accepted(r.response_body));
+        finish(r, accepted(r));
         return;
       }
       const bool redirect = status == 301 || status == 302 || status == 307 || status == 308;
@@ -625,8 +730,7 @@ class otlp_http_exporter final : public span_exporter {
       const bool retryable =
           status == 0 ? transient(result) : status == 429 || status == 502 || status == 503 || status == 504;
       r.error = status == 0 ? "otlp_http_exporter: " + std::string(curl_easy_strerror(result)) + " (" + r.url + ")"
-                            : "otlp_http_exporter: HTTP " + std::to_string(status) + " from " + r.url +
-                                  excerpt(r.response_body);
+                            : "otlp_http_exporter: HTTP " + std::to_string(status) + " from " + r.url + error_text(r);
       if (redirect)
         r.error += redirect_url.empty() ? " (a redirect without a Location)"
                    : r.redirects >= max_redirects
@@ -702,9 +806,10 @@ class otlp_http_exporter final : public span_exporter {
 
   // A 2xx: the request was taken; a partial success names the spans the receiver rejected, or
   // carries the receiver's warning.
-  export_result accepted(const std::string& body) {
+  export_result accepted(const request& r) {
     export_result result;
-    const auto partial = detail::otlp_json_reader(body).partial_success();
+    const auto partial = protobuf_response(r) ? detail::protobuf_partial_success(r.response_body)
+                                              : detail::otlp_json_reader(r.response_body).partial_success();
     if (!partial)
       return result;
     if (partial->rejected == 0) {
@@ -729,6 +834,14 @@ class otlp_http_exporter final : public span_exporter {
     }
     if (fresh)
       warn("otlp_http_exporter: the receiver at " + options_.endpoint + " warns: " + message);
+  }
+
+  // An error response's message: a protobuf google.rpc.Status's message, else the body's start.
+  std::string error_text(const request& r) const {
+    if (protobuf_response(r))
+      if (const auto message = detail::protobuf_status_message(r.response_body))
+        return excerpt(*message);
+    return excerpt(r.response_body);
   }
 
   // The start of an error response's body, printable ASCII only, for the error message.
@@ -765,8 +878,20 @@ class otlp_http_exporter final : public span_exporter {
     if (line.size() > name.size() && detail::equals_ignoring_case(line.substr(0, name.size()), name))
       if (const auto s = detail::parse_retry_after(line.substr(name.size()), std::time(nullptr)))
         r->retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(*s);
-    if (line.rfind("HTTP/", 0) == 0) // a new response (after 100 Continue): forget the last one's
+    constexpr std::string_view type = "content-type:";
+    if (line.size() > type.size() && detail::equals_ignoring_case(line.substr(0, type.size()), type)) {
+      try {
+        r->response_type.assign(detail::trim_ows(line.substr(type.size())));
+        for (char& c : r->response_type)
+          c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+      } catch (...) {
+        return 0; // out of memory: libcurl fails the transfer
+      }
+    }
+    if (line.rfind("HTTP/", 0) == 0) { // a new response (after 100 Continue): forget the last one's
       r->retry_after.reset();
+      r->response_type.clear();
+    }
     return bytes;
   }
 
@@ -779,8 +904,12 @@ class otlp_http_exporter final : public span_exporter {
 
   otlp_http_exporter_options options_;
   std::unique_ptr<work_stealing_pool> pool_;
-  std::mutex encode_mutex_;
-  otlp_json_encoder encoder_;
+  static constexpr std::size_t scratch_keep = std::size_t{4} << 20;
+  std::mutex encode_mutex_; // guards the encoders, the compressor and scratch_
+  otlp_json_encoder json_encoder_;
+  otlp_protobuf_encoder protobuf_encoder_;
+  std::optional<detail::body_compressor> compressor_;
+  std::string scratch_; // the uncompressed body
   std::unique_ptr<CURLM, multi_deleter> multi_;
   std::unique_ptr<curl_slist, slist_deleter> headers_;
   std::string origin_;

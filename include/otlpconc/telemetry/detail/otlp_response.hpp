@@ -1,13 +1,16 @@
-// otlpconc/telemetry/detail/otlp_response.hpp: reading an OTLP/HTTP JSON response body
-// (ExportTraceServiceResponse: {"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}) and
-// the Retry-After header. A small strict JSON reader: it walks the whole document, so text inside
-// strings (an errorMessage that mentions "rejectedSpans", say) is never mistaken for a key.
+// otlpconc/telemetry/detail/otlp_response.hpp: reading an OTLP/HTTP response body
+// (ExportTraceServiceResponse: {"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}} in
+// JSON, or its protobuf form; an error's google.rpc.Status in protobuf) and the Retry-After header.
+// A small strict JSON reader: it walks the whole document, so text inside strings (an errorMessage
+// that mentions "rejectedSpans", say) is never mistaken for a key. The protobuf reader walks every
+// field, skipping the unknown ones by their wire type, and rejects a truncated or malformed body.
 #pragma once
 
 #include "otlpconc/telemetry/detail/text.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <optional>
@@ -245,6 +248,127 @@ class otlp_json_reader {
   std::size_t i_ = 0;
   int depth_ = 0;
 };
+
+// Reads protobuf messages field by field (wire types 0, 1, 2 and 5; groups are malformed here).
+class protobuf_reader {
+ public:
+  explicit protobuf_reader(std::string_view bytes) noexcept : s_(bytes) {}
+  bool done() const noexcept { return i_ == s_.size(); }
+
+  // The next field's number and wire type; false at a malformed tag.
+  bool tag(std::uint32_t& field, std::uint32_t& wire) noexcept {
+    std::uint64_t t = 0;
+    if (!varint(t) || (t >> 3) == 0 || (t >> 3) > 0x1fffffff)
+      return false;
+    field = static_cast<std::uint32_t>(t >> 3);
+    wire = static_cast<std::uint32_t>(t & 7);
+    return true;
+  }
+  bool varint(std::uint64_t& v) noexcept {
+    v = 0;
+    for (int shift = 0; shift < 64 && i_ < s_.size(); shift += 7) {
+      const auto byte = static_cast<unsigned char>(s_[i_++]);
+      v |= std::uint64_t{byte & 0x7fu} << shift;
+      if ((byte & 0x80) == 0)
+        return true;
+    }
+    return false;
+  }
+  bool bytes(std::string_view& out) noexcept {
+    std::uint64_t n = 0;
+    if (!varint(n) || n > s_.size() - i_)
+      return false;
+    out = s_.substr(i_, static_cast<std::size_t>(n));
+    i_ += static_cast<std::size_t>(n);
+    return true;
+  }
+  bool skip(std::uint32_t wire) noexcept {
+    std::uint64_t v = 0;
+    std::string_view b;
+    switch (wire) {
+    case 0:
+      return varint(v);
+    case 1:
+      return advance(8);
+    case 2:
+      return bytes(b);
+    case 5:
+      return advance(4);
+    default:
+      return false;
+    }
+  }
+
+ private:
+  bool advance(std::size_t n) noexcept {
+    if (n > s_.size() - i_)
+      return false;
+    i_ += n;
+    return true;
+  }
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+// ExportTraceServiceResponse in protobuf: partial_success (1) { rejected_spans (1, int64),
+// error_message (2) }. nullopt: malformed. No partial_success (an empty body): rejected 0.
+inline std::optional<otlp_partial_success> protobuf_partial_success(std::string_view body) {
+  otlp_partial_success out;
+  protobuf_reader top(body);
+  while (!top.done()) {
+    std::uint32_t field = 0, wire = 0;
+    if (!top.tag(field, wire))
+      return std::nullopt;
+    if (field != 1 || wire != 2) {
+      if (!top.skip(wire))
+        return std::nullopt;
+      continue;
+    }
+    std::string_view inner_bytes;
+    if (!top.bytes(inner_bytes))
+      return std::nullopt;
+    protobuf_reader inner(inner_bytes);
+    while (!inner.done()) {
+      if (!inner.tag(field, wire))
+        return std::nullopt;
+      std::string_view text;
+      std::uint64_t v = 0;
+      if (field == 1 && wire == 0) {
+        if (!inner.varint(v))
+          return std::nullopt;
+        out.rejected = static_cast<std::int64_t>(v) < 0 ? 0 : v; // a negative count means none
+      } else if (field == 2 && wire == 2) {
+        if (!inner.bytes(text))
+          return std::nullopt;
+        out.message.assign(text);
+      } else if (!inner.skip(wire)) {
+        return std::nullopt;
+      }
+    }
+  }
+  return out;
+}
+
+// google.rpc.Status in protobuf (an OTLP/HTTP error body): its message (2), or nullopt when the
+// body is malformed or has none.
+inline std::optional<std::string> protobuf_status_message(std::string_view body) {
+  protobuf_reader r(body);
+  std::optional<std::string> message;
+  while (!r.done()) {
+    std::uint32_t field = 0, wire = 0;
+    if (!r.tag(field, wire))
+      return std::nullopt;
+    std::string_view text;
+    if (field == 2 && wire == 2) {
+      if (!r.bytes(text))
+        return std::nullopt;
+      message.emplace(text);
+    } else if (!r.skip(wire)) {
+      return std::nullopt;
+    }
+  }
+  return message;
+}
 
 // Retry-After (RFC 9110 10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate, RFC 850 or asctime
 // form) turned into a delay from `now` (a date in the past: zero). nullopt when unparsable.

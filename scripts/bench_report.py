@@ -38,6 +38,7 @@ BASELINES = {
     "pool_producer_consumer": "new_delete",
     "telemetry_record": "otel_cpp_style",
     "telemetry_steady": "otel_cpp_style",
+    "otlp_encode": "json",
 }
 # One line per component saying what is measured.
 DESCRIPTIONS = {
@@ -99,6 +100,10 @@ DESCRIPTIONS = {
     "telemetry_steady": "One thread records a steady 20 000 spans/s for 2 s with the default options (counting "
     "exporter). Targets: batches average >= 500 spans (the final flush's partial batch included) and the export "
     "thread uses <= 1% of a core.",
+    "otlp_encode": "Spans/s encoded into one export body on one thread: a batch of 512 spans of an HTTP server "
+    "(a name, kind server, 7 attributes, random ids) as OTLP JSON or OTLP protobuf, alone or followed by the "
+    "exporter's gzip (zlib level 6) or zstd (level 3) compression. Baseline: the JSON encoder. The size of each "
+    "body is in docs/telemetry.md. Target: protobuf >= 2x the JSON encoder.",
     "telemetry_rss": "10^7 spans recorded by 2 threads and exported with the default options in `block` mode, alone "
     "in its process (bench_telemetry_rss). Target: peak RSS < 256 MB.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "

@@ -257,3 +257,35 @@ TEST_CASE("otlp protobuf: protoc --decode_raw parses a request", "[telemetry]") 
                                "8: 0x00000000000000ca", "1: \"service.name\"", "1: \"svc\"", "1: \"lib\""})
     CHECK(text.find(expected) != std::string::npos);
 }
+
+TEST_CASE("otlp protobuf: lengths longer than the writer guessed are moved into their shortest form", "[telemetry]") {
+  // A span over 16383 bytes (its length takes 3 bytes, 2 were guessed), one over 2 MiB (4 bytes),
+  // and a batch over 2 MiB (the ResourceSpans and ScopeSpans lengths take 4 bytes, 3 were guessed).
+  const resource res = resource::for_service("svc");
+  const instrumentation_scope scope{"lib", "1.0", {}};
+  const std::size_t sizes[] = {20'000, 3'000'000, 5};
+  std::vector<span_data> spans(std::size(sizes));
+  std::vector<const span_data*> pointers;
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    span_id id;
+    id.bytes = {1, 2, 3, 4, 5, 6, 7, static_cast<std::uint8_t>(i + 1)};
+    spans[i].set_ids(trace_id::from_hex(std::string("4bf92f3577b34da6a3ce929d0e0e4736")).value(), id, span_id{}, 1,
+                     false);
+    spans[i].set_name("s");
+    spans[i].set_attribute("blob", std::string(sizes[i], static_cast<char>('a' + i)), 128);
+    pointers.push_back(&spans[i]);
+  }
+  std::string out = "prefix"; // encode appends
+  otlp_protobuf_encoder().encode({res, scope, pointers}, out);
+  REQUIRE(out.rfind("prefix", 0) == 0);
+  const std::string_view body = std::string_view(out).substr(6);
+  const auto top = fields_of(body); // (fields_of checks every length is canonical)
+  REQUIRE(top.size() == 1);
+  const auto scope_spans = one(top[0].bytes, 2);
+  const auto got = all(scope_spans.bytes, 2);
+  REQUIRE(got.size() == std::size(sizes));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const auto attrs = attributes_of(got[i].bytes, 9);
+    CHECK(attrs.at("blob").bytes == std::string(sizes[i], static_cast<char>('a' + i)));
+  }
+}

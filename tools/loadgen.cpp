@@ -73,8 +73,12 @@ Lines (one TracesData object per line, the OpenTelemetry Collector's otlpjsonfil
                       pipeline takes them, about 1 M/s into a file here, 330 MB per million spans)
   --output FILE       where the spans go (default otlpconc-spans.jsonl; replaced)
   --endpoint URL      send them to an OTLP/HTTP receiver instead, for example
-                      http://localhost:4318/v1/traces (JSON encoding; retries 429/502/503/504
-                      with backoff and Retry-After)
+                      http://localhost:4318/v1/traces (retries 429/502/503/504 with backoff and
+                      Retry-After)
+  --protocol P        with --endpoint: http/protobuf (default, the OTLP specification's) or
+                      http/json
+  --compression C     with --endpoint: none (default), gzip or zstd (when built with zlib /
+                      libzstd: OTLPCONC_WITH_ZLIB / OTLPCONC_WITH_ZSTD)
   --header K=V        an HTTP header for every request (repeatable; with --endpoint)
   --concurrent-requests N  exports in flight at once over HTTP (default 16)
   --export-timeout-ms N  one export's time limit, retries included (default 30000)
@@ -122,6 +126,8 @@ struct options {
   bool output_given = false;
   std::string endpoint;
   std::vector<std::pair<std::string, std::string>> headers;
+  std::string protocol;    // "" (the default), http/protobuf or http/json
+  std::string compression; // "" (none), none, gzip or zstd
   int concurrent_requests = 16;
   std::uint64_t export_timeout_ms = 30000;
   tel::overflow_policy policy = tel::overflow_policy::block;
@@ -174,7 +180,9 @@ options parse(int argc, char** argv) {
                                                       "--sample-ratio",
                                                       "--summary-json",
                                                       "--max-drop-percent",
-                                                      "--concurrent-requests"};
+                                                      "--concurrent-requests",
+                                                      "--protocol",
+                                                      "--compression"};
     if (std::find(std::begin(with_value), std::end(with_value), arg) == std::end(with_value))
       throw bad_option(std::string(arg) + ": unknown option (see --help)");
     if (i + 1 >= argc)
@@ -210,6 +218,14 @@ options parse(int argc, char** argv) {
       if (eq == 0 || eq == std::string_view::npos)
         throw bad_option("--header: expected NAME=VALUE, got '" + std::string(value) + "'");
       o.headers.emplace_back(std::string(value.substr(0, eq)), std::string(value.substr(eq + 1)));
+    } else if (arg == "--protocol") {
+      o.protocol = value;
+      if (o.protocol != "http/protobuf" && o.protocol != "http/json")
+        throw bad_option("--protocol: must be http/protobuf or http/json, not '" + o.protocol + "'");
+    } else if (arg == "--compression") {
+      o.compression = value;
+      if (o.compression != "none" && o.compression != "gzip" && o.compression != "zstd")
+        throw bad_option("--compression: must be none, gzip or zstd, not '" + o.compression + "'");
     } else if (arg == "--concurrent-requests") {
       o.concurrent_requests = parse_number<int>(arg, value);
       if (o.concurrent_requests < 1 || o.concurrent_requests > 1024)
@@ -247,6 +263,10 @@ options parse(int argc, char** argv) {
     throw bad_option("--output and --endpoint: choose one destination");
   if (o.endpoint.empty() && !o.headers.empty())
     throw bad_option("--header: only with --endpoint");
+  if (o.endpoint.empty() && !o.protocol.empty())
+    throw bad_option("--protocol: only with --endpoint (the file is OTLP JSON Lines)");
+  if (o.endpoint.empty() && !o.compression.empty())
+    throw bad_option("--compression: only with --endpoint");
 #if !LOADGEN_HAVE_HTTP
   if (!o.endpoint.empty())
     throw bad_option("--endpoint: this otlpconc-loadgen was built without libcurl (OTLPCONC_WITH_CURL)");
@@ -333,6 +353,16 @@ int run(const options& o, std::FILE* summary_file) {
     ho.headers = o.headers;
     ho.timeout = bsp.export_timeout;
     ho.max_concurrent_requests = o.concurrent_requests;
+    if (o.protocol == "http/json")
+      ho.protocol = tel::otlp_protocol::http_json;
+    ho.compression = o.compression == "gzip"   ? tel::otlp_compression::gzip
+                     : o.compression == "zstd" ? tel::otlp_compression::zstd
+                                               : tel::otlp_compression::none;
+    try {
+      ho.validate();
+    } catch (const std::invalid_argument& e) { // a codec this build lacks: an option error
+      throw bad_option(std::string("--compression ") + o.compression + ": " + e.what());
+    }
     http = std::make_shared<tel::otlp_http_exporter>(ho);
     exporter = http;
   }
@@ -556,9 +586,22 @@ int run(const options& o, std::FILE* summary_file) {
                 static_cast<unsigned long long>(w.requests), static_cast<unsigned long long>(w.retries),
                 static_cast<unsigned long long>(w.transport_errors), w.max_in_flight,
                 static_cast<double>(w.bytes_sent) / 1e6, w.last_status);
+    const auto protocol = http->options().protocol == tel::otlp_protocol::http_json ? "http/json" : "http/protobuf";
+    const char* codec = http->options().compression == tel::otlp_compression::gzip   ? "gzip"
+                        : http->options().compression == tel::otlp_compression::zstd ? "zstd"
+                                                                                     : "none";
+    std::printf("  encoding        %s, compression %s: %.1f MB encoded", protocol, codec,
+                static_cast<double>(w.bytes_encoded) / 1e6);
+    if (w.bytes_compressed != 0)
+      std::printf(", %.1f MB compressed (%.1fx)", static_cast<double>(w.bytes_compressed) / 1e6,
+                  static_cast<double>(w.bytes_encoded) / static_cast<double>(w.bytes_compressed));
+    std::printf("\n");
     wire_json = ",\"http_requests\":" + std::to_string(w.requests) + ",\"http_retries\":" + std::to_string(w.retries) +
                 ",\"http_transport_errors\":" + std::to_string(w.transport_errors) +
                 ",\"http_bytes_sent\":" + std::to_string(w.bytes_sent) +
+                ",\"http_bytes_encoded\":" + std::to_string(w.bytes_encoded) +
+                ",\"http_bytes_compressed\":" + std::to_string(w.bytes_compressed) + ",\"http_protocol\":\"" +
+                protocol + "\",\"http_compression\":\"" + codec + "\"" +
                 ",\"http_max_in_flight\":" + std::to_string(w.max_in_flight);
   }
 #endif

@@ -9,7 +9,8 @@ Usage: loadgen_cli.py LOADGEN WORK_DIR
   - Ctrl-C ends a run at once, with the summary;
   - the summary: target and achieved rate, drop percentage, sampled-out spans, both latency
     histograms (p50/p90/p99/p99.9/max), in text and JSON; a sampled run passes check_spans.py;
-  - exit statuses: 2 for a bad --summary-json path, before anything runs; 4 when every export
+  - exit statuses: 2 for a bad --summary-json path or a bad --protocol / --compression, before
+    anything runs; 4 when every export
     failed (nothing listening; then nothing counts as sent); 3 when more than --max-drop-percent
     was lost, 0 when the threshold allows it;
   - a progress line on standard error every 5 s when it is not a terminal.
@@ -124,6 +125,15 @@ def main(loadgen, work):
     p, took = run(loadgen, "--duration", "30", "--output", out, "--summary-json", "/nonexistent/dir/s.json")
     if p.returncode != 2 or took > 5 or "summary-json" not in p.stderr:
         fail(f"a bad --summary-json: exit {p.returncode} after {took:.1f} s: {p.stderr}")
+
+    # Bad --protocol and --compression values, and either without --endpoint: exit 2, named.
+    for args, named in ((["--endpoint", "http://127.0.0.1:9/v1/traces", "--protocol", "grpc"], "--protocol"),
+                        (["--endpoint", "http://127.0.0.1:9/v1/traces", "--compression", "br"], "--compression"),
+                        (["--protocol", "http/json"], "only with --endpoint"),
+                        (["--compression", "gzip"], "only with --endpoint")):
+        p, took = run(loadgen, "--duration", "30", *args)
+        if p.returncode != 2 or took > 5 or named not in p.stderr:
+            fail(f"{args}: exit {p.returncode} after {took:.1f} s: {p.stderr}")
 
     # Nothing listening: every export fails (exit 4), and nothing counts as sent.
     server, port, _ = start_server(work, "gone", [])

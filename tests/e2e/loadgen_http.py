@@ -3,8 +3,12 @@
 a 429 and Retry-After, then every count reconciled between the load generator's summary and what
 the receiver logged.
 
-Usage: loadgen_http.py LOADGEN WORK_DIR
-Checks: every span the threads recorded reached the receiver in a request it answered 2xx, exactly
+Usage: loadgen_http.py LOADGEN WORK_DIR [PROTOCOL COMPRESSION]
+  PROTOCOL: http/protobuf (default) or http/json; COMPRESSION: none (default), gzip or zstd. The
+  receiver decompresses every request and decodes protobuf with OpenTelemetry's generated model.
+Checks: every request has the protocol's Content-Type and the compression's Content-Encoding, and a
+protobuf body re-encodes byte for byte (canonical); the bytes the receiver got are the bytes the
+load generator reports sent; every span the threads recorded reached the receiver in a request it answered 2xx, exactly
 once; the receiver's request count is the exporter's; exported = delivered - rejected; failed =
 rejected; nothing dropped; accepted = exported + dropped + failed; the retries are the scripted
 ones, and the Retry-After waits were honoured (each such request came again a second later or more).
@@ -25,7 +29,7 @@ def fail(msg):
     sys.exit(f"loadgen_http: {msg}")
 
 
-def main(loadgen, work):
+def main(loadgen, work, protocol="http/protobuf", compression="none"):
     os.makedirs(work, exist_ok=True)
     port_file, log_file, summary_file = (os.path.join(work, n) for n in ("port", "requests.jsonl", "summary.json"))
     for f in (port_file, log_file, summary_file):
@@ -42,6 +46,7 @@ def main(loadgen, work):
         started = time.time()
         run = subprocess.run([loadgen, "--threads", "3", "--spans", "30000", "--batch-size", "512", "--quiet",
                               "--endpoint", f"http://127.0.0.1:{port}/v1/traces", "--header", "x-e2e=loadgen",
+                              "--protocol", protocol, "--compression", compression,
                               "--summary-json", summary_file], capture_output=True, text=True, timeout=600)
         took = time.time() - started
         print(run.stdout, end="")
@@ -64,6 +69,16 @@ def main(loadgen, work):
             fail(f"the receiver refused a request: {e['error']}")
         if e["headers"].get("x-e2e") != "loadgen":
             fail(f"a request without the --header: {e['headers']}")
+        want_type = "application/x-protobuf" if protocol == "http/protobuf" else "application/json"
+        if e["headers"].get("content-type") != want_type:
+            fail(f"Content-Type {e['headers'].get('content-type')}, expected {want_type}")
+        if e["headers"].get("content-encoding", "none") != compression:
+            fail(f"Content-Encoding {e['headers'].get('content-encoding')}, expected {compression}")
+        if protocol == "http/protobuf" and e.get("canonical") is not True:
+            fail("a protobuf request does not re-encode to the same bytes with OpenTelemetry's model")
+    received = sum(e["bytes"] for e in log)
+    if summary["http_bytes_sent"] != received:
+        fail(f"the receiver got {received} bytes, the load generator reports {summary['http_bytes_sent']} sent")
     delivered = {}
     for e in log:
         if 200 <= e["status"] < 300:
@@ -102,11 +117,18 @@ def main(loadgen, work):
             waited += e["scripted_retry_after"]
     if waited != 2 or took < 1.0:
         fail(f"{waited} Retry-After waits seen, the run took {took:.2f} s")
+    if summary["http_protocol"] != protocol or summary["http_compression"] != compression:
+        fail(f"the summary says {summary['http_protocol']} {summary['http_compression']}")
+    ratio = summary["http_bytes_encoded"] / max(summary["http_bytes_compressed"], 1)
+    if compression != "none" and ratio < 2:  # random 24-byte ids per span do not compress
+        fail(f"{compression} made the bodies only {ratio:.1f}x smaller")
+    print(f"loadgen_http: {protocol}, {compression}: {summary['http_bytes_encoded'] / len(delivered):.0f} bytes "
+          f"per span encoded, {summary['http_bytes_sent'] / len(delivered):.0f} sent")
     print(f"loadgen_http: {len(log)} requests, {len(delivered)} spans delivered once each, "
           f"{REJECTED} rejected and counted failed, {SCRIPTED_RETRIES} retries, counts reconciled")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 5):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

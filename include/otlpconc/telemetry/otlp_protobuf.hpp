@@ -18,10 +18,12 @@
 //   (std::bad_alloc): it restores it. Stateless: one encoder may be used by any number of threads.
 #pragma once
 
+#include "otlpconc/detail/config.hpp"
 #include "otlpconc/telemetry/detail/text.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
 #include "otlpconc/telemetry/span_data.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -36,16 +38,6 @@ namespace otlp_protobuf_detail {
 
 enum wire_type : std::uint32_t { varint = 0, fixed64 = 1, length_delimited = 2, fixed32 = 5 };
 
-inline void put_varint(std::string& out, std::uint64_t v) {
-  char buf[10];
-  std::size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out.append(buf, n);
-}
 constexpr std::size_t varint_size(std::uint64_t v) noexcept {
   std::size_t n = 1;
   while (v >= 0x80) {
@@ -54,134 +46,196 @@ constexpr std::size_t varint_size(std::uint64_t v) noexcept {
   }
   return n;
 }
-inline void put_tag(std::string& out, std::uint32_t field, wire_type type) {
-  put_varint(out, (std::uint64_t{field} << 3) | type);
-}
-inline void put_fixed(std::string& out, std::uint64_t v, std::size_t bytes) {
-  char buf[8];
-  for (std::size_t i = 0; i < bytes; ++i)
-    buf[i] = static_cast<char>((v >> (8 * i)) & 0xff); // little-endian
-  out.append(buf, bytes);
-}
-inline void put_bytes(std::string& out, std::uint32_t field, const void* data, std::size_t size) {
-  put_tag(out, field, length_delimited);
-  put_varint(out, size);
-  out.append(static_cast<const char*>(data), size);
-}
-inline void put_string(std::string& out, std::uint32_t field, std::string_view s) {
-  if (detail::is_valid_utf8(s)) {
-    put_bytes(out, field, s.data(), s.size());
-  } else {
-    const std::string valid = detail::to_valid_utf8(s);
-    put_bytes(out, field, valid.data(), valid.size());
-  }
-}
 
-// A nested message: begin() writes its tag and reserves `guess` bytes for its length; end()
-// writes the length in its shortest form, moving the body when the guess was wrong.
-struct message {
-  std::size_t length_at;
-  std::size_t guess;
-  static message begin(std::string& out, std::uint32_t field, std::size_t guess = 1) {
-    put_tag(out, field, length_delimited);
-    const std::size_t at = out.size();
-    out.append(guess, '\0');
-    return {at, guess};
+// Writes protobuf into a std::string through a raw pointer: the string is grown ahead (doubling)
+// and cut to what was written by finish(), so each field costs a bounds check and plain stores,
+// not a std::string append. Positions are offsets: growing may move the buffer.
+class writer {
+ public:
+  explicit writer(std::string& out) : out_(out), pos_(out.size()) { grow(512); }
+  writer(const writer&) = delete;
+  writer& operator=(const writer&) = delete;
+
+  // Cuts the string to what was written (call once, at the end).
+  void finish() { out_.resize(pos_); }
+
+  OTLPCONC_ALWAYS_INLINE void reserve(std::size_t n) {
+    if (out_.size() - pos_ < n)
+      grow(n);
   }
-  void end(std::string& out) const {
-    const std::size_t body = out.size() - length_at - guess;
+  // Most varints (tags, lengths, small numbers) are one byte: that path is inlined.
+  OTLPCONC_ALWAYS_INLINE void varint(std::uint64_t v) {
+    reserve(10);
+    if (v < 0x80) {
+      out_[pos_++] = static_cast<char>(v);
+      return;
+    }
+    long_varint(v);
+  }
+  OTLPCONC_ALWAYS_INLINE void tag(std::uint32_t field, wire_type type) { varint((std::uint64_t{field} << 3) | type); }
+  OTLPCONC_ALWAYS_INLINE void fixed(std::uint64_t v, std::size_t bytes) {
+    reserve(8);
+    char* p = out_.data() + pos_;
+    for (std::size_t i = 0; i < bytes; ++i)
+      p[i] = static_cast<char>((v >> (8 * i)) & 0xff); // little-endian
+    pos_ += bytes;
+  }
+  OTLPCONC_ALWAYS_INLINE void bytes(std::uint32_t field, const void* data, std::size_t size) {
+    tag(field, length_delimited);
+    varint(size);
+    reserve(size);
+    std::memcpy(out_.data() + pos_, data, size);
+    pos_ += size;
+  }
+  // Strings are made valid UTF-8 (proto3 requires it): each byte outside a well-formed sequence
+  // becomes U+FFFD, as the JSON encoder does.
+  void string(std::uint32_t field, std::string_view s) {
+    if (detail::is_valid_utf8(s)) {
+      bytes(field, s.data(), s.size());
+    } else {
+      const std::string valid = detail::to_valid_utf8(s);
+      bytes(field, valid.data(), valid.size());
+    }
+  }
+
+  // A nested message: begin() writes its tag and reserves `guess` bytes for its length; end()
+  // writes the length in its shortest form, moving the body when the guess was wrong.
+  OTLPCONC_ALWAYS_INLINE std::size_t begin(std::uint32_t field, std::size_t guess) {
+    tag(field, length_delimited);
+    reserve(guess);
+    const std::size_t at = pos_;
+    pos_ += guess;
+    return at;
+  }
+  OTLPCONC_ALWAYS_INLINE void end(std::size_t at, std::size_t guess) {
+    const std::size_t body = pos_ - at - guess;
     const std::size_t need = varint_size(body);
+    if (guess == 1 && need == 1) { // most nested messages: an attribute, its value
+      out_[at] = static_cast<char>(body);
+      return;
+    }
     if (need != guess) {
       if (need > guess)
-        out.insert(length_at + guess, need - guess, '\0');
-      else
-        out.erase(length_at + need, guess - need);
+        reserve(need - guess);
+      char* const b = out_.data() + at;
+      std::memmove(b + need, b + guess, body);
+      pos_ = pos_ + need - guess;
     }
+    char* p = out_.data() + at;
     std::uint64_t v = body;
     for (std::size_t i = 0; i < need; ++i, v >>= 7)
-      out[length_at + i] = static_cast<char>((v & 0x7f) | (i + 1 < need ? 0x80 : 0));
+      p[i] = static_cast<char>((v & 0x7f) | (i + 1 < need ? 0x80 : 0));
   }
+
+ private:
+  OTLPCONC_NOINLINE void grow(std::size_t n) { out_.resize(std::max(out_.size() * 2, pos_ + n + 64)); }
+  OTLPCONC_NOINLINE void long_varint(std::uint64_t v) {
+    char* p = out_.data() + pos_;
+    char* const first = p;
+    while (v >= 0x80) {
+      *p++ = static_cast<char>((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    *p++ = static_cast<char>(v);
+    pos_ += static_cast<std::size_t>(p - first);
+  }
+
+  std::string& out_;
+  std::size_t pos_;
 };
 
 // common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4 (oneof: always
 // written, also at the default value).
-inline void put_any_value(std::string& out, std::uint32_t field, const attribute_value& v) {
-  const message m = message::begin(out, field);
+inline void put_any_value(writer& w, std::uint32_t field, const attribute_value& v) {
+  const std::size_t m = w.begin(field, 1);
   switch (v.type()) {
   case attribute_type::string_value:
-    put_string(out, 1, v.string_value());
+    w.string(1, v.string_value());
     break;
   case attribute_type::bool_value:
-    put_tag(out, 2, varint);
-    put_varint(out, v.bool_value() ? 1 : 0);
+    w.tag(2, varint);
+    w.varint(v.bool_value() ? 1 : 0);
     break;
   case attribute_type::int_value:
-    put_tag(out, 3, varint);
-    put_varint(out, static_cast<std::uint64_t>(v.int_value())); // two's complement, 10 bytes if negative
+    w.tag(3, varint);
+    w.varint(static_cast<std::uint64_t>(v.int_value())); // two's complement, 10 bytes if negative
     break;
   case attribute_type::double_value: {
-    put_tag(out, 4, fixed64);
+    w.tag(4, fixed64);
     std::uint64_t bits;
     const double d = v.double_value();
     std::memcpy(&bits, &d, sizeof bits);
-    put_fixed(out, bits, 8);
+    w.fixed(bits, 8);
     break;
   }
   }
-  m.end(out);
+  w.end(m, 1);
 }
 
 // common.v1.KeyValue: key 1, value 2.
-inline void put_key_value(std::string& out, std::uint32_t field, const attribute& a) {
-  const message m = message::begin(out, field);
-  put_string(out, 1, a.key);
-  put_any_value(out, 2, a.value);
-  m.end(out);
+inline void put_key_value(writer& w, std::uint32_t field, const attribute& a) {
+  const std::size_t m = w.begin(field, 1);
+  w.string(1, a.key);
+  put_any_value(w, 2, a.value);
+  w.end(m, 1);
 }
 
-inline void put_uint(std::string& out, std::uint32_t field, std::uint64_t v) {
+inline void put_uint(writer& w, std::uint32_t field, std::uint64_t v) {
   if (v != 0) {
-    put_tag(out, field, varint);
-    put_varint(out, v);
+    w.tag(field, varint);
+    w.varint(v);
   }
+}
+
+// One trace.v1.Span message as field `field` of its parent.
+inline void put_span(writer& w, const span_data& s, std::uint32_t field) {
+  const std::size_t m = w.begin(field, 2);
+  w.bytes(1, s.trace_id().bytes.data(), s.trace_id().bytes.size());
+  w.bytes(2, s.span_id().bytes.data(), s.span_id().bytes.size());
+  if (!s.trace_state().empty())
+    w.string(3, s.trace_state());
+  if (s.parent_span_id().valid())
+    w.bytes(4, s.parent_span_id().bytes.data(), s.parent_span_id().bytes.size());
+  if (!s.name().empty())
+    w.string(5, s.name());
+  put_uint(w, 6, static_cast<std::uint64_t>(s.kind()));
+  if (s.start_time_unix_nano() != 0) {
+    w.tag(7, fixed64);
+    w.fixed(s.start_time_unix_nano(), 8);
+  }
+  if (s.end_time_unix_nano() != 0) {
+    w.tag(8, fixed64);
+    w.fixed(s.end_time_unix_nano(), 8);
+  }
+  for (std::uint32_t i = 0; i < s.attribute_count(); ++i)
+    put_key_value(w, 9, s.attribute_at(i));
+  put_uint(w, 10, s.dropped_attributes_count());
+  if (s.status_code() != status_code::unset) {
+    const std::size_t st = w.begin(15, 1);
+    if (!s.status_message().empty())
+      w.string(2, s.status_message());
+    put_uint(w, 3, static_cast<std::uint64_t>(s.status_code()));
+    w.end(st, 1);
+  }
+  w.tag(16, fixed32); // Span.flags (fixed32)
+  w.fixed(otlp_span_flags(s), 4);
+  w.end(m, 2);
 }
 
 } // namespace otlp_protobuf_detail
 
 // Appends one trace.v1.Span message as field `field` of its parent.
+// Like encode, it leaves `out` as it was when it throws.
 inline void append_span_protobuf(std::string& out, const span_data& s, std::uint32_t field = 2) {
-  using namespace otlp_protobuf_detail;
-  const message m = message::begin(out, field, 2);
-  put_bytes(out, 1, s.trace_id().bytes.data(), s.trace_id().bytes.size());
-  put_bytes(out, 2, s.span_id().bytes.data(), s.span_id().bytes.size());
-  if (!s.trace_state().empty())
-    put_string(out, 3, s.trace_state());
-  if (s.parent_span_id().valid())
-    put_bytes(out, 4, s.parent_span_id().bytes.data(), s.parent_span_id().bytes.size());
-  if (!s.name().empty())
-    put_string(out, 5, s.name());
-  put_uint(out, 6, static_cast<std::uint64_t>(s.kind()));
-  if (s.start_time_unix_nano() != 0) {
-    put_tag(out, 7, fixed64);
-    put_fixed(out, s.start_time_unix_nano(), 8);
+  const std::size_t original = out.size();
+  try {
+    otlp_protobuf_detail::writer w(out);
+    otlp_protobuf_detail::put_span(w, s, field);
+    w.finish();
+  } catch (...) {
+    out.resize(original);
+    throw;
   }
-  if (s.end_time_unix_nano() != 0) {
-    put_tag(out, 8, fixed64);
-    put_fixed(out, s.end_time_unix_nano(), 8);
-  }
-  for (std::uint32_t i = 0; i < s.attribute_count(); ++i)
-    put_key_value(out, 9, s.attribute_at(i));
-  put_uint(out, 10, s.dropped_attributes_count());
-  if (s.status_code() != status_code::unset) {
-    const message st = message::begin(out, 15);
-    if (!s.status_message().empty())
-      put_string(out, 2, s.status_message());
-    put_uint(out, 3, static_cast<std::uint64_t>(s.status_code()));
-    st.end(out);
-  }
-  put_tag(out, 16, fixed32); // Span.flags (fixed32)
-  put_fixed(out, otlp_span_flags(s), 4);
-  m.end(out);
 }
 
 class otlp_protobuf_encoder {
@@ -200,32 +254,36 @@ class otlp_protobuf_encoder {
  private:
   static void encode_unguarded(const span_batch_view& batch, std::string& out) {
     using namespace otlp_protobuf_detail;
+    writer w(out);
+    // About 200 bytes a span: one growth for a typical batch instead of a doubling series.
+    w.reserve(256 + 200 * batch.spans.size());
     // ExportTraceServiceRequest.resource_spans (1) -> ResourceSpans
-    const message rs = message::begin(out, 1, 3);
+    const std::size_t rs = w.begin(1, 3);
     {
       // ResourceSpans.resource (1) -> Resource.attributes (1)
-      const message r = message::begin(out, 1);
+      const std::size_t r = w.begin(1, 1);
       for (const key_value& kv : batch.resource.attributes)
-        put_key_value(out, 1, kv.view());
-      r.end(out);
+        put_key_value(w, 1, kv.view());
+      w.end(r, 1);
     }
     // ResourceSpans.scope_spans (2) -> ScopeSpans
-    const message ss = message::begin(out, 2, 3);
+    const std::size_t ss = w.begin(2, 3);
     {
       // ScopeSpans.scope (1) -> InstrumentationScope: name 1, version 2, attributes 3
-      const message sc = message::begin(out, 1);
+      const std::size_t sc = w.begin(1, 1);
       if (!batch.scope.name.empty())
-        put_string(out, 1, batch.scope.name);
+        w.string(1, batch.scope.name);
       if (!batch.scope.version.empty())
-        put_string(out, 2, batch.scope.version);
+        w.string(2, batch.scope.version);
       for (const key_value& kv : batch.scope.attributes)
-        put_key_value(out, 3, kv.view());
-      sc.end(out);
+        put_key_value(w, 3, kv.view());
+      w.end(sc, 1);
     }
     for (const span_data* s : batch.spans) // ScopeSpans.spans (2)
-      append_span_protobuf(out, *s, 2);
-    ss.end(out);
-    rs.end(out);
+      put_span(w, *s, 2);
+    w.end(ss, 3);
+    w.end(rs, 3);
+    w.finish();
   }
 };
 

@@ -80,7 +80,7 @@ void bm_encode(benchmark::State& state, encoding e, std::optional<tel::detail::b
     benchmark::DoNotOptimize(body.data());
     benchmark::DoNotOptimize(compressed.data());
   }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(n));
   state.counters["bytes_per_span"] =
       static_cast<double>(compressor ? compressed.size() : body.size()) / static_cast<double>(n);
 }

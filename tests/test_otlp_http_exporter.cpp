@@ -776,10 +776,20 @@ TEST_CASE("otlp_http_exporter sends every protocol and compression, decoded by O
       o.compression = compression;
       otlp_http_exporter exporter(o);
       test_batch batch(200);
+      const span_limits limits;
       for (std::size_t i = 0; i < batch.spans.size(); ++i) { // text that compresses, and some that must be fixed
-        batch.spans[i].set_attribute("http.route", "/api/v1/orders/{id}", 128);
-        batch.spans[i].set_attribute("i", static_cast<std::int64_t>(i), 128);
-        batch.spans[i].set_attribute("bad", std::string("caf\xc3", 4), 128); // not UTF-8: becomes U+FFFD
+        span_data& s = batch.spans[i];
+        const auto seq = static_cast<std::int64_t>(i);
+        s.set_attribute("http.route", "/api/v1/orders/{id}", 128);
+        s.set_attribute("bad", std::string("caf\xc3", 4), 128); // not UTF-8: becomes U+FFFD
+        // As otlpconc-loadgen --span-shape rich: an event, a link to the previous span, an int array.
+        s.set_attribute("loadgen.thread", 0, 128);
+        s.set_attribute("loadgen.seq", seq, 128);
+        s.set_attribute("loadgen.key", std::vector<std::int64_t>{0, seq}, 128);
+        const attribute event_attributes[] = {{"loadgen.seq", seq}};
+        s.add_event("loadgen.event", 1500, event_attributes, limits);
+        if (i != 0)
+          s.add_link({s.trace_id(), batch.spans[i - 1].span_id(), 1, true, {}}, {}, limits);
       }
       const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
       INFO(r.error);
@@ -791,6 +801,13 @@ TEST_CASE("otlp_http_exporter sends every protocol and compression, decoded by O
       CHECK(has(log[0], "\"spans\": 200"));
       for (const auto& id : batch.ids)
         CHECK(has(log[0], "\"" + id + "\""));
+      // Every span's event, link (with the remote flag) and array, as the receiver decoded them.
+      for (std::size_t i = 0; i < batch.ids.size(); ++i) {
+        const std::string n = std::to_string(i);
+        const std::string link = i == 0 ? "[]" : "[[\"" + batch.ids[i - 1] + "\", 769]]";
+        CHECK(has(log[0], "[0, " + n + ", \"" + batch.ids[i] + "\", [[\"loadgen.event\", " + n + "]], " + link +
+                              ", [0, " + n + "]]"));
+      }
       if (protocol == otlp_protocol::http_protobuf) // what a generated encoder writes, byte for byte
         CHECK(has(log[0], "\"canonical\": true"));
       const auto w = exporter.stats();

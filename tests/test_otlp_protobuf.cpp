@@ -289,3 +289,60 @@ TEST_CASE("otlp protobuf: lengths longer than the writer guessed are moved into 
     CHECK(attrs.at("blob").bytes == std::string(sizes[i], static_cast<char>('a' + i)));
   }
 }
+
+TEST_CASE("otlp protobuf: arrays, bytes, events, links and their dropped counts", "[telemetry]") {
+  span_data s;
+  s.set_ids(trace_id::from_hex(std::string("4bf92f3577b34da6a3ce929d0e0e4736")).value(),
+            span_id::from_hex(std::string("00f067aa0ba902b7")).value(), span_id{}, 1, false);
+  s.set_name("op");
+  const std::vector<std::int64_t> ints{1, -1};
+  const std::uint8_t raw[] = {0, 0xff};
+  s.set_attribute("ints", ints, 128);
+  s.set_attribute("raw", attribute_value::bytes(raw), 128);
+  s.set_attribute("none", std::vector<std::string>{}, 128);
+  const span_limits limits{.event_count = 1, .link_count = 1, .event_attribute_count = 0};
+  const attribute a[] = {{"k", "v"}};
+  s.add_event("ev", 77, a, limits); // its attribute is dropped (limit 0)
+  s.add_event("over", 78, a, limits);
+  const span_context linked{trace_id::from_hex(std::string("0af7651916cd43dd8448eb211c80319c")).value(),
+                            span_id::from_hex(std::string("b7ad6b7169203331")).value(), 1, true, "x=y"};
+  s.add_link(linked, a, limits);
+  s.add_link(linked, a, limits);
+  std::string out;
+  append_span_protobuf(out, s, 2);
+  const auto span = one(out, 2).bytes;
+
+  const auto attrs = all(span, 9);
+  REQUIRE(attrs.size() == 3);
+  const auto ints_any = one(one(attrs[0].bytes, 2).bytes, 5).bytes; // AnyValue.array_value
+  const auto values = all(ints_any, 1);
+  REQUIRE(values.size() == 2);
+  CHECK(one(values[0].bytes, 3).value == 1);
+  CHECK(one(values[1].bytes, 3).value == ~std::uint64_t{0}); // -1, two's complement
+  CHECK(one(one(attrs[1].bytes, 2).bytes, 7).bytes == std::string_view("\0\xff", 2));
+  CHECK(one(one(attrs[2].bytes, 2).bytes, 5).bytes.empty()); // an empty ArrayValue, still present
+
+  const auto events = all(span, 11);
+  REQUIRE(events.size() == 1);
+  CHECK(one(events[0].bytes, 1).value == 77);
+  CHECK(one(events[0].bytes, 2).bytes == "ev");
+  CHECK(all(events[0].bytes, 3).empty());
+  CHECK(one(events[0].bytes, 4).value == 1);
+  CHECK(one(span, 12).value == 1);
+
+  const auto links = all(span, 13);
+  REQUIRE(links.size() == 1);
+  CHECK(hex(one(links[0].bytes, 1).bytes) == "0af7651916cd43dd8448eb211c80319c");
+  CHECK(hex(one(links[0].bytes, 2).bytes) == "b7ad6b7169203331");
+  CHECK(one(links[0].bytes, 3).bytes == "x=y");
+  CHECK(all(links[0].bytes, 4).size() == 1);
+  CHECK(all(links[0].bytes, 5).empty()); // nothing dropped: the default is left out
+  CHECK(one(links[0].bytes, 6).value == 0x301);
+  CHECK(one(span, 14).value == 1);
+  // Field order: attributes (9), events (11), dropped events (12), links (13), dropped links (14), flags (16).
+  std::vector<std::uint32_t> order;
+  for (const auto& f : fields_of(span))
+    if (order.empty() || order.back() != f.number)
+      order.push_back(f.number);
+  CHECK(order == std::vector<std::uint32_t>{1, 2, 5, 6, 9, 11, 12, 13, 14, 16});
+}

@@ -80,6 +80,9 @@ Lines (one TracesData object per line, the OpenTelemetry Collector's otlpjsonfil
   --compression C     with --endpoint: none (default), gzip or zstd (when built with zlib /
                       libzstd: OTLPCONC_WITH_ZLIB / OTLPCONC_WITH_ZSTD)
   --header K=V        an HTTP header for every request (repeatable; with --endpoint)
+  --span-shape S      plain (default): a name and 2 attributes; rich: also an int array
+                      attribute loadgen.key = [thread, seq], an event "loadgen.event" carrying
+                      loadgen.seq, and a link to the thread's previous span
   --concurrent-requests N  exports in flight at once over HTTP (default 16)
   --export-timeout-ms N  one export's time limit, retries included (default 30000)
   --policy P          queue-full policy: drop (OpenTelemetry's) or block (default block)
@@ -128,6 +131,7 @@ struct options {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string protocol;    // "" (the default), http/protobuf or http/json
   std::string compression; // "" (none), none, gzip or zstd
+  bool rich = false;       // --span-shape rich
   int concurrent_requests = 16;
   std::uint64_t export_timeout_ms = 30000;
   tel::overflow_policy policy = tel::overflow_policy::block;
@@ -182,7 +186,8 @@ options parse(int argc, char** argv) {
                                                       "--max-drop-percent",
                                                       "--concurrent-requests",
                                                       "--protocol",
-                                                      "--compression"};
+                                                      "--compression",
+                                                      "--span-shape"};
     if (std::find(std::begin(with_value), std::end(with_value), arg) == std::end(with_value))
       throw bad_option(std::string(arg) + ": unknown option (see --help)");
     if (i + 1 >= argc)
@@ -226,6 +231,10 @@ options parse(int argc, char** argv) {
       o.compression = value;
       if (o.compression != "none" && o.compression != "gzip" && o.compression != "zstd")
         throw bad_option("--compression: must be none, gzip or zstd, not '" + o.compression + "'");
+    } else if (arg == "--span-shape") {
+      if (value != "plain" && value != "rich")
+        throw bad_option("--span-shape: must be plain or rich, not '" + std::string(value) + "'");
+      o.rich = value == "rich";
     } else if (arg == "--concurrent-requests") {
       o.concurrent_requests = parse_number<int>(arg, value);
       if (o.concurrent_requests < 1 || o.concurrent_requests > 1024)
@@ -397,6 +406,7 @@ int run(const options& o, std::FILE* summary_file) {
     (void)::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     thread_result& r = results[t];
     std::uint64_t seq = 0;
+    tel::span_context previous; // --span-shape rich: the link to the thread's previous span
     constexpr std::uint64_t claim = 256;
     std::uint64_t budget = 0; // spans this thread may still record (--spans)
     auto next = start + interval * t / o.threads;
@@ -456,6 +466,14 @@ int run(const options& o, std::FILE* summary_file) {
       {
         auto span = tracer.start_span("loadgen.work", {{"loadgen.thread", t}, {"loadgen.seq", seq}});
         r.sampled_out += span.context().sampled() ? 0 : 1;
+        if (o.rich) {
+          const std::int64_t key[] = {t, static_cast<std::int64_t>(seq)};
+          span.set_attribute("loadgen.key", key);
+          span.add_event("loadgen.event", {{"loadgen.seq", seq}});
+          if (previous.valid())
+            span.add_link(previous);
+          previous = span.context();
+        }
       }
       if (timed) {
         const auto t1 = steady::now();

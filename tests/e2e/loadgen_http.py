@@ -3,9 +3,12 @@
 a 429 and Retry-After, then every count reconciled between the load generator's summary and what
 the receiver logged.
 
-Usage: loadgen_http.py LOADGEN WORK_DIR [PROTOCOL COMPRESSION]
-  PROTOCOL: http/protobuf (default) or http/json; COMPRESSION: none (default), gzip or zstd. The
-  receiver decompresses every request and decodes protobuf with OpenTelemetry's generated model.
+Usage: loadgen_http.py LOADGEN WORK_DIR [PROTOCOL COMPRESSION [SHAPE]]
+  PROTOCOL: http/protobuf (default) or http/json; COMPRESSION: none (default), gzip or zstd; SHAPE:
+  plain (default) or rich (--span-shape rich). The receiver decompresses every request and decodes
+  protobuf with OpenTelemetry's generated model. With rich, every delivered span must carry its
+  loadgen.key array [thread, seq], one event loadgen.event with its seq, and (after the thread's
+  first span) a link to the span id the receiver got for (thread, seq - 1).
 Checks: every request has the protocol's Content-Type and the compression's Content-Encoding, and a
 protobuf body re-encodes byte for byte (canonical); the bytes the receiver got are the bytes the
 load generator reports sent; every span the threads recorded reached the receiver in a request it answered 2xx, exactly
@@ -29,7 +32,7 @@ def fail(msg):
     sys.exit(f"loadgen_http: {msg}")
 
 
-def main(loadgen, work, protocol="http/protobuf", compression="none"):
+def main(loadgen, work, protocol="http/protobuf", compression="none", shape="plain"):
     os.makedirs(work, exist_ok=True)
     port_file, log_file, summary_file = (os.path.join(work, n) for n in ("port", "requests.jsonl", "summary.json"))
     for f in (port_file, log_file, summary_file):
@@ -46,7 +49,7 @@ def main(loadgen, work, protocol="http/protobuf", compression="none"):
         started = time.time()
         run = subprocess.run([loadgen, "--threads", "3", "--spans", "30000", "--batch-size", "512", "--quiet",
                               "--endpoint", f"http://127.0.0.1:{port}/v1/traces", "--header", "x-e2e=loadgen",
-                              "--protocol", protocol, "--compression", compression,
+                              "--protocol", protocol, "--compression", compression, "--span-shape", shape,
                               "--summary-json", summary_file], capture_output=True, text=True, timeout=600)
         took = time.time() - started
         print(run.stdout, end="")
@@ -117,6 +120,22 @@ def main(loadgen, work, protocol="http/protobuf", compression="none"):
             waited += e["scripted_retry_after"]
     if waited != 2 or took < 1.0:
         fail(f"{waited} Retry-After waits seen, the run took {took:.2f} s")
+    if shape == "rich":
+        ids, rich = {}, {}
+        for e in log:
+            if 200 <= e["status"] < 300:
+                for t, seq, span_id, events, links, array in e.get("rich", []):
+                    ids[(t, seq)] = span_id
+                    rich[(t, seq)] = (events, links, array)
+        if len(rich) != len(delivered):
+            fail(f"{len(delivered) - len(rich)} delivered spans lack their event, link or array")
+        for (t, seq), (events, links, array) in rich.items():
+            if array != [t, seq] or events != [["loadgen.event", seq]]:
+                fail(f"thread {t} seq {seq}: array {array}, events {events}")
+            want = [] if seq == 0 else [ids.get((t, seq - 1))]
+            if [l[0] for l in links] != want or any(l[1] & 0x300 != 0x100 for l in links):
+                fail(f"thread {t} seq {seq}: links {links}, expected a local link to {want}")
+        print(f"loadgen_http: every span carried its array, event and link to its predecessor")
     if summary["http_protocol"] != protocol or summary["http_compression"] != compression:
         fail(f"the summary says {summary['http_protocol']} {summary['http_compression']}")
     ratio = summary["http_bytes_encoded"] / max(summary["http_bytes_compressed"], 1)
@@ -129,6 +148,6 @@ def main(loadgen, work, protocol="http/protobuf", compression="none"):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 5):
+    if len(sys.argv) not in (3, 5, 6):
         sys.exit(__doc__)
     main(*sys.argv[1:])

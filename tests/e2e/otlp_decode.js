@@ -9,10 +9,11 @@
 //                                             integers as decimal strings, enums as numbers, bytes
 //                                             as base64); canonical: re-encoding the decoded
 //                                             message gives the same bytes
-// The model's .proto files predate Span.flags (field 16, fixed32, opentelemetry-proto 1.1): the
-// model would drop it as an unknown field. So each span's field 16 is taken out of the bytes here
-// (and nothing else: any other unknown field makes the request non-canonical), added to the
-// decoded span as "flags", and the rest must re-encode to exactly the bytes without it.
+// The model's .proto files predate Span.flags (field 16) and Span.Link.flags (field 6 of a link),
+// both fixed32 (opentelemetry-proto 1.1): the model would drop them as unknown fields. So they are
+// taken out of the bytes here (and nothing else: any other unknown field makes the request
+// non-canonical), added to the decoded span and links as "flags", and the rest must re-encode to
+// exactly the bytes without them.
 //   {"error": "..."}                          the bytes are not an ExportTraceServiceRequest
 // Usage: node otlp_decode.js   (run from anywhere: the model is found beside this file, in
 //        tests/e2e/node/node_modules, installed by scripts/deps.sh test)
@@ -103,25 +104,38 @@ function rebuild(buf, path, leaf) {
     number === path[0] && wire === 2 ? lengthDelimited(number, rebuild(payload, path.slice(1), leaf))
                                      : buf.subarray(start, end)));
 }
-function stripSpanFlags(frame) {
-  const flags = [];
-  const stripped = rebuild(frame, [1, 2, 2], (span) => {
-    let f = null;
-    const kept = fields(span).filter(([number, wire, , , payload]) => {
-      if (number !== 16 || wire !== 5)
-        return true;
-      f = payload.readUInt32LE(0);
-      return false;
-    });
-    flags.push(f);
-    return Buffer.concat(kept.map(([, , start, end]) => span.subarray(start, end)));
+// Takes the fixed32 field `number` out of a message: [the message without it, its value or null].
+function takeFixed32(message, number) {
+  let value = null;
+  const kept = fields(message).filter(([n, wire, , , payload]) => {
+    if (n !== number || wire !== 5)
+      return true;
+    value = payload.readUInt32LE(0);
+    return false;
   });
-  return {stripped, flags};
+  return [Buffer.concat(kept.map(([, , start, end]) => message.subarray(start, end))), value];
+}
+function stripSpanFlags(frame) {
+  const flags = [], linkFlags = [];
+  const stripped = rebuild(frame, [1, 2, 2], (span) => {
+    const [rest, f] = takeFixed32(span, 16);
+    flags.push(f);
+    const mine = [];
+    linkFlags.push(mine);
+    return Buffer.concat(fields(rest).map(([number, wire, start, end, payload]) => {
+      if (number !== 13 || wire !== 2)
+        return rest.subarray(start, end);
+      const [link, lf] = takeFixed32(payload, 6);
+      mine.push(lf);
+      return lengthDelimited(13, link);
+    }));
+  });
+  return {stripped, flags, linkFlags};
 }
 
 function decode(frame) {
   try {
-    const {stripped, flags} = stripSpanFlags(frame);
+    const {stripped, flags, linkFlags} = stripSpanFlags(frame);
     frame = stripped;
     const message = Request.decode(frame);
     const err = Request.verify(message);
@@ -133,8 +147,15 @@ function decode(frame) {
     for (const rs of doc.resourceSpans || [])
       for (const ss of rs.scopeSpans || [])
         for (const span of ss.spans || [])
-          if (flags[k++] !== null)
-            span.flags = flags[k - 1];
+        {
+          if (flags[k] !== null)
+            span.flags = flags[k];
+          (span.links || []).forEach((link, j) => {
+            if (linkFlags[k][j] !== null)
+              link.flags = linkFlags[k][j];
+          });
+          ++k;
+        }
     return {doc, canonical: again.equals(frame) && k === flags.length};
   } catch (e) {
     return {error: `not an ExportTraceServiceRequest: ${e.message}`};

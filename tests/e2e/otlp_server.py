@@ -149,7 +149,11 @@ def count_protobuf_spans(body):
 
 
 def parse_spans(doc):
-    ids, keys = [], []
+    """Span ids, [thread, seq] of the spans that have loadgen.thread and loadgen.seq, and for those
+    with events or links ("rich": otlpconc-loadgen --span-shape rich, the exporter's tests)
+    [thread, seq, span id, [event name, its loadgen.seq or None] per event, [linked span id, flags]
+    per link, the loadgen.key int array or None]."""
+    ids, keys, rich = [], [], []
     for rs in doc.get("resourceSpans", []):
         for ss in rs.get("scopeSpans", []):
             for s in ss.get("spans", []):
@@ -158,8 +162,19 @@ def parse_spans(doc):
                 ids.append(s["spanId"])
                 a = {x["key"]: x["value"] for x in s.get("attributes", [])}
                 if "loadgen.thread" in a and "loadgen.seq" in a:
-                    keys.append([int(a["loadgen.thread"]["intValue"]), int(a["loadgen.seq"]["intValue"])])
-    return ids, keys
+                    key = [int(a["loadgen.thread"]["intValue"]), int(a["loadgen.seq"]["intValue"])]
+                    keys.append(key)
+                    if s.get("events") or s.get("links") or "loadgen.key" in a:
+                        events = []
+                        for e in s.get("events", []):
+                            ea = {x["key"]: x["value"] for x in e.get("attributes", [])}
+                            events.append([e["name"], int(ea["loadgen.seq"]["intValue"]) if "loadgen.seq" in ea else None])
+                        links = [[l["spanId"], l.get("flags")] for l in s.get("links", [])]
+                        array = None
+                        if "loadgen.key" in a:
+                            array = [int(v["intValue"]) for v in a["loadgen.key"]["arrayValue"].get("values", [])]
+                        rich.append(key + [s["spanId"], events, links, array])
+    return ids, keys, rich
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -200,7 +215,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 doc = json.loads(body)
             else:
                 raise ValueError(f"wrong Content-Type {self.headers.get('Content-Type')}")
-            entry["ids"], entry["keys"] = parse_spans(doc)
+            entry["ids"], entry["keys"], rich = parse_spans(doc)
+            if rich:
+                entry["rich"] = rich
             entry["spans"] = len(entry["ids"])
         except Exception as e:  # recorded, answered 400
             entry["error"] = str(e)

@@ -92,6 +92,10 @@ struct span_record {
   std::string status_message;
   std::vector<key_value> attributes;
   std::uint32_t dropped_attributes_count = 0;
+  std::vector<span_event> events;
+  std::uint32_t dropped_events_count = 0;
+  std::vector<span_link> links;
+  std::uint32_t dropped_links_count = 0;
 
   static span_record from(const span_data& d) {
     span_record r;
@@ -113,6 +117,12 @@ struct span_record {
       r.attributes.emplace_back(std::string(a.key), a.value);
     }
     r.dropped_attributes_count = d.dropped_attributes_count();
+    for (std::uint32_t i = 0; i < d.event_count(); ++i)
+      r.events.push_back(d.event_at(i));
+    r.dropped_events_count = d.dropped_events_count();
+    for (std::uint32_t i = 0; i < d.link_count(); ++i)
+      r.links.push_back(d.link_at(i));
+    r.dropped_links_count = d.dropped_links_count();
     return r;
   }
   // The value of an attribute, or nullptr.

@@ -105,6 +105,23 @@ inline void append_u64_string(std::string& out, std::uint64_t v) {
   out.push_back('"');
 }
 
+// Standard base64 with padding (RFC 4648), as proto3 JSON writes bytes.
+inline void append_base64(std::string& out, std::string_view b) {
+  static constexpr char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  std::size_t n = b.size();
+  for (; n >= 3; n -= 3, p += 3) {
+    const std::uint32_t v = std::uint32_t{p[0]} << 16 | std::uint32_t{p[1]} << 8 | p[2];
+    const char quad[] = {digits[v >> 18], digits[(v >> 12) & 63], digits[(v >> 6) & 63], digits[v & 63]};
+    out.append(quad, 4);
+  }
+  if (n != 0) {
+    const std::uint32_t v = std::uint32_t{p[0]} << 16 | (n == 2 ? std::uint32_t{p[1]} << 8 : 0);
+    const char quad[] = {digits[v >> 18], digits[(v >> 12) & 63], n == 2 ? digits[(v >> 6) & 63] : '=', '='};
+    out.append(quad, 4);
+  }
+}
+
 inline void append_value(std::string& out, attribute_value v) {
   switch (v.type()) {
   case attribute_type::string_value:
@@ -138,6 +155,24 @@ inline void append_value(std::string& out, attribute_value v) {
     }
     break;
   }
+  case attribute_type::bytes_value:
+    out += "{\"bytesValue\":\"";
+    append_base64(out, v.bytes_value());
+    out.push_back('"');
+    break;
+  default: // arrays
+    out += "{\"arrayValue\":{";
+    if (v.array_size() != 0) {
+      out += "\"values\":[";
+      for (std::uint32_t i = 0; i < v.array_size(); ++i) {
+        if (i != 0)
+          out.push_back(',');
+        append_value(out, v.element(i));
+      }
+      out.push_back(']');
+    }
+    out.push_back('}');
+    break;
   }
   out.push_back('}');
 }
@@ -148,6 +183,14 @@ inline void append_attribute(std::string& out, const attribute& a) {
   out += ",\"value\":";
   append_value(out, a.value);
   out.push_back('}');
+}
+
+inline void append_uint_field(std::string& out, const char* key, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out += key;
+  out.append(buf, end);
 }
 
 inline void append_key_values(std::string& out, const std::vector<key_value>& kvs) {
@@ -214,6 +257,51 @@ inline void append_span_json(std::string& out, const span_data& s) {
     out += ",\"droppedAttributesCount\":";
     out.append(buf, dend);
   }
+  if (s.event_count() != 0) [[unlikely]] {
+    out += ",\"events\":[";
+    for (std::uint32_t i = 0; i < s.event_count(); ++i) {
+      const span_event& e = s.event_at(i);
+      out += i != 0 ? ",{\"timeUnixNano\":" : "{\"timeUnixNano\":";
+      append_u64_string(out, e.time_unix_nano);
+      out += ",\"name\":";
+      append_json_string(out, e.name);
+      if (!e.attributes.empty()) {
+        out.push_back(',');
+        append_key_values(out, e.attributes);
+      }
+      if (e.dropped_attributes_count != 0)
+        append_uint_field(out, ",\"droppedAttributesCount\":", e.dropped_attributes_count);
+      out.push_back('}');
+    }
+    out.push_back(']');
+  }
+  if (s.dropped_events_count() != 0)
+    append_uint_field(out, ",\"droppedEventsCount\":", s.dropped_events_count());
+  if (s.link_count() != 0) [[unlikely]] {
+    out += ",\"links\":[";
+    for (std::uint32_t i = 0; i < s.link_count(); ++i) {
+      const span_link& l = s.link_at(i);
+      if (i != 0)
+        out.push_back(',');
+      append_id(out, "{\"traceId\":\"", l.context.trace_id);
+      append_id(out, ",\"spanId\":\"", l.context.span_id);
+      if (!l.context.trace_state.empty()) {
+        out += ",\"traceState\":";
+        append_json_string(out, l.context.trace_state);
+      }
+      if (!l.attributes.empty()) {
+        out.push_back(',');
+        append_key_values(out, l.attributes);
+      }
+      if (l.dropped_attributes_count != 0)
+        append_uint_field(out, ",\"droppedAttributesCount\":", l.dropped_attributes_count);
+      append_uint_field(out, ",\"flags\":", otlp_link_flags(l));
+      out.push_back('}');
+    }
+    out.push_back(']');
+  }
+  if (s.dropped_links_count() != 0)
+    append_uint_field(out, ",\"droppedLinksCount\":", s.dropped_links_count());
   out += ",\"status\":{";
   if (s.status_code() != status_code::unset) {
     if (!s.status_message().empty()) {

@@ -144,8 +144,8 @@ class writer {
   std::size_t pos_;
 };
 
-// common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4 (oneof: always
-// written, also at the default value).
+// common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4, array_value 5
+// (ArrayValue: values 1), bytes_value 7 (oneof: always written, also at the default value).
 inline void put_any_value(writer& w, std::uint32_t field, const attribute_value& v) {
   const std::size_t m = w.begin(field, 1);
   switch (v.type()) {
@@ -168,6 +168,18 @@ inline void put_any_value(writer& w, std::uint32_t field, const attribute_value&
     w.fixed(bits, 8);
     break;
   }
+  case attribute_type::bytes_value: {
+    const std::string_view b = v.bytes_value();
+    w.bytes(7, b.data(), b.size());
+    break;
+  }
+  default: { // arrays
+    const std::size_t a = w.begin(5, 1);
+    for (std::uint32_t i = 0; i < v.array_size(); ++i)
+      put_any_value(w, 1, v.element(i));
+    w.end(a, 1);
+    break;
+  }
   }
   w.end(m, 1);
 }
@@ -185,6 +197,42 @@ inline void put_uint(writer& w, std::uint32_t field, std::uint64_t v) {
     w.tag(field, varint);
     w.varint(v);
   }
+}
+
+// Span.events (11: time_unix_nano 1, name 2, attributes 3, dropped_attributes_count 4),
+// dropped_events_count 12, links (13: trace_id 1, span_id 2, trace_state 3, attributes 4,
+// dropped_attributes_count 5, flags 6), dropped_links_count 14.
+inline void put_events_and_links(writer& w, const span_data& s) {
+  for (std::uint32_t i = 0; i < s.event_count(); ++i) {
+    const span_event& e = s.event_at(i);
+    const std::size_t m = w.begin(11, 2);
+    if (e.time_unix_nano != 0) {
+      w.tag(1, fixed64);
+      w.fixed(e.time_unix_nano, 8);
+    }
+    if (!e.name.empty())
+      w.string(2, e.name);
+    for (const key_value& kv : e.attributes)
+      put_key_value(w, 3, kv.view());
+    put_uint(w, 4, e.dropped_attributes_count);
+    w.end(m, 2);
+  }
+  put_uint(w, 12, s.dropped_events_count());
+  for (std::uint32_t i = 0; i < s.link_count(); ++i) {
+    const span_link& l = s.link_at(i);
+    const std::size_t m = w.begin(13, 2);
+    w.bytes(1, l.context.trace_id.bytes.data(), l.context.trace_id.bytes.size());
+    w.bytes(2, l.context.span_id.bytes.data(), l.context.span_id.bytes.size());
+    if (!l.context.trace_state.empty())
+      w.string(3, l.context.trace_state);
+    for (const key_value& kv : l.attributes)
+      put_key_value(w, 4, kv.view());
+    put_uint(w, 5, l.dropped_attributes_count);
+    w.tag(6, fixed32);
+    w.fixed(otlp_link_flags(l), 4);
+    w.end(m, 2);
+  }
+  put_uint(w, 14, s.dropped_links_count());
 }
 
 // One trace.v1.Span message as field `field` of its parent.
@@ -210,6 +258,8 @@ inline void put_span(writer& w, const span_data& s, std::uint32_t field) {
   for (std::uint32_t i = 0; i < s.attribute_count(); ++i)
     put_key_value(w, 9, s.attribute_at(i));
   put_uint(w, 10, s.dropped_attributes_count());
+  if (s.event_count() != 0 || s.link_count() != 0) [[unlikely]]
+    put_events_and_links(w, s);
   if (s.status_code() != status_code::unset) {
     const std::size_t st = w.begin(15, 1);
     if (!s.status_message().empty())

@@ -1,10 +1,10 @@
 // otlpconc/telemetry/tracer.hpp: the recording API: tracer, span, and the calling thread's current
 // span.
 //
-// What: tracer::start_span(name, attributes, options) returns a span: set_attribute, set_status,
-//   update_name, end() (or its destructor) hands the finished record to the tracer's
-//   batch_span_processor. The parent is options.parent if given, else the calling thread's current
-//   span (span::make_current), else none (a new trace). Ids come from a per-thread generator
+// What: tracer::start_span(name, attributes, options) returns a span: set_attribute, add_event,
+//   record_exception, add_link, set_status, update_name, end() (or its destructor) hands the
+//   finished record to the tracer's batch_span_processor. The parent is options.parent if given, else the calling
+//   thread's current span (span::make_current), else none (a new trace). Ids come from a per-thread generator
 //   (detail/telemetry_random.hpp); the sampler decides at the start whether the span is recorded.
 // When to use: instrumenting code; propagate span::context() across processes with
 //   format_traceparent / parse_traceparent (trace_context.hpp).
@@ -18,8 +18,14 @@
 //     nothing: its calls cost a branch. Spans started or ended after the processor's shutdown are
 //     counted as accepted and dropped and record nothing.
 //   - end() is idempotent; the first call (or the destructor) hands the span over exactly once.
-//   - Attributes: at most tracer_options::max_attributes distinct keys per span (OpenTelemetry's
-//     default limit, 128); further keys are counted as dropped.
+//   - Limits (tracer_options::limits, OpenTelemetry's span limits, 128 of each by default): further
+//     attribute keys, events, links, and attributes of an event or a link are counted as dropped
+//     (OTLP carries the counts); string values longer than the value-length limit are cut.
+//   - record_exception adds the event "exception" with exception.type (the dynamic type's name,
+//     demangled), exception.message (what()) and, when given, exception.stacktrace (the semantic
+//     conventions' names). C++20 has no portable stack trace: pass one you captured (for example
+//     std::to_string(std::stacktrace::current()) in C++23), none is made up.
+//   - Links: a link added after the start is not seen by the sampler (it decided at the start).
 // Requirements: the processor outlives the tracer and every span; current_span_scope objects are
 //   destroyed in the reverse order of their creation on their thread (they are stack objects).
 #pragma once
@@ -35,11 +41,21 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <stdexcept>
+#include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
+#include <vector>
+#if __has_include(<cxxabi.h>)
+#include <cstdlib>
+#include <cxxabi.h>
+#define OTLPCONC_HAVE_CXXABI 1
+#endif
 
 namespace otlpconc::telemetry::detail {
 inline constinit thread_local const telemetry::span_context* current_span_context = nullptr;
@@ -84,21 +100,23 @@ inline std::uint64_t unix_nano_now() noexcept {
 struct tracer_options {
   // The SDKs' default (sampler.hpp): a span follows its parent's decision; root spans are sampled.
   std::shared_ptr<const sampler> span_sampler = parent_based(always_on()); // null: std::invalid_argument
-  std::uint32_t max_attributes = 128;                                      // per span; 0: std::invalid_argument
+  span_limits limits = span_limits();                                      // OpenTelemetry's defaults
   // The no-op tracer of a disabled SDK: every span is non-recording and carries its parent's
   // context (an invalid one for a root); nothing reaches the processor.
   bool disabled = false;
 
   // base, with the sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name when the first is
-  // set (sampler_from_env: an unknown value is reported and base's sampler kept), and disabled when
-  // OTEL_SDK_DISABLED is "true" (case-insensitive; "false" or unset: base's; another value is
-  // reported and base's kept).
+  // set (sampler_from_env: an unknown value is reported and base's sampler kept), the span limits
+  // of the OTEL_*_LIMIT variables (span_limits::from_env), and disabled when OTEL_SDK_DISABLED is
+  // "true" (case-insensitive; "false" or unset: base's; another value is reported and base's
+  // kept).
   static tracer_options from_env(tracer_options base);
   static tracer_options from_env();
 };
 
 inline tracer_options tracer_options::from_env(tracer_options base) {
   base.span_sampler = sampler_from_env(std::move(base.span_sampler));
+  base.limits = span_limits::from_env(base.limits);
   if (auto v = detail::env_enum("OTEL_SDK_DISABLED", {"true", "false"}))
     base.disabled = *v == "true";
   return base;
@@ -120,14 +138,14 @@ class span {
  public:
   span() noexcept = default; // an invalid, non-recording span
   span(span&& other) noexcept
-      : data_(std::move(other.data_)), core_(other.core_), max_attributes_(other.max_attributes_),
-        sampled_(other.sampled_), context_(std::move(other.context_)) {}
+      : data_(std::move(other.data_)), core_(other.core_), limits_(other.limits_), sampled_(other.sampled_),
+        context_(std::move(other.context_)) {}
   span& operator=(span&& other) noexcept {
     if (this != &other) {
       end();
       data_ = std::move(other.data_);
       core_ = other.core_;
-      max_attributes_ = other.max_attributes_;
+      limits_ = other.limits_;
       sampled_ = other.sampled_;
       context_ = std::move(other.context_);
     }
@@ -141,9 +159,84 @@ class span {
   span& set_attribute(std::string_view key, attribute_value value) noexcept {
     if (data_) {
       try {
-        data_->set_attribute(key, value, max_attributes_);
+        data_->set_attribute(key, value, limits_.attribute_count, limits_.attribute_value_length);
       } catch (...) { // out of memory (or a 4 GiB span): counted, the span stays usable
         data_->count_dropped_attribute();
+      }
+    }
+    return *this;
+  }
+  // An event at time_unix_nano (0: now). Beyond the event limit it is counted as dropped.
+  span& add_event(std::string_view name, std::initializer_list<attribute> attributes = {},
+                  std::uint64_t time_unix_nano = 0) noexcept {
+    return add_event(name, std::span<const attribute>(attributes.begin(), attributes.size()), time_unix_nano);
+  }
+  span& add_event(std::string_view name, std::span<const attribute> attributes,
+                  std::uint64_t time_unix_nano = 0) noexcept {
+    if (data_) {
+      try {
+        data_->add_event(name, time_unix_nano != 0 ? time_unix_nano : unix_nano_now(), attributes, limits_);
+      } catch (...) { // out of memory: counted
+        data_->count_dropped_event();
+      }
+    }
+    return *this;
+  }
+  // The event "exception" for e (see the header's guarantees), with the given extra attributes.
+  span& record_exception(const std::exception& e, std::initializer_list<attribute> attributes = {}) noexcept {
+    if (data_) {
+      std::string type;
+      try {
+        type = type_name(typeid(e));
+      } catch (...) { // out of memory: the mangled name
+      }
+      record_exception(type.empty() ? std::string_view(typeid(e).name()) : std::string_view(type), e.what(), {},
+                       attributes);
+    }
+    return *this;
+  }
+  // The same for an exception in flight (std::current_exception() in a catch block); one that is
+  // not a std::exception has the type "unknown" and no message.
+  span& record_exception(const std::exception_ptr& e, std::initializer_list<attribute> attributes = {}) noexcept {
+    if (data_ && e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        record_exception(x, attributes);
+      } catch (...) {
+        record_exception("unknown", {}, {}, attributes);
+      }
+    }
+    return *this;
+  }
+  // The event "exception" from its parts (a stack trace you captured, say).
+  span& record_exception(std::string_view type, std::string_view message, std::string_view stacktrace = {},
+                         std::initializer_list<attribute> attributes = {}) noexcept {
+    if (!data_)
+      return *this;
+    try {
+      std::vector<attribute> all;
+      all.reserve(3 + attributes.size());
+      all.push_back({"exception.type", type});
+      if (!message.empty())
+        all.push_back({"exception.message", message});
+      if (!stacktrace.empty())
+        all.push_back({"exception.stacktrace", stacktrace});
+      all.insert(all.end(), attributes.begin(), attributes.end());
+      data_->add_event("exception", unix_nano_now(), all, limits_);
+    } catch (...) {
+      data_->count_dropped_event();
+    }
+    return *this;
+  }
+  // A link to another span. An invalid context with neither a trace state nor attributes is
+  // ignored (the specification's rule); beyond the link limit it is counted as dropped.
+  span& add_link(const span_context& linked, std::initializer_list<attribute> attributes = {}) noexcept {
+    if (data_ && (linked.valid() || !linked.trace_state.empty() || attributes.size() != 0)) {
+      try {
+        data_->add_link(linked, std::span<const attribute>(attributes.begin(), attributes.size()), limits_);
+      } catch (...) {
+        data_->count_dropped_link();
       }
     }
     return *this;
@@ -193,9 +286,20 @@ class span {
  private:
   friend class tracer;
 
+  static std::string type_name(const std::type_info& t) {
+#if defined(OTLPCONC_HAVE_CXXABI)
+    int status = 0;
+    std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status),
+                                                     &std::free);
+    if (status == 0 && name)
+      return name.get();
+#endif
+    return t.name();
+  }
+
   pooled_ptr<span_data> data_;
   detail::bsp_core* core_ = nullptr;
-  std::uint32_t max_attributes_ = 0;
+  span_limits limits_;
   bool sampled_ = false;
   span_context context_;
 };
@@ -203,12 +307,10 @@ class span {
 class tracer {
  public:
   explicit tracer(batch_span_processor& processor, tracer_options options = {})
-      : core_(&processor.core()), sampler_(std::move(options.span_sampler)), max_attributes_(options.max_attributes),
+      : core_(&processor.core()), sampler_(std::move(options.span_sampler)), limits_(options.limits),
         disabled_(options.disabled) {
     if (!sampler_)
       throw std::invalid_argument("tracer_options: span_sampler must not be null");
-    if (max_attributes_ == 0)
-      throw std::invalid_argument("tracer_options: max_attributes must be at least 1");
   }
 
   span start_span(std::string_view name, std::initializer_list<attribute> attributes = {},
@@ -231,7 +333,7 @@ class tracer {
       return s;
     }
     s.core_ = core_;
-    s.max_attributes_ = max_attributes_;
+    s.limits_ = limits_;
     detail::id_random& random = detail::id_random::local();
     if (parent != nullptr) {
       s.context_.trace_id = parent->trace_id;
@@ -313,7 +415,7 @@ class tracer {
 
   detail::bsp_core* core_;
   std::shared_ptr<const sampler> sampler_;
-  std::uint32_t max_attributes_;
+  span_limits limits_;
   bool disabled_ = false;
 };
 

@@ -96,7 +96,7 @@ class small_buffer {
     size_ += static_cast<std::uint32_t>(n);
     return out;
   }
-  void push_back(const T& v) {
+  OTLPCONC_ALWAYS_INLINE void push_back(const T& v) {
     if (room(1)) [[likely]]
       *extend_in_place(1) = v;
     else

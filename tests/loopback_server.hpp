@@ -21,8 +21,10 @@ namespace otlpconc_test {
 
 class loopback_server {
  public:
-  // responses: the server's script (see otlp_server.py), answered in order, then 200.
-  explicit loopback_server(std::initializer_list<std::string> responses) {
+  // responses: the server's script (see otlp_server.py), answered in order, then 200. options:
+  // otlp_server.py's --tls-* options (https).
+  explicit loopback_server(std::initializer_list<std::string> responses, std::vector<std::string> options = {})
+      : tls_(!options.empty()) {
     static int instance = 0;
     const std::string stem = "/tmp/otlpconc-server-" + std::to_string(::getpid()) + "-" + std::to_string(++instance);
     port_file_ = stem + ".port";
@@ -30,6 +32,7 @@ class loopback_server {
     std::remove(port_file_.c_str());
     std::remove(log_file_.c_str());
     std::vector<std::string> args = {OTLPCONC_TEST_PYTHON, OTLPCONC_TEST_SERVER_SCRIPT, port_file_, log_file_};
+    args.insert(args.end(), options.begin(), options.end());
     args.insert(args.end(), responses.begin(), responses.end());
     std::vector<char*> argv;
     for (auto& a : args)
@@ -61,7 +64,7 @@ class loopback_server {
   loopback_server& operator=(const loopback_server&) = delete;
 
   std::string url(const std::string& path = "/v1/traces") const {
-    return "http://127.0.0.1:" + std::to_string(port_) + path;
+    return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(port_) + path;
   }
 
   // One JSON line per request the server received, in order.
@@ -83,6 +86,7 @@ class loopback_server {
     }
   }
 
+  bool tls_ = false;
   pid_t pid_ = -1;
   int port_ = 0;
   std::string port_file_, log_file_;

@@ -843,3 +843,112 @@ TEST_CASE("otlp_http_exporter: protobuf bodies are at least 40% smaller than JSO
   INFO("protobuf " << bytes[0] << " bytes, json " << bytes[1]);
   CHECK(static_cast<double>(bytes[0]) <= 0.6 * static_cast<double>(bytes[1]));
 }
+
+// ---- issue 20: TLS: the receiver verified against certificate_file, and mutual TLS --------------
+
+namespace {
+
+// A self-signed certificate for 127.0.0.1 (server) and one for a client, made by the openssl
+// command in a fresh directory.
+struct tls_files {
+  tls_files() {
+    dir = "/tmp/otlpconc-tls-" + std::to_string(::getpid());
+    const std::string make =
+        "rm -rf " + dir + " && mkdir -p " + dir + " && cd " + dir +
+        " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+        " -addext subjectAltName=IP:127.0.0.1 -keyout server.key -out server.pem 2>/dev/null"
+        " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=otlpconc-client"
+        " -keyout client.key -out client.pem 2>/dev/null";
+    REQUIRE(std::system(make.c_str()) == 0);
+  }
+  ~tls_files() { (void)std::system(("rm -rf " + dir).c_str()); }
+  std::string file(const char* name) const { return dir + "/" + name; }
+  std::string dir;
+};
+
+} // namespace
+
+TEST_CASE("otlp_http_exporter verifies an https receiver against certificate_file, never skips it",
+          "[otlp_http]") {
+  const tls_files tls;
+  loopback_server server({}, {"--tls-cert=" + tls.file("server.pem"), "--tls-key=" + tls.file("server.key")});
+  REQUIRE(server.url().rfind("https://", 0) == 0);
+  test_batch batch(5);
+  {
+    otlp_http_exporter exporter(fast_options(server)); // the system's store: it does not know this certificate
+    const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+    CHECK(r.status == export_status::failure);
+    CHECK((has(r.error, "certificate") || has(r.error, "SSL")));
+    CHECK(exporter.stats().requests == 1); // a verification failure is not retried
+  }
+  CHECK(server.requests().empty());
+  auto o = fast_options(server);
+  o.certificate_file = tls.file("server.pem");
+  otlp_http_exporter exporter(o);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  INFO(r.error);
+  CHECK(r.status == export_status::success);
+  REQUIRE(server.requests().size() == 1);
+  CHECK(has(server.requests()[0], "\"spans\": 5"));
+}
+
+TEST_CASE("otlp_http_exporter presents its client certificate to a receiver that requires one (mutual TLS)",
+          "[otlp_http]") {
+  const tls_files tls;
+  loopback_server server({}, {"--tls-cert=" + tls.file("server.pem"), "--tls-key=" + tls.file("server.key"),
+                              "--tls-client-ca=" + tls.file("client.pem")});
+  test_batch batch(3);
+  auto o = fast_options(server);
+  o.certificate_file = tls.file("server.pem");
+  {
+    otlp_http_exporter exporter(o); // no client certificate: the handshake fails
+    CHECK(exporter.export_spans(batch.view(), steady::now() + 10s).status == export_status::failure);
+  }
+  CHECK(server.requests().empty());
+  o.client_certificate_file = tls.file("client.pem");
+  o.client_key_file = tls.file("client.key");
+  otlp_http_exporter exporter(o);
+  const export_result r = exporter.export_spans(batch.view(), steady::now() + 10s);
+  INFO(r.error);
+  CHECK(r.status == export_status::success);
+  CHECK(server.requests().size() == 1);
+}
+
+TEST_CASE("TLS options: unreadable files and a lone client key are refused, in code and from the environment",
+          "[otlp_http]") {
+  const tls_files tls;
+  auto bad = [](auto change, const char* what) {
+    otlp_http_exporter_options o;
+    change(o);
+    CHECK_THROWS_WITH(otlp_http_exporter(o), Catch::Contains(what));
+  };
+  bad([](auto& o) { o.certificate_file = "/nonexistent/ca.pem"; }, "certificate_file: cannot read");
+  bad([&](auto& o) { o.client_key_file = tls.file("client.key"); }, "go together");
+  const char* vars[] = {"OTEL_EXPORTER_OTLP_CERTIFICATE",        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                        "OTEL_EXPORTER_OTLP_CLIENT_KEY",         "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY"};
+  for (const char* v : vars)
+    ::unsetenv(v);
+  otlpconc_test::warning_capture warnings;
+  ::setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", tls.file("server.pem").c_str(), 1);
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", tls.file("client.pem").c_str(), 1);
+  ::setenv("OTEL_EXPORTER_OTLP_CLIENT_KEY", tls.file("client.key").c_str(), 1);
+  {
+    const auto o = otlp_http_exporter_options::from_env();
+    CHECK(o.certificate_file == tls.file("server.pem"));
+    CHECK(o.client_certificate_file == tls.file("client.pem"));
+    CHECK(o.client_key_file == tls.file("client.key"));
+    CHECK(warnings.take().empty());
+  }
+  ::setenv("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/nonexistent/ca.pem", 1); // unreadable: the general one
+  CHECK(otlp_http_exporter_options::from_env().certificate_file == tls.file("server.pem"));
+  CHECK(warnings.any({"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "cannot be read"}));
+  ::unsetenv("OTEL_EXPORTER_OTLP_CLIENT_KEY");
+  {
+    const auto o = otlp_http_exporter_options::from_env();
+    CHECK(o.client_certificate_file.empty());
+    CHECK(warnings.any({"CLIENT_CERTIFICATE", "without its pair"}));
+  }
+  for (const char* v : vars)
+    ::unsetenv(v);
+}

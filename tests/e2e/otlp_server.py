@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A scripted OTLP/HTTP receiver on loopback, for the exporter's tests and the end-to-end test.
 
-Usage: otlp_server.py PORT_FILE LOG_FILE [RESPONSE ...]
+Usage: otlp_server.py PORT_FILE LOG_FILE [--tls-cert=PEM --tls-key=PEM [--tls-client-ca=PEM]] [RESPONSE ...]
+With --tls-cert and --tls-key it speaks https (TLS) with that certificate; with --tls-client-ca it
+also requires a client certificate that this file verifies (mutual TLS).
 Listens on 127.0.0.1 (an ephemeral port, written to PORT_FILE once listening) and answers each POST
 with the next scripted response, then 200 for every later request. A response is STATUS followed
 by '|'-separated options:
@@ -40,6 +42,10 @@ import time
 import zlib
 
 port_file, log_file, script = sys.argv[1], sys.argv[2], list(sys.argv[3:])
+tls = {}
+while script and script[0].startswith("--tls-"):
+    k, _, v = script.pop(0)[2:].partition("=")
+    tls[k] = v
 lock = threading.Lock()
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -285,6 +291,15 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", 0), Handler)
+if tls:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls["tls-cert"], tls["tls-key"])
+    if "tls-client-ca" in tls:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(tls["tls-client-ca"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 os.replace(port_file + ".tmp", port_file)

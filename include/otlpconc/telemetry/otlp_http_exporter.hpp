@@ -42,6 +42,9 @@
 //     called from several threads. The constructor throws std::invalid_argument for bad options
 //     (naming the field; a compression whose library otlpconc was built without is one),
 //     std::runtime_error when libcurl or the I/O thread cannot be started.
+// TLS: an https endpoint is verified against certificate_file or the system's store (never
+//   unverified); client_certificate_file and client_key_file add mutual TLS. A verification
+//   failure is not retried.
 // Memory: one encoded body per export in flight (about 110 bytes per span in protobuf, 330 in JSON,
 //   before compression), libcurl's connections (one per concurrent request to the receiver, kept
 //   alive), and the codec's state (zlib about 270 KiB, zstd about 1.3 MiB at level 3).
@@ -65,6 +68,7 @@
 #include "otlpconc/work_stealing_pool.hpp"
 
 #include <curl/curl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -101,6 +105,11 @@ struct otlp_http_exporter_options {
   otlp_compression compression = otlp_compression::none;
   // 0: the codec's default (gzip 6, zstd 3); else gzip 1 to 9, zstd 1 to 19.
   int compression_level = 0;
+  // TLS (https endpoints), PEM files: the certificates that verify the receiver (empty: the
+  // system's store), and a client certificate with its key for mutual TLS (both or neither).
+  std::string certificate_file;
+  std::string client_certificate_file;
+  std::string client_key_file;
   std::vector<std::pair<std::string, std::string>> headers; // sent with every request
   // One export, retries and waits included; milliseconds::max(): no limit.
   std::chrono::milliseconds timeout{10000};
@@ -147,6 +156,15 @@ struct otlp_http_exporter_options {
       fail("compression must be none, gzip or zstd");
     if (compression != otlp_compression::none && !detail::codec_available(codec_of(compression)))
       fail(std::string("compression: ") + detail::codec_missing_hint(codec_of(compression)));
+    auto readable = [&](const std::string& path, const char* field) {
+      if (!path.empty() && ::access(path.c_str(), R_OK) != 0)
+        fail(std::string(field) + ": cannot read '" + path + "'");
+    };
+    readable(certificate_file, "certificate_file");
+    readable(client_certificate_file, "client_certificate_file");
+    readable(client_key_file, "client_key_file");
+    if (client_certificate_file.empty() != client_key_file.empty())
+      fail("client_certificate_file and client_key_file go together (mutual TLS needs both)");
     const int max_level = compression == otlp_compression::zstd ? 19 : 9;
     if (compression_level < 0 || compression_level > max_level)
       fail("compression_level must be 0 (the codec's default) or 1 to " + std::to_string(max_level) +
@@ -172,6 +190,9 @@ struct otlp_http_exporter_options {
   //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: none, gzip or zstd (the specification names gzip; a
   //     Collector's OTLP/HTTP receiver also takes zstd); one whose library otlpconc was built without
   //     is ignored with a warning (requests go uncompressed; a Collector accepts both).
+  //   OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY: PEM files (see
+  //     certificate_file...); one that cannot be read is ignored with a warning, and a client
+  //     certificate without its key (or the reverse) is ignored with a warning.
   //   OTEL_CPP_EXPORTER_OTLP_[TRACES_]MAX_CONCURRENT_REQUESTS: 1 to 1024 (not an OpenTelemetry
   //     variable: named after the specification's OTEL_{LANGUAGE}_{FEATURE} rule and
   //     opentelemetry-cpp's option of the same meaning).
@@ -216,6 +237,29 @@ struct otlp_http_exporter_options {
       base.compression = wanted;
       base.compression_level = 0; // the codec's own default
       break;
+    }
+    auto file = [](const char* specific, const char* general) -> std::optional<std::string> {
+      for (const char* var : {specific, general}) {
+        const auto path = env_text(var);
+        if (!path)
+          continue;
+        if (::access(path->c_str(), R_OK) == 0)
+          return path;
+        detail::env_ignored(var, *path, "cannot be read");
+      }
+      return std::nullopt;
+    };
+    if (auto ca = file("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"))
+      base.certificate_file = *ca;
+    auto client_cert = file("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
+    auto client_key = file("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY");
+    if (client_cert.has_value() != client_key.has_value()) {
+      warn(std::string("OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_") + (client_cert ? "CERTIFICATE" : "KEY") +
+           " is set without its pair (" + (client_cert ? "CLIENT_KEY" : "CLIENT_CERTIFICATE") +
+           "): mutual TLS needs both, both ignored");
+    } else if (client_cert) {
+      base.client_certificate_file = *client_cert;
+      base.client_key_file = *client_key;
     }
     const char* timeout_var = env_pick("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
     if (auto ms = detail::env_millis(timeout_var, 1, 86'400'000, true))
@@ -654,6 +698,12 @@ class otlp_http_exporter final : public span_exporter {
                                 : static_cast<long>(std::min<std::int64_t>(remaining.count(), LONG_MAX));
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (!options_.certificate_file.empty())
+      curl_easy_setopt(h, CURLOPT_CAINFO, options_.certificate_file.c_str());
+    if (!options_.client_certificate_file.empty()) {
+      curl_easy_setopt(h, CURLOPT_SSLCERT, options_.client_certificate_file.c_str());
+      curl_easy_setopt(h, CURLOPT_SSLKEY, options_.client_key_file.c_str());
+    }
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &otlp_http_exporter::on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &otlp_http_exporter::on_header);

@@ -853,12 +853,11 @@ namespace {
 struct tls_files {
   tls_files() {
     dir = "/tmp/otlpconc-tls-" + std::to_string(::getpid());
-    const std::string make =
-        "rm -rf " + dir + " && mkdir -p " + dir + " && cd " + dir +
-        " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
-        " -addext subjectAltName=IP:127.0.0.1 -keyout server.key -out server.pem 2>/dev/null"
-        " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=otlpconc-client"
-        " -keyout client.key -out client.pem 2>/dev/null";
+    const std::string make = "rm -rf " + dir + " && mkdir -p " + dir + " && cd " + dir +
+                             " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+                             " -addext subjectAltName=IP:127.0.0.1 -keyout server.key -out server.pem 2>/dev/null"
+                             " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=otlpconc-client"
+                             " -keyout client.key -out client.pem 2>/dev/null";
     REQUIRE(std::system(make.c_str()) == 0);
   }
   ~tls_files() { (void)std::system(("rm -rf " + dir).c_str()); }
@@ -868,8 +867,7 @@ struct tls_files {
 
 } // namespace
 
-TEST_CASE("otlp_http_exporter verifies an https receiver against certificate_file, never skips it",
-          "[otlp_http]") {
+TEST_CASE("otlp_http_exporter verifies an https receiver against certificate_file, never skips it", "[otlp_http]") {
   const tls_files tls;
   loopback_server server({}, {"--tls-cert=" + tls.file("server.pem"), "--tls-key=" + tls.file("server.key")});
   REQUIRE(server.url().rfind("https://", 0) == 0);

@@ -99,6 +99,11 @@ Lines (one TracesData object per line, the OpenTelemetry Collector's otlpjsonfil
 Each span is named "loadgen.work" and carries loadgen.thread (int) and loadgen.seq (int, 0, 1, ...
 per thread), so a reader can check that every span arrived once.
 
+Environment: the resource follows OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (service.name is
+otlpconc-loadgen unless they name one), the span limits the OTEL_*_LIMIT variables, and with
+--endpoint the exporter takes the OTEL_EXPORTER_OTLP_* variables (headers, protocol, compression,
+the TLS files CERTIFICATE, CLIENT_CERTIFICATE and CLIENT_KEY) under the options given here.
+
 Pacing: each thread has its share of the rate and a fixed schedule (one span every threads/rate
 seconds, the threads' schedules interleaved) and sleeps until each span's time: no bursts. A span
 whose time passed less than 1 ms ago (a sleep ends late) is recorded at once; when a thread falls
@@ -357,16 +362,21 @@ int run(const options& o, std::FILE* summary_file) {
 #if LOADGEN_HAVE_HTTP
   std::shared_ptr<tel::otlp_http_exporter> http;
   if (!o.endpoint.empty()) {
-    tel::otlp_http_exporter_options ho;
+    // The OTEL_EXPORTER_OTLP_* variables first (headers, protocol, compression, TLS files), then
+    // the command line over them.
+    tel::otlp_http_exporter_options ho = tel::otlp_http_exporter_options::from_env();
     ho.endpoint = o.endpoint;
-    ho.headers = o.headers;
+    ho.headers.insert(ho.headers.end(), o.headers.begin(), o.headers.end());
     ho.timeout = bsp.export_timeout;
     ho.max_concurrent_requests = o.concurrent_requests;
-    if (o.protocol == "http/json")
-      ho.protocol = tel::otlp_protocol::http_json;
-    ho.compression = o.compression == "gzip"   ? tel::otlp_compression::gzip
-                     : o.compression == "zstd" ? tel::otlp_compression::zstd
-                                               : tel::otlp_compression::none;
+    if (!o.protocol.empty())
+      ho.protocol = o.protocol == "http/json" ? tel::otlp_protocol::http_json : tel::otlp_protocol::http_protobuf;
+    if (!o.compression.empty()) {
+      ho.compression = o.compression == "gzip"   ? tel::otlp_compression::gzip
+                       : o.compression == "zstd" ? tel::otlp_compression::zstd
+                                                 : tel::otlp_compression::none;
+      ho.compression_level = 0;
+    }
     try {
       ho.validate();
     } catch (const std::invalid_argument& e) { // a codec this build lacks: an option error
@@ -380,9 +390,15 @@ int run(const options& o, std::FILE* summary_file) {
   if (!exporter)
     exporter = std::make_shared<tel::json_lines_file_exporter>(o.output,
                                                                tel::json_lines_file_exporter_options{.truncate = true});
-  tel::batch_span_processor processor(exporter, bsp, tel::resource::for_service("otlpconc-loadgen"),
-                                      {"otlpconc.loadgen", "1", {}});
-  tel::tracer tracer(processor, {.span_sampler = tel::trace_id_ratio(o.sample_ratio)});
+  // The SDK's resource (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME), named otlpconc-loadgen unless
+  // the environment names the service.
+  tel::resource res = tel::resource::create();
+  for (tel::key_value& kv : res.attributes)
+    if (kv.key == "service.name" && kv.value == tel::key_value::value_type(std::string("unknown_service")))
+      kv.value = std::string("otlpconc-loadgen");
+  tel::batch_span_processor processor(exporter, bsp, std::move(res), {"otlpconc.loadgen", "1", {}});
+  tel::tracer tracer(processor,
+                     {.span_sampler = tel::trace_id_ratio(o.sample_ratio), .limits = tel::span_limits::from_env()});
 
   const bool paced = o.rate > 0;
   // Each thread's interval between spans; the threads' schedules are interleaved.

@@ -786,6 +786,9 @@ TEST_CASE("otlp_http_exporter sends every protocol and compression, decoded by O
         s.set_attribute("loadgen.thread", 0, 128);
         s.set_attribute("loadgen.seq", seq, 128);
         s.set_attribute("loadgen.key", std::vector<std::int64_t>{0, seq}, 128);
+        const std::vector<attribute_value> mixed{attribute_value("x"), attribute_value(seq)};
+        const std::vector<attribute> map{{"mixed", mixed}, {"raw", attribute_value::bytes("\x00\xff", 2)}};
+        s.set_attribute("map", map, 128); // a key-value list holding a mixed array and bytes
         const attribute event_attributes[] = {{"loadgen.seq", seq}};
         s.add_event("loadgen.event", 1500, event_attributes, limits);
         if (i != 0)

@@ -346,3 +346,27 @@ TEST_CASE("otlp protobuf: arrays, bytes, events, links and their dropped counts"
       order.push_back(f.number);
   CHECK(order == std::vector<std::uint32_t>{1, 2, 5, 6, 9, 11, 12, 13, 14, 16});
 }
+
+TEST_CASE("otlp protobuf: key-value lists (AnyValue 6) and mixed arrays nest", "[telemetry]") {
+  span_data s;
+  s.set_ids(trace_id::from_hex(std::string("4bf92f3577b34da6a3ce929d0e0e4736")).value(),
+            span_id::from_hex(std::string("00f067aa0ba902b7")).value(), span_id{}, 1, false);
+  const std::vector<attribute> inner{{"n", 7}};
+  const std::vector<attribute_value> mixed{attribute_value("s"), attribute_value(inner)};
+  const std::vector<attribute> kv{{"m", mixed}, {"b", false}};
+  s.set_attribute("kv", kv, 128);
+  std::string out;
+  append_span_protobuf(out, s, 2);
+  const auto any = one(one(one(one(out, 2).bytes, 9).bytes, 2).bytes, 6).bytes; // KeyValueList
+  const auto pairs = all(any, 1);
+  REQUIRE(pairs.size() == 2);
+  CHECK(one(pairs[0].bytes, 1).bytes == "m");
+  const auto arr = all(one(one(pairs[0].bytes, 2).bytes, 5).bytes, 1); // ArrayValue.values
+  REQUIRE(arr.size() == 2);
+  CHECK(one(arr[0].bytes, 1).bytes == "s");
+  const auto nested = one(one(arr[1].bytes, 6).bytes, 1).bytes; // the inner list's one pair
+  CHECK(one(nested, 1).bytes == "n");
+  CHECK(one(one(nested, 2).bytes, 3).value == 7);
+  CHECK(one(pairs[1].bytes, 1).bytes == "b");
+  CHECK(one(one(pairs[1].bytes, 2).bytes, 2).value == 0); // bool false: still written (oneof)
+}

@@ -104,6 +104,51 @@ TEST_CASE("span_data stores arrays of every element type and bytes, and reads th
   CHECK_FALSE(copy == key_value("owned", viewed));
 }
 
+TEST_CASE("key-value lists and mixed arrays nest any values, and read back from the record", "[telemetry]") {
+  span_data s;
+  const std::vector<std::int64_t> ints{4, 5};
+  const std::uint8_t raw[] = {9, 0};
+  const std::vector<attribute> inner{{"x", 1.5}, {"y", "why"}, {"raw", attribute_value::bytes(raw)}};
+  const std::vector<attribute_value> mixed{attribute_value("s"), attribute_value(std::int64_t{-3}),
+                                           attribute_value(true), attribute_value(ints), attribute_value(inner)};
+  const std::vector<attribute> kv{{"a", 1}, {"list", mixed}, {"map", inner}, {"empty", std::vector<attribute>{}}};
+  REQUIRE(s.set_attribute("kv", kv, 128, 2)); // strings cut to 2 characters at every depth
+  REQUIRE(s.set_attribute("mixed", mixed, 128));
+  const attribute_value got = s.attribute_at(0).value;
+  REQUIRE(got.type() == attribute_type::kvlist_value);
+  REQUIRE(got.array_size() == 4);
+  CHECK(got.kv_at(0).key == "a");
+  CHECK(got.kv_at(0).value.int_value() == 1);
+  const attribute_value list = got.kv_at(1).value;
+  REQUIRE(list.type() == attribute_type::value_array);
+  REQUIRE(list.array_size() == 5);
+  CHECK(list.element(0).string_value() == "s");
+  CHECK(list.element(1).int_value() == -3);
+  CHECK(list.element(2).bool_value());
+  REQUIRE(list.element(3).type() == attribute_type::int_array);
+  CHECK(list.element(3).int_at(1) == 5);
+  const attribute_value map = got.kv_at(2).value;
+  REQUIRE(map.type() == attribute_type::kvlist_value);
+  CHECK(map.kv_at(0).value.double_value() == 1.5);
+  CHECK(map.kv_at(1).value.string_value() == "wh");
+  CHECK(map.kv_at(2).value.bytes_value() == std::string_view("\x09\x00", 2));
+  CHECK(list.element(4).kv_at(1).value.string_value() == "wh");
+  CHECK(got.kv_at(3).value.array_size() == 0);
+  const attribute_value m = s.attribute_at(1).value;
+  REQUIRE(m.type() == attribute_type::value_array);
+  CHECK(m.element(4).kv_at(1).value.string_value() == "why"); // no limit on this one
+
+  std::string out;
+  append_span_json(out, s);
+  CHECK(out.find(R"({"key":"kv","value":{"kvlistValue":{"values":[{"key":"a","value":{"intValue":"1"}},)"
+                 R"({"key":"list","value":{"arrayValue":{"values":[{"stringValue":"s"},{"intValue":"-3"},)"
+                 R"({"boolValue":true},{"arrayValue":{"values":[{"intValue":"4"},{"intValue":"5"}]}},)"
+                 R"({"kvlistValue":{"values":[{"key":"x","value":{"doubleValue":1.5}},)"
+                 R"({"key":"y","value":{"stringValue":"wh"}},{"key":"raw","value":{"bytesValue":"CQA="}}]}}]}}},)") !=
+        std::string::npos);
+  CHECK(out.find(R"({"key":"empty","value":{"kvlistValue":{}}})") != std::string::npos);
+}
+
 TEST_CASE("the value length limit cuts strings, and each string of an array, to whole characters", "[telemetry]") {
   CHECK(detail::truncate_chars("hello", 3) == "hel");
   CHECK(detail::truncate_chars("h\xc3\xa9llo", 2) == "h\xc3\xa9"); // 'é' is one character, two bytes

@@ -160,6 +160,24 @@ inline void append_value(std::string& out, attribute_value v) {
     append_base64(out, v.bytes_value());
     out.push_back('"');
     break;
+  case attribute_type::kvlist_value:
+    out += "{\"kvlistValue\":{";
+    if (v.array_size() != 0) {
+      out += "\"values\":[";
+      for (std::uint32_t i = 0; i < v.array_size(); ++i) {
+        if (i != 0)
+          out.push_back(',');
+        const attribute kv = v.kv_at(i);
+        out += "{\"key\":";
+        append_json_string(out, kv.key);
+        out += ",\"value\":";
+        append_value(out, kv.value);
+        out.push_back('}');
+      }
+      out.push_back(']');
+    }
+    out.push_back('}');
+    break;
   default: // arrays
     out += "{\"arrayValue\":{";
     if (v.array_size() != 0) {

@@ -144,8 +144,11 @@ class writer {
   std::size_t pos_;
 };
 
+inline void put_key_value(writer& w, std::uint32_t field, const attribute& a);
+
 // common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4, array_value 5
-// (ArrayValue: values 1), bytes_value 7 (oneof: always written, also at the default value).
+// (ArrayValue: values 1), kvlist_value 6 (KeyValueList: values 1), bytes_value 7 (oneof: always
+// written, also at the default value).
 inline void put_any_value(writer& w, std::uint32_t field, const attribute_value& v) {
   const std::size_t m = w.begin(field, 1);
   switch (v.type()) {
@@ -171,6 +174,13 @@ inline void put_any_value(writer& w, std::uint32_t field, const attribute_value&
   case attribute_type::bytes_value: {
     const std::string_view b = v.bytes_value();
     w.bytes(7, b.data(), b.size());
+    break;
+  }
+  case attribute_type::kvlist_value: { // KeyValueList: values 1
+    const std::size_t l = w.begin(6, 1);
+    for (std::uint32_t i = 0; i < v.array_size(); ++i)
+      put_key_value(w, 1, v.kv_at(i));
+    w.end(l, 1);
     break;
   }
   default: { // arrays

@@ -3,9 +3,9 @@
 //
 // What: span_data holds one span as OTLP describes it (trace id, span id, parent span id, trace
 //   state, flags, name, kind, start and end time in Unix nanoseconds, attributes, dropped attribute
-//   count, events, links and their dropped counts, status). Attribute values are a string, bool,
-//   int64, double, bytes, or a homogeneous array of strings, bools, int64s or doubles (OTLP's
-//   AnyValue; key-value lists and mixed arrays are not supported). Its strings and arrays live in
+//   count, events, links and their dropped counts, status). Attribute values are OTLP's AnyValue: a
+//   string, bool, int64, double, bytes, a homogeneous array of strings, bools, int64s or doubles, a
+//   mixed array or a key-value list (nested to any depth). Its strings and arrays live in
 //   one arena and its attributes in one array, both inline up to a typical span's size (about 160
 //   bytes of text and 8 attributes) and on the heap beyond: recording a typical span allocates
 //   nothing, which is what lets the batch span processor keep span_data in an object_pool and
@@ -66,26 +66,33 @@ enum class attribute_type : std::uint8_t {
   string_array, // homogeneous arrays (OTLP ArrayValue)
   bool_array,
   int_array,
-  double_array
+  double_array,
+  value_array, // an array of values of any types, nested ones included (OTLP ArrayValue)
+  kvlist_value // key-value pairs of any values (OTLP KeyValueList)
 };
 
+// The types read element by element: arrays and key-value lists.
 constexpr bool is_array(attribute_type t) noexcept {
-  return t == attribute_type::string_array || t == attribute_type::bool_array || t == attribute_type::int_array ||
-         t == attribute_type::double_array;
+  return t >= attribute_type::string_array;
 }
+
+struct attribute;
+class attribute_value;
 
 namespace detail {
 template <class T>
 inline constexpr bool attribute_array_element =
     std::same_as<T, std::string_view> || std::same_as<T, std::string> || std::same_as<T, std::int64_t> ||
-    std::same_as<T, double> || std::same_as<T, bool>;
+    std::same_as<T, double> || std::same_as<T, bool> || std::same_as<T, attribute> || std::same_as<T, attribute_value>;
 template <class>
 inline constexpr bool dependent_false = false;
 } // namespace detail
 
 // A non-owning attribute value: a string (viewed, copied when recorded), bool, int64, double, raw
 // bytes (attribute_value::bytes), or an array viewed from any contiguous range (a std::vector,
-// std::array, C array or std::span) of std::string_view, std::string, std::int64_t, double or bool.
+// std::array, C array or std::span) of std::string_view, std::string, std::int64_t, double or bool
+// (homogeneous), of attribute_value (mixed, nested arrays and lists included), or of attribute (a
+// key-value list).
 // Integers of any type are accepted; an unsigned value above INT64_MAX (OTLP has no uint64) is
 // recorded as a double, the closest OTLP type that holds it.
 class attribute_value {
@@ -117,14 +124,17 @@ class attribute_value {
   noexcept {
     using T = std::remove_cv_t<std::ranges::range_value_t<R>>;
     if constexpr (!detail::attribute_array_element<T>) {
-      static_assert(detail::dependent_false<T>, "otlpconc: an attribute array holds std::string_view, std::string, "
-                                                "std::int64_t, double or bool elements (OTLP arrays are homogeneous; "
-                                                "convert other integers to std::int64_t)");
+      static_assert(detail::dependent_false<T>,
+                    "otlpconc: an attribute array holds std::string_view, std::string, std::int64_t, double, bool, "
+                    "attribute_value (mixed) or attribute (a key-value list) elements (convert other integers to "
+                    "std::int64_t)");
     } else {
-      type_ = std::same_as<T, std::int64_t> ? attribute_type::int_array
-              : std::same_as<T, double>     ? attribute_type::double_array
-              : std::same_as<T, bool>       ? attribute_type::bool_array
-                                            : attribute_type::string_array;
+      type_ = std::same_as<T, std::int64_t>      ? attribute_type::int_array
+              : std::same_as<T, double>          ? attribute_type::double_array
+              : std::same_as<T, bool>            ? attribute_type::bool_array
+              : std::same_as<T, attribute>       ? attribute_type::kvlist_value
+              : std::same_as<T, attribute_value> ? attribute_type::value_array
+                                                 : attribute_type::string_array;
       a_.data = reinterpret_cast<const char*>(std::ranges::data(r));
       a_.count = static_cast<std::uint32_t>(std::min<std::size_t>(std::ranges::size(r), UINT32_MAX));
       a_.form = std::same_as<T, std::string> ? form_strings : form_native;
@@ -146,7 +156,7 @@ class attribute_value {
       v.a_.data = p.data();
       v.a_.form = form_packed;
       const std::size_t element = type == attribute_type::bool_array ? 1 : 8;
-      if (type == attribute_type::string_array) {
+      if (counted(type)) {
         std::uint32_t n = 0;
         if (p.size() >= 4)
           std::memcpy(&n, p.data(), 4);
@@ -181,19 +191,10 @@ class attribute_value {
     return {ends + 4 * std::size_t{a_.count} + begin, end - begin};
   }
   bool bool_at(std::uint32_t i) const noexcept { return a_.data[i] != 0; } // (bool is one byte: checked below)
-  // Element i of an array, as a scalar value.
-  attribute_value element(std::uint32_t i) const noexcept {
-    switch (type_) {
-    case attribute_type::string_array:
-      return string_at(i);
-    case attribute_type::bool_array:
-      return bool_at(i);
-    case attribute_type::int_array:
-      return int_at(i);
-    default:
-      return double_at(i);
-    }
-  }
+  // Element i of an array (mixed arrays: any value), or the value of a key-value list's pair i.
+  attribute_value element(std::uint32_t i) const noexcept;
+  // Pair i of a key-value list.
+  attribute kv_at(std::uint32_t i) const noexcept;
   // The stored bytes of a bytes value, or of an array made by packed(): what packed() was given.
   std::string_view packed_bytes() const noexcept {
     if (type_ == attribute_type::bytes_value)
@@ -201,7 +202,7 @@ class attribute_value {
     std::size_t n = a_.count;
     if (type_ == attribute_type::int_array || type_ == attribute_type::double_array)
       n *= 8;
-    else if (type_ == attribute_type::string_array) {
+    else if (counted(type_)) {
       std::uint32_t last = 0;
       if (a_.count != 0)
         std::memcpy(&last, a_.data + 4 * std::size_t{a_.count}, 4);
@@ -217,6 +218,12 @@ class attribute_value {
   static constexpr std::uint8_t form_strings = 1; // std::string[count]
   static constexpr std::uint8_t form_packed = 2;  // detail::pack_attribute's bytes (unaligned)
   static_assert(sizeof(bool) == 1, "otlpconc: bool arrays are read byte by byte");
+  // Packed with a count and end offsets (the others are fixed-size elements).
+  static constexpr bool counted(attribute_type t) noexcept {
+    return t == attribute_type::string_array || t == attribute_type::value_array || t == attribute_type::kvlist_value;
+  }
+  // Entry i of a packed mixed array or key-value list: its key (empty in arrays) and value.
+  std::pair<std::string_view, attribute_value> packed_entry(std::uint32_t i) const noexcept;
   template <class T>
   T load(std::uint32_t i) const noexcept {
     T v;
@@ -244,6 +251,69 @@ struct attribute {
   std::string_view key;
   attribute_value value;
 };
+
+// Packed mixed arrays and key-value lists (detail::pack_attribute): a count, each entry's end
+// offset, then the entries, each a 4-byte key length, the key, the value's type (one byte) and the
+// value: 8 bytes for an int64 or a double, 1 for a bool, the rest of the entry otherwise (the bytes
+// of a string or bytes value, the packed form of an array or list).
+inline std::pair<std::string_view, attribute_value> attribute_value::packed_entry(std::uint32_t i) const noexcept {
+  const char* const ends = a_.data + 4;
+  std::uint32_t begin = 0, end = 0;
+  if (i != 0)
+    std::memcpy(&begin, ends + 4 * (i - 1), 4);
+  std::memcpy(&end, ends + 4 * i, 4);
+  const char* p = ends + 4 * std::size_t{a_.count} + begin;
+  std::uint32_t key_length = 0;
+  std::memcpy(&key_length, p, 4);
+  const std::string_view key(p + 4, key_length);
+  const auto type = static_cast<attribute_type>(static_cast<unsigned char>(p[4 + key_length]));
+  const char* const payload = p + 5 + key_length;
+  const std::size_t payload_size = end - begin - 5 - key_length;
+  switch (type) {
+  case attribute_type::bool_value:
+    return {key, attribute_value(payload[0] != 0)};
+  case attribute_type::int_value: {
+    std::int64_t v;
+    std::memcpy(&v, payload, 8);
+    return {key, attribute_value(v)};
+  }
+  case attribute_type::double_value: {
+    double v;
+    std::memcpy(&v, payload, 8);
+    return {key, attribute_value(v)};
+  }
+  case attribute_type::string_value:
+    return {key, attribute_value(std::string_view(payload, payload_size))};
+  default:
+    return {key, packed(type, std::string_view(payload, payload_size))};
+  }
+}
+
+inline attribute_value attribute_value::element(std::uint32_t i) const noexcept {
+  switch (type_) {
+  case attribute_type::string_array:
+    return string_at(i);
+  case attribute_type::bool_array:
+    return bool_at(i);
+  case attribute_type::int_array:
+    return int_at(i);
+  case attribute_type::double_array:
+    return double_at(i);
+  case attribute_type::value_array:
+    if (a_.form == form_native)
+      return reinterpret_cast<const attribute_value*>(a_.data)[i];
+    return packed_entry(i).second;
+  default: // kvlist_value
+    return kv_at(i).value;
+  }
+}
+
+inline attribute attribute_value::kv_at(std::uint32_t i) const noexcept {
+  if (a_.form == form_native)
+    return reinterpret_cast<const attribute*>(a_.data)[i];
+  auto [key, value] = packed_entry(i);
+  return {key, value};
+}
 
 namespace detail {
 
@@ -289,6 +359,50 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
         const double x = v.double_at(i);
         std::memcpy(out.data() + 8 * std::size_t{i}, &x, 8);
       }
+    }
+    return;
+  }
+  case attribute_type::value_array:
+  case attribute_type::kvlist_value: {
+    out.resize(4 + 4 * std::size_t{n});
+    std::memcpy(out.data(), &n, 4);
+    const std::size_t base = out.size();
+    std::string nested;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const std::string_view key = v.type() == attribute_type::kvlist_value ? v.kv_at(i).key : std::string_view();
+      const attribute_value e = v.element(i);
+      if (key.size() > UINT32_MAX / 2)
+        throw std::length_error("otlpconc: an attribute key over 2 GiB");
+      const auto key_length = static_cast<std::uint32_t>(key.size());
+      out.append(reinterpret_cast<const char*>(&key_length), 4);
+      out.append(key);
+      out.push_back(static_cast<char>(e.type()));
+      switch (e.type()) {
+      case attribute_type::bool_value:
+        out.push_back(e.bool_value() ? 1 : 0);
+        break;
+      case attribute_type::int_value: {
+        const std::int64_t x = e.int_value();
+        out.append(reinterpret_cast<const char*>(&x), 8);
+        break;
+      }
+      case attribute_type::double_value: {
+        const double x = e.double_value();
+        out.append(reinterpret_cast<const char*>(&x), 8);
+        break;
+      }
+      case attribute_type::string_value:
+        out.append(truncate_chars(e.string_value(), max_chars));
+        break;
+      default:
+        pack_attribute(e, max_chars, nested); // (recursion: as deep as the value the caller built)
+        out.append(nested);
+        break;
+      }
+      if (out.size() - base > UINT32_MAX)
+        throw std::length_error("otlpconc: an attribute list over 4 GiB");
+      const auto offset = static_cast<std::uint32_t>(out.size() - base);
+      std::memcpy(out.data() + 4 + 4 * std::size_t{i}, &offset, 4);
     }
     return;
   }

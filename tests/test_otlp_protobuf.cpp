@@ -368,5 +368,13 @@ TEST_CASE("otlp protobuf: key-value lists (AnyValue 6) and mixed arrays nest", "
   CHECK(one(nested, 1).bytes == "n");
   CHECK(one(one(nested, 2).bytes, 3).value == 7);
   CHECK(one(pairs[1].bytes, 1).bytes == "b");
+  // An empty key is left out (KeyValue.key is a plain proto3 string), as a generated encoder does.
+  span_data e;
+  const std::vector<attribute> empty_key{{"", 1}};
+  e.set_attribute("l", empty_key, 128);
+  std::string eo;
+  append_span_protobuf(eo, e, 2);
+  const auto pair = one(one(one(one(eo, 2).bytes, 9).bytes, 2).bytes, 6).bytes;
+  CHECK(all(one(pair, 1).bytes, 1).empty());
   CHECK(one(one(pairs[1].bytes, 2).bytes, 2).value == 0); // bool false: still written (oneof)
 }

@@ -149,6 +149,46 @@ TEST_CASE("key-value lists and mixed arrays nest any values, and read back from 
   CHECK(out.find(R"({"key":"empty","value":{"kvlistValue":{}}})") != std::string::npos);
 }
 
+TEST_CASE("bytes are cut to the length limit in bytes, and values nested past the depth limit become empty",
+          "[telemetry]") {
+  span_data s;
+  const std::string raw(100, '\x07');
+  const std::vector<attribute_value> holder{attribute_value::bytes(raw)};
+  REQUIRE(s.set_attribute("raw", attribute_value::bytes(raw), 128, 10));
+  REQUIRE(s.set_attribute("inner", holder, 128, 10));
+  CHECK(s.attribute_at(0).value.bytes_value().size() == 10);
+  CHECK(s.attribute_at(1).value.element(0).bytes_value().size() == 10);
+  CHECK(key_value("k", attribute_value::bytes(raw), {.chars = 3}).view().value.bytes_value().size() == 3);
+
+  // 70 nested arrays, each holding the next: with the default depth limit (64) the array at depth 65
+  // becomes an empty value; everything above it is kept.
+  std::vector<std::vector<attribute_value>> levels(70);
+  levels[69] = {attribute_value("leaf")};
+  for (std::size_t d = 69; d-- > 0;)
+    levels[d] = {attribute_value(levels[d + 1])};
+  REQUIRE(s.set_attribute("deep", levels[0], 128));
+  attribute_value v = s.attribute_at(2).value;
+  std::uint32_t depth = 1;
+  while (v.type() == attribute_type::value_array) {
+    REQUIRE(v.array_size() == 1);
+    v = v.element(0);
+    ++depth;
+  }
+  CHECK(depth == 65);
+  CHECK(v.type() == attribute_type::empty_value);
+  std::string json;
+  append_span_json(json, s);
+  CHECK(json.find(R"({"arrayValue":{"values":[{}]}})") != std::string::npos); // depth 64 holds {}
+  // A depth limit of 1 keeps a top-level array but empties an array inside it; 0 empties it too.
+  const std::vector<std::int64_t> ints{1};
+  const std::vector<attribute_value> nested{attribute_value(ints), attribute_value(2)};
+  REQUIRE(s.set_attribute("d1", nested, 128, UINT32_MAX, 1));
+  CHECK(s.attribute_at(3).value.element(0).type() == attribute_type::empty_value);
+  CHECK(s.attribute_at(3).value.element(1).int_value() == 2);
+  REQUIRE(s.set_attribute("d0", nested, 128, UINT32_MAX, 0));
+  CHECK(s.attribute_at(4).value.type() == attribute_type::empty_value);
+}
+
 TEST_CASE("the value length limit cuts strings, and each string of an array, to whole characters", "[telemetry]") {
   CHECK(detail::truncate_chars("hello", 3) == "hel");
   CHECK(detail::truncate_chars("h\xc3\xa9llo", 2) == "h\xc3\xa9"); // 'é' is one character, two bytes

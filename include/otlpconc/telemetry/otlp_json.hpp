@@ -160,6 +160,9 @@ inline void append_value(std::string& out, attribute_value v) {
     append_base64(out, v.bytes_value());
     out.push_back('"');
     break;
+  case attribute_type::empty_value: // {}: no member set
+    out.push_back('{');
+    break;
   case attribute_type::kvlist_value:
     out += "{\"kvlistValue\":{";
     if (v.array_size() != 0) {

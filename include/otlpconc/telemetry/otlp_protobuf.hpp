@@ -176,6 +176,8 @@ inline void put_any_value(writer& w, std::uint32_t field, const attribute_value&
     w.bytes(7, b.data(), b.size());
     break;
   }
+  case attribute_type::empty_value: // no member of the oneof set
+    break;
   case attribute_type::kvlist_value: { // KeyValueList: values 1
     const std::size_t l = w.begin(6, 1);
     for (std::uint32_t i = 0; i < v.array_size(); ++i)
@@ -197,7 +199,8 @@ inline void put_any_value(writer& w, std::uint32_t field, const attribute_value&
 // common.v1.KeyValue: key 1, value 2.
 inline void put_key_value(writer& w, std::uint32_t field, const attribute& a) {
   const std::size_t m = w.begin(field, 1);
-  w.string(1, a.key);
+  if (!a.key.empty()) // a plain proto3 string: left out at its default, as a generated encoder does
+    w.string(1, a.key);
   put_any_value(w, 2, a.value);
   w.end(m, 1);
 }

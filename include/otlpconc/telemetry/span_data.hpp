@@ -21,7 +21,9 @@
 //   the limit passed to set_attribute are counted in dropped_attributes_count, never silently lost;
 //   so are events, links and their attributes beyond their limits (the dropped counts go to OTLP).
 //   A string longer than the value-length limit is cut to that many characters (code points; a
-//   byte that is not UTF-8 counts as one), as are the strings of an array.
+//   byte that is not UTF-8 counts as one), as are the strings of arrays and lists at any depth;
+//   bytes are cut to that many bytes; arrays and lists nested deeper than the depth limit (64 by
+//   default) become empty values.
 //   Strings are stored as given (any bytes); encoders make them valid UTF-8 (see otlp_json.hpp).
 // Memory: about 460 bytes inline; text beyond 160 bytes or more than 8 attributes moves to the heap.
 #pragma once
@@ -63,6 +65,8 @@ enum class attribute_type : std::uint8_t {
   int_value,
   double_value,
   bytes_value,  // raw bytes (OTLP AnyValue.bytes_value; base64 in JSON)
+  empty_value,  // no value (an OTLP AnyValue with none set): what an array or list nested beyond the
+                // value depth limit becomes
   string_array, // homogeneous arrays (OTLP ArrayValue)
   bool_array,
   int_array,
@@ -141,12 +145,19 @@ class attribute_value {
     }
   }
   // Raw bytes (not text: never made UTF-8; JSON carries them in base64).
+  static attribute_value bytes(std::string_view b) noexcept { return bytes(b.data(), b.size()); }
   static attribute_value bytes(const void* data, std::size_t size) noexcept {
     attribute_value v(std::string_view(static_cast<const char*>(data), size));
     v.type_ = attribute_type::bytes_value;
     return v;
   }
   static attribute_value bytes(std::span<const std::uint8_t> b) noexcept { return bytes(b.data(), b.size()); }
+  // No value (OTLP's empty AnyValue).
+  static attribute_value empty() noexcept {
+    attribute_value v{std::string_view()};
+    v.type_ = attribute_type::empty_value;
+    return v;
+  }
   // An array or bytes in the packed form span_data and key_value store (detail::pack_attribute).
   // p must be what detail::pack_attribute made for this type (string arrays are read by offset).
   static attribute_value packed(attribute_type type, std::string_view p) noexcept {
@@ -197,7 +208,7 @@ class attribute_value {
   attribute kv_at(std::uint32_t i) const noexcept;
   // The stored bytes of a bytes value, or of an array made by packed(): what packed() was given.
   std::string_view packed_bytes() const noexcept {
-    if (type_ == attribute_type::bytes_value)
+    if (type_ == attribute_type::bytes_value || type_ == attribute_type::empty_value)
       return s_;
     std::size_t n = a_.count;
     if (type_ == attribute_type::int_array || type_ == attribute_type::double_array)
@@ -332,22 +343,37 @@ inline std::string_view truncate_chars(std::string_view s, std::uint32_t max_cha
   return s.substr(0, static_cast<std::size_t>(p - begin));
 }
 
-// The packed form of a bytes or array value (attribute_value::packed reads it), each string cut to
-// max_chars characters: bytes as they are; int64 and double arrays as their 8-byte elements; bool
-// arrays one byte each; string arrays as a 4-byte count, each element's 4-byte end offset, then
-// the bytes. Throws std::length_error past 4 GiB.
-inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::string& out) {
+// OpenTelemetry's attribute value limits: characters of a string (bytes of a byte array), and the
+// depth of nested arrays and lists (a top-level value is at depth 1).
+struct value_limits {
+  std::uint32_t chars = UINT32_MAX;
+  std::uint32_t depth = 64;
+};
+
+// The packed form of a bytes, array or list value at `depth` (attribute_value::packed reads it),
+// within `limits`: bytes cut to limits.chars; int64 and double arrays as their 8-byte elements; bool
+// arrays one byte each; string arrays as a 4-byte count, each element's 4-byte end offset, then the
+// bytes (each string cut to limits.chars characters); mixed arrays and lists as described at
+// attribute_value::packed_entry, an array or list nested deeper than limits.depth written as an
+// empty value. Returns the type packed: v's, or empty_value when v itself is an array or list
+// deeper than the limit. Throws std::length_error past 4 GiB. Recursion: at most limits.depth deep.
+inline attribute_type pack_attribute(attribute_value v, value_limits limits, std::string& out,
+                                     std::uint32_t depth = 1) {
   out.clear();
-  const std::uint32_t n = v.array_size();
+  if (is_array(v.type()) && depth > limits.depth)
+    return attribute_type::empty_value;
+  if (v.type() == attribute_type::bytes_value) {
+    out.assign(v.bytes_value().substr(0, limits.chars));
+    return v.type();
+  }
+  const std::uint32_t n = is_array(v.type()) ? v.array_size() : 0;
+  const std::uint32_t max_chars = limits.chars;
   switch (v.type()) {
-  case attribute_type::bytes_value:
-    out.assign(v.bytes_value());
-    return;
   case attribute_type::bool_array:
     out.resize(n);
     for (std::uint32_t i = 0; i < n; ++i)
       out[i] = v.bool_at(i) ? 1 : 0;
-    return;
+    return v.type();
   case attribute_type::int_array:
   case attribute_type::double_array: {
     out.resize(std::size_t{n} * 8);
@@ -360,7 +386,7 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
         std::memcpy(out.data() + 8 * std::size_t{i}, &x, 8);
       }
     }
-    return;
+    return v.type();
   }
   case attribute_type::value_array:
   case attribute_type::kvlist_value: {
@@ -376,8 +402,9 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
       const auto key_length = static_cast<std::uint32_t>(key.size());
       out.append(reinterpret_cast<const char*>(&key_length), 4);
       out.append(key);
-      out.push_back(static_cast<char>(e.type()));
-      switch (e.type()) {
+      const bool too_deep = is_array(e.type()) && depth + 1 > limits.depth;
+      out.push_back(static_cast<char>(too_deep ? attribute_type::empty_value : e.type()));
+      switch (too_deep ? attribute_type::empty_value : e.type()) {
       case attribute_type::bool_value:
         out.push_back(e.bool_value() ? 1 : 0);
         break;
@@ -394,8 +421,10 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
       case attribute_type::string_value:
         out.append(truncate_chars(e.string_value(), max_chars));
         break;
+      case attribute_type::empty_value:
+        break;
       default:
-        pack_attribute(e, max_chars, nested); // (recursion: as deep as the value the caller built)
+        (void)pack_attribute(e, limits, nested, depth + 1); // (not deeper than limits.depth)
         out.append(nested);
         break;
       }
@@ -404,7 +433,7 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
       const auto offset = static_cast<std::uint32_t>(out.size() - base);
       std::memcpy(out.data() + 4 + 4 * std::size_t{i}, &offset, 4);
     }
-    return;
+    return v.type();
   }
   case attribute_type::string_array: {
     std::size_t total = 0;
@@ -423,10 +452,10 @@ inline void pack_attribute(attribute_value v, std::uint32_t max_chars, std::stri
     }
     for (std::uint32_t i = 0; i < n; ++i)
       out.append(truncate_chars(v.string_at(i), max_chars));
-    return;
+    return v.type();
   }
   default:
-    return; // (scalars are not packed)
+    return v.type(); // (scalars and empty values have no packed bytes)
   }
 }
 
@@ -445,9 +474,9 @@ struct key_value {
   std::string key;
   value_type value;
 
-  // max_chars: the value-length limit (strings, and the strings of an array, are cut to it).
-  key_value(std::string k, attribute_value v, std::uint32_t max_chars = UINT32_MAX)
-      : key(std::move(k)), value(own(v, max_chars)) {}
+  // limits: the value length and depth limits (detail::pack_attribute).
+  key_value(std::string k, attribute_value v, detail::value_limits limits = {})
+      : key(std::move(k)), value(own(v, limits)) {}
   attribute view() const {
     return std::visit(
         [&](const auto& v) -> attribute {
@@ -461,10 +490,10 @@ struct key_value {
   friend bool operator==(const key_value&, const key_value&) = default;
 
  private:
-  static value_type own(attribute_value v, std::uint32_t max_chars) {
+  static value_type own(attribute_value v, detail::value_limits limits) {
     switch (v.type()) {
     case attribute_type::string_value:
-      return std::string(detail::truncate_chars(v.string_value(), max_chars));
+      return std::string(detail::truncate_chars(v.string_value(), limits.chars));
     case attribute_type::bool_value:
       return v.bool_value();
     case attribute_type::int_value:
@@ -473,7 +502,7 @@ struct key_value {
       return v.double_value();
     default: {
       packed_attribute p{v.type(), {}};
-      detail::pack_attribute(v, max_chars, p.bytes);
+      p.type = detail::pack_attribute(v, limits, p.bytes);
       return p;
     }
     }
@@ -491,6 +520,10 @@ struct span_limits {
   std::uint32_t link_count = 128;
   std::uint32_t event_attribute_count = 128;
   std::uint32_t link_attribute_count = 128;
+  // Nesting of arrays and lists (a top-level value is at depth 1); deeper ones become empty values.
+  std::uint32_t attribute_value_depth = 64;
+
+  detail::value_limits value_limits() const noexcept { return {attribute_value_length, attribute_value_depth}; }
 
   // base, with the variables of the specification that are set (an unusable value is reported to
   // the warning handler and ignored): OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT (else OTEL_ATTRIBUTE_COUNT_LIMIT),
@@ -540,11 +573,11 @@ struct span_link {
 namespace detail {
 // Adds `a` to an owned attribute list under OpenTelemetry's rules: a present key takes the new
 // value; a new key beyond max_count is counted in `dropped`.
-inline void add_limited(std::vector<key_value>& list, const attribute& a, std::uint32_t max_count,
-                        std::uint32_t max_chars, std::uint32_t& dropped) {
+inline void add_limited(std::vector<key_value>& list, const attribute& a, std::uint32_t max_count, value_limits limits,
+                        std::uint32_t& dropped) {
   for (key_value& kv : list)
     if (kv.key == a.key) {
-      kv = key_value(std::string(a.key), a.value, max_chars);
+      kv = key_value(std::string(a.key), a.value, limits);
       return;
     }
   if (list.size() >= max_count) {
@@ -552,7 +585,7 @@ inline void add_limited(std::vector<key_value>& list, const attribute& a, std::u
       ++dropped;
     return;
   }
-  list.emplace_back(std::string(a.key), a.value, max_chars);
+  list.emplace_back(std::string(a.key), a.value, limits);
 }
 } // namespace detail
 
@@ -751,15 +784,16 @@ class span_data {
     status_ = code;
   }
   // Sets key to v, replacing the value of a present key. A new key beyond max_attributes is counted
-  // as dropped and false is returned. Strings (and the strings of an array) are cut to max_chars
-  // characters.
+  // as dropped and false is returned. Strings (and the strings of an array, at any depth) are cut to
+  // max_chars characters, bytes to max_chars bytes; arrays and lists nested deeper than max_depth
+  // (the top-level value is at depth 1) become empty values.
   bool set_attribute(std::string_view key, attribute_value v, std::uint32_t max_attributes,
-                     std::uint32_t max_chars = UINT32_MAX) {
+                     std::uint32_t max_chars = UINT32_MAX, std::uint32_t max_depth = 64) {
     const bool plain = v.type() < attribute_type::bytes_value &&
                        (v.type() != attribute_type::string_value || v.string_value().size() <= max_chars);
     if (plain) [[likely]]
       return store_attribute<false>(key, v, max_attributes);
-    return set_attribute_slow(key, v, max_attributes, max_chars);
+    return set_attribute_slow(key, v, max_attributes, {max_chars, max_depth});
   }
 
   // Adds an event; beyond limits.event_count it is counted as dropped and false is returned. Its
@@ -776,14 +810,17 @@ class span_data {
   // A string to cut, bytes, or an array (packed first). Out of line: the common path (scalars and
   // strings within the limit) stays as small as it was before arrays existed.
   OTLPCONC_NOINLINE bool set_attribute_slow(std::string_view key, attribute_value v, std::uint32_t max_attributes,
-                                            std::uint32_t max_chars) {
+                                            detail::value_limits limits) {
     if (v.type() == attribute_type::string_value)
-      return store_attribute<false>(key, detail::truncate_chars(v.string_value(), max_chars), max_attributes);
+      return store_attribute<false>(key, detail::truncate_chars(v.string_value(), limits.chars), max_attributes);
     if (v.type() == attribute_type::bytes_value)
+      return store_attribute<true>(key, attribute_value::bytes(v.bytes_value().substr(0, limits.chars)),
+                                   max_attributes);
+    if (v.type() == attribute_type::empty_value)
       return store_attribute<true>(key, v, max_attributes);
     std::string packed;
-    detail::pack_attribute(v, max_chars, packed);
-    return store_attribute<true>(key, attribute_value::packed(v.type(), packed), max_attributes);
+    const attribute_type type = detail::pack_attribute(v, limits, packed);
+    return store_attribute<true>(key, attribute_value::packed(type, packed), max_attributes);
   }
   // Packed: v is bytes or a packed array (its bytes are stored like a string); else a scalar or a
   // string.
@@ -962,7 +999,7 @@ inline bool span_data::add_event(std::string_view name, std::uint64_t time_unix_
   e.name.assign(name);
   e.time_unix_nano = time_unix_nano;
   for (const attribute& a : attributes)
-    detail::add_limited(e.attributes, a, limits.event_attribute_count, limits.attribute_value_length,
+    detail::add_limited(e.attributes, a, limits.event_attribute_count, limits.value_limits(),
                         e.dropped_attributes_count);
   extras_->events.push_back(std::move(e));
   return true;
@@ -978,7 +1015,7 @@ inline bool span_data::add_link(const span_context& linked, std::span<const attr
   span_link l;
   l.context = linked;
   for (const attribute& a : attributes)
-    detail::add_limited(l.attributes, a, limits.link_attribute_count, limits.attribute_value_length,
+    detail::add_limited(l.attributes, a, limits.link_attribute_count, limits.value_limits(),
                         l.dropped_attributes_count);
   extras_->links.push_back(std::move(l));
   return true;

@@ -159,7 +159,8 @@ class span {
   span& set_attribute(std::string_view key, attribute_value value) noexcept {
     if (data_) {
       try {
-        data_->set_attribute(key, value, limits_.attribute_count, limits_.attribute_value_length);
+        data_->set_attribute(key, value, limits_.attribute_count, limits_.attribute_value_length,
+                             limits_.attribute_value_depth);
       } catch (...) { // out of memory (or a 4 GiB span): counted, the span stays usable
         data_->count_dropped_attribute();
       }

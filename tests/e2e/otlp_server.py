@@ -106,22 +106,23 @@ def pb_field(number, payload):  # a length-delimited field
 def count_protobuf_spans(body):
     """Spans of an ExportTraceServiceRequest (resource_spans 1 > scope_spans 2 > spans 2), for SINK."""
 
+    def read_varint(b, i):  # (value, index after it)
+        v, shift = 0, 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                return v, i
+
     def fields(b):
         i = 0
         while i < len(b):
-            key, shift = 0, 0
-            while True:
-                c = b[i]
-                i += 1
-                key |= (c & 0x7F) << shift
-                shift += 7
-                if c < 0x80:
-                    break
+            key, i = read_varint(b, i)
             number, wire = key >> 3, key & 7
             if wire == 0:
-                while b[i] >= 0x80:
-                    i += 1
-                i += 1
+                _, i = read_varint(b, i)
                 yield number, None
             elif wire == 1:
                 i += 8
@@ -130,14 +131,7 @@ def count_protobuf_spans(body):
                 i += 4
                 yield number, None
             elif wire == 2:
-                n, shift = 0, 0
-                while True:
-                    c = b[i]
-                    i += 1
-                    n |= (c & 0x7F) << shift
-                    shift += 7
-                    if c < 0x80:
-                        break
+                n, i = read_varint(b, i)
                 yield number, b[i : i + n]
                 i += n
             else:

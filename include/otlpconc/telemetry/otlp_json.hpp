@@ -250,11 +250,7 @@ inline void append_span_json(std::string& out, const span_data& s) {
   }
   if (s.parent_span_id().valid())
     append_id(out, ",\"parentSpanId\":\"", s.parent_span_id());
-  char buf[24];
-  auto [fend, fec] = std::to_chars(buf, buf + sizeof buf, otlp_span_flags(s));
-  (void)fec;
-  out += ",\"flags\":";
-  out.append(buf, fend);
+  append_uint_field(out, ",\"flags\":", otlp_span_flags(s));
   out += ",\"name\":";
   append_json_string(out, s.name());
   out += ",\"kind\":";
@@ -272,12 +268,8 @@ inline void append_span_json(std::string& out, const span_data& s) {
     }
     out.push_back(']');
   }
-  if (s.dropped_attributes_count() != 0) {
-    auto [dend, dec] = std::to_chars(buf, buf + sizeof buf, s.dropped_attributes_count());
-    (void)dec;
-    out += ",\"droppedAttributesCount\":";
-    out.append(buf, dend);
-  }
+  if (s.dropped_attributes_count() != 0)
+    append_uint_field(out, ",\"droppedAttributesCount\":", s.dropped_attributes_count());
   if (s.event_count() != 0) [[unlikely]] {
     out += ",\"events\":[";
     for (std::uint32_t i = 0; i < s.event_count(); ++i) {

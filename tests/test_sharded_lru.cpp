@@ -875,40 +875,55 @@ TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU wi
   CHECK(std::abs(ratio - model_ratio) < 0.01);
 }
 
-TEST_CASE("sharded_lru: a drain empties a full read ring whose hint was set back to the value it last saw",
+TEST_CASE("sharded_lru: a read ring drops only where it is full and replays a record written after a drain counted it",
           "[sharded_lru]") {
-  // The per-ring hint is a plain store of a value its producer read earlier: a producer preempted
-  // between reading it and storing it sets it back, possibly to exactly the value the last drain
-  // saw, while every slot holds a published record. Producers of a full ring all drop, so none
-  // moves the hint again. Here a second lap fills the ring and then the stale store lands (the
-  // value is what a producer that read 15 and claimed slot 15 stores). When drains compared the
-  // hint with its last value, this ring was never drained again: every later record of the stripe
-  // was dropped until the cache was destroyed.
+  // A reader takes its ticket before it writes its record, so a drain can count a ticket whose
+  // slot is still empty (the reader preempted in between). That drain must scan the ring again
+  // next time although no other reader moves the count: a drain that kept only "the count I saw"
+  // skipped it, and the record waited for the stripe's next hit (forever if none came). A ring
+  // whose count has not moved, with every ticket found written, is skipped without reading a slot.
   using ring_t = otlpconc::detail::lru_read_ring;
   struct alignas(64) fake_node {
     char bytes[64];
   };
   std::vector<fake_node> nodes(2 * ring_t::slots);
   ring_t ring;
-  std::vector<const void*> replayed;
+  std::vector<std::pair<const void*, std::uint64_t>> replayed;
   const auto drain = [&] {
     replayed.clear();
-    ring.drain([&](const void* n, std::uint64_t) { replayed.push_back(n); });
+    ring.drain([&](const void* n, std::uint64_t h) { replayed.emplace_back(n, h); });
   };
-  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
-    CHECK(ring.offer(&nodes[k], k) != ring_t::offer_result::dropped);
+  for (std::uint32_t k = 0; k + 1 < ring_t::slots; ++k)
+    CHECK(ring.offer(&nodes[k], k) == ring_t::offer_result::recorded);
+  CHECK(ring.offer(&nodes[ring_t::slots - 1], 0) == ring_t::offer_result::recorded_full); // time to drain
   drain();
-  CHECK(replayed.size() == ring_t::slots);
-  const std::uint32_t seen = ring.next.load();
+  REQUIRE(replayed.size() == ring_t::slots);
+  for (std::uint32_t k = 0; k + 1 < ring_t::slots; ++k)
+    CHECK(replayed[k] == std::pair<const void*, std::uint64_t>(&nodes[k], k));
   for (std::uint32_t k = 0; k < ring_t::slots; ++k)
     CHECK(ring.offer(&nodes[ring_t::slots + k], k) != ring_t::offer_result::dropped);
-  CHECK(ring.offer(&nodes[0], 0) == ring_t::offer_result::dropped); // full
-  ring.next.store(seen);                                            // the stale hint store
+  CHECK(ring.offer(&nodes[0], 99) == ring_t::offer_result::dropped); // its slot still holds a record
   drain();
-  CHECK(replayed.size() == ring_t::slots); // every record of the second lap, in slot order
-  for (std::size_t k = 0; k < replayed.size(); ++k)
-    CHECK(replayed[k] == &nodes[ring_t::slots + k]);
-  CHECK(ring.offer(&nodes[0], 0) != ring_t::offer_result::dropped); // the ring takes records again
+  REQUIRE(replayed.size() == ring_t::slots); // the second lap, oldest first; the dropped one never
+  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
+    CHECK(replayed[k].first == &nodes[ring_t::slots + k]);
+  CHECK(ring.offer(&nodes[1], 1) == ring_t::offer_result::recorded); // the ring takes records again
   drain();
   CHECK(replayed.size() == 1);
+
+  // A reader takes its ticket and is preempted before writing its record.
+  const std::uint32_t t = ring.next.fetch_add(1);
+  drain();
+  CHECK(replayed.empty());
+  ring.ring[t % ring_t::slots].hash.store(7);
+  ring.ring[t % ring_t::slots].node.store(&nodes[5]); // the reader resumes; nobody else offers
+  drain();
+  REQUIRE(replayed.size() == 1);
+  CHECK(replayed[0] == std::pair<const void*, std::uint64_t>(&nodes[5], 7));
+
+  // Nothing new: the drain does not scan (a record planted without a ticket stays unread).
+  ring.ring[(t + 3) % ring_t::slots].hash.store(8);
+  ring.ring[(t + 3) % ring_t::slots].node.store(&nodes[6]);
+  drain();
+  CHECK(replayed.empty());
 }

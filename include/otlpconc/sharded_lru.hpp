@@ -175,21 +175,29 @@ struct lru_table {
   std::unique_ptr<lru_table> previous;
 };
 
-// Hit records for one stripe of one shard: 16 slots, each claimed on its own. Many producers (the
-// readers of that stripe), one consumer (whoever holds the shard lock). A producer claims the slot
-// the `next` hint names (or the one after) with a CAS from empty to a "being written" mark, writes
-// the record, then publishes it; the consumer replays published records and leaves slots being
-// written for a later drain. A producer preempted while writing holds only its own slot (a ring
-// with a shared head and tail stalls at such a slot: every later record of the stripe is dropped
-// until the producer resumes). Lossy: a producer that finds both slots taken drops its record.
+// Hit records for one stripe of one shard: 16 slots. Many producers (the readers of that stripe),
+// one consumer (whoever holds the shard lock). A producer takes a ticket from `next` with one
+// atomic increment; ticket t names slot t % 16, which it fills if the slot is empty and otherwise
+// drops its record (the ring is full there: lossy). The consumer replays every filled slot and
+// empties it. A producer preempted between its ticket and its write holds only its own slot: the
+// others keep taking records (a ring with a shared head and tail stalls at such a slot: every
+// later record of the stripe is dropped until the producer resumes).
 //
-// Whether a ring holds anything new is decided by `published`, a count every record adds to with
-// an RMW, never by the hint: the hint is a plain store of a value its producer read earlier, so a
-// producer preempted between reading it (R1) and storing it (R2) sets it back, to any value it once
-// had, including the one the last drain saw. A drain that took "hint unchanged" for "nothing new"
-// then skipped a full ring whose producers all drop (none stores the hint again): every later record
-// of that stripe was dropped until the cache was destroyed (seen once: 84982 of 305955 records
-// dropped, 8 threads on 2 rings, 2 loaded cores, hit ratio 1.4 points below textbook LRU).
+// `next` is also the ring's count: every offer, recorded or dropped, moves it, so a drain that
+// reads the count it saw last time skips the ring without touching the slots (their lines, which
+// the readers write). A ticket is taken before its record is written, so a drain may count a
+// record that is not there yet: it then keeps its `drained` mark at the first such ticket and the
+// next drain scans again. So a record is replayed by the first drain that happens after its offer
+// returned, except in one case: 16 or more later offers of the stripe while it was being written,
+// with the slot's previous record replayed in between (the drain cannot tell that record from
+// this one); it then waits for the stripe's next offer. Two offers 16 tickets apart can also write
+// one slot at the same time (the same preemption); a mixed record is harmless: the node address
+// is only compared, the entry is found by walking the hash's chain, and a pair that does not match
+// promotes nothing.
+//
+// One atomic RMW per record. Before this revision a record took two (a CAS claiming its slot and
+// an increment of a separate count), and an earlier one decided "anything new" from a plain hint
+// store that a preempted producer could set back (a full ring was then never drained again).
 //
 // Templated on the Sync policy (detail/sync.hpp): the model-checking build explores offer and
 // drain under the C++ memory model (tests/model, "[sharded_lru]").
@@ -202,73 +210,61 @@ struct alignas(cache_line_size) basic_lru_read_ring {
     atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
     atomic<std::uint64_t> hash{0};
   };
-  atomic<std::uint32_t> next{0};      // the slot the next record tries first (a hint)
-  atomic<std::uint32_t> published{0}; // records published so far (mod 2^32)
-  std::uint32_t drained = 0;          // `published` as the last drain saw it (the lock holder's)
-  std::uint32_t drained_next = 0;     // `next` as the last drain saw it: where to start (ditto)
+  atomic<std::uint32_t> next{0}; // tickets taken so far (mod 2^32): slot and count
+  std::uint32_t drained = 0;     // every ticket below it was found written by a drain (the lock holder's)
   record ring[slots];
 
   enum class offer_result { recorded, recorded_full, dropped };
 
-  // Nodes are 64-byte aligned: 1 is never a node address.
-  static const void* being_written() noexcept { return reinterpret_cast<const void*>(std::uintptr_t{1}); }
-
   offer_result offer(const void* node, std::uint64_t hash) noexcept {
-    // (R1) relaxed: a hint; the CAS on the slot (R3) decides.
-    std::uint32_t i = next.load(std::memory_order_relaxed);
-    Sync::preempt(); // stress builds: other readers and a drain run between R1 and R2
-    for (int attempt = 0; attempt < 2; ++attempt, ++i) {
-      record& r = ring[i % slots];
-      const void* expected = nullptr;
-      // (R3) acquire on success: pairs with the drainer's release store of nullptr (R11), so its
-      // read of the slot's previous hash (R10) happens before our write (R4); relaxed on failure.
-      if (r.node.load(std::memory_order_relaxed) == nullptr &&
-          r.node.compare_exchange_strong(expected, being_written(), std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
-        // (R4) relaxed: published by R5.
-        r.hash.store(hash, std::memory_order_relaxed);
-        // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
-        r.node.store(node, std::memory_order_release);
-        // (R2) relaxed: a hint for the next producer only; it may move backwards (see above).
-        next.store(i + 1, std::memory_order_relaxed);
-        // (R12) release: every record adds 1, so the count moves whenever a record is published
-        // (an RMW continues the release sequence: a drain whose R9 reads a count that includes
-        // this record happens after R5 and finds the record, or a later one in its slot).
-        published.fetch_add(1, std::memory_order_release);
-        return (i + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
-      }
-    }
-    return offer_result::dropped;
+    // (R1) relaxed: claims ticket t among producers and counts the offer for the drain's skip
+    // (R9, which reads it by coherence); the record itself is published by R5.
+    const std::uint32_t t = next.fetch_add(1, std::memory_order_relaxed);
+    Sync::preempt(); // stress builds: other readers and a drain run between the ticket and the write
+    record& r = ring[t % slots];
+    // (R3) acquire: pairs with the drainer's release store of nullptr (R11), so its read of the
+    // slot's previous hash (R10) happens before our write (R4).
+    if (r.node.load(std::memory_order_acquire) != nullptr)
+      return offer_result::dropped;
+    // (R4) relaxed: published by R5.
+    r.hash.store(hash, std::memory_order_relaxed);
+    // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
+    r.node.store(node, std::memory_order_release);
+    return (t + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
   }
 
-  // Calls f(node, hash) for each published record, oldest slots first. Only under the shard lock.
-  // A ring whose count has not moved since the last drain is not scanned (and its lines, which its
-  // readers write, are not written).
+  // Calls f(node, hash) for each written record, oldest tickets first. Only under the shard lock.
+  // A ring whose count has not moved since the last drain, with every ticket below it found
+  // written, is not scanned.
   template <class F>
   void drain(F&& f) noexcept {
-    // (R9) acquire: pairs with R12. A hit's R12 is sequenced before its lookup returns, so a drain
-    // that happens after the lookup returned reads a count that includes it. A count equal to the
-    // last drain's means no record was published since that drain's R9, and that drain found every
-    // record counted then; a record published but not yet counted (between R5 and R12) that a drain
-    // skips is counted later, and the drain after that finds it.
-    const std::uint32_t n = published.load(std::memory_order_acquire);
+    // (R9) relaxed: an offer whose write happens before this drain took its ticket (R1) before
+    // that, so by coherence n counts it; the slots' own acquire loads (R6) order their contents.
+    const std::uint32_t n = next.load(std::memory_order_relaxed);
     if (n == drained)
       return;
-    drained = n;
-    // (R13) relaxed: only orders the scan (oldest slots first, as far as the hint tells).
-    const std::uint32_t start = std::exchange(drained_next, next.load(std::memory_order_relaxed));
+    const std::uint32_t oldest = n - slots; // the oldest ticket whose record a slot can hold
+    std::uint32_t first_missing = n;
     for (std::uint32_t k = 0; k < slots; ++k) {
-      record& r = ring[(start + k) % slots];
+      const std::uint32_t s = drained + k; // from where the last drain stopped: oldest records first
+      record& r = ring[s % slots];
       // (R6) acquire: pairs with R5.
       const void* node = r.node.load(std::memory_order_acquire);
-      if (node == nullptr || node == being_written())
-        continue; // empty, or still being written: left for a later drain
+      if (node == nullptr) {
+        // The slot's newest ticket: if it is one not yet seen written, it was taken but not written
+        // yet (or dropped): scan again next time.
+        const std::uint32_t t = oldest + (s - oldest) % slots;
+        if (t - drained < n - drained && t - drained < first_missing - drained)
+          first_missing = t;
+        continue;
+      }
       // (R10) relaxed: ordered after R5 by R6.
       const std::uint64_t hash = r.hash.load(std::memory_order_relaxed);
       // (R11) release: pairs with the next producer's R3.
       r.node.store(nullptr, std::memory_order_release);
       f(node, hash);
     }
+    drained = first_missing;
   }
 };
 using lru_read_ring = basic_lru_read_ring<>;

@@ -376,8 +376,9 @@ struct cache_handshake_reclaim : model_test<cache_handshake_reclaim<Mode, Closin
 // ---- sharded_lru: the read rings (hit records) -----------------------------------------------
 // Readers offer hit records (a node address and its hash) to one ring; the lock holder drains it
 // while they do, and once more at the end. Every record an offer reported as recorded is drained
-// exactly once, with the hash its reader wrote; a dropped one never. A drain that trusted the
-// `next` hint instead of the `published` count (the bug of commit a62afd2) skips records forever.
+// exactly once, with the hash its reader wrote; a dropped one never. A drain that took the ticket
+// count it saw for "all written" (a reader takes its ticket before it writes) skips a record, and
+// so does a drain that decided from a hint (the bug of commit a62afd2).
 template <int Readers, int Offers>
 struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers, Offers>, Readers + 1> {
   using ring_type = otlpconc::detail::basic_lru_read_ring<relacy_sync>;

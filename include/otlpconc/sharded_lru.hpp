@@ -91,6 +91,7 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/counter.hpp"
 #include "otlpconc/detail/config.hpp"
+#include "otlpconc/detail/lru_chain.hpp"
 #include "otlpconc/detail/lru_support.hpp"
 #include "otlpconc/detail/node_cache.hpp"
 #include "otlpconc/detail/sync.hpp"
@@ -164,16 +165,6 @@ constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
   h ^= h >> 33;
   return h;
 }
-
-// One bucket array. Replaced arrays stay allocated (chained through `previous`) until the cache is
-// destroyed, so a reader may still load from the array it started with.
-template <class Node>
-struct lru_table {
-  explicit lru_table(std::size_t buckets) : mask(buckets - 1), slots(std::make_unique<std::atomic<Node*>[]>(buckets)) {}
-  std::size_t mask;
-  std::unique_ptr<std::atomic<Node*>[]> slots;
-  std::unique_ptr<lru_table> previous;
-};
 
 // Hit records for one stripe of one shard: 16 slots. Many producers (the readers of that stripe),
 // one consumer (whoever holds the shard lock). A producer takes a ticket from `next` with one
@@ -331,12 +322,9 @@ class sharded_lru_cache {
     [[no_unique_address]] node_allocator alloc;
   };
   static_assert(alignof(node) >= 2, "the dead mark needs a free low bit in node pointers");
-  static node* marked_dead(node* p) noexcept {
-    return reinterpret_cast<node*>(reinterpret_cast<std::uintptr_t>(p) | 1);
-  }
-  static bool is_dead(const node* p) noexcept { return (reinterpret_cast<std::uintptr_t>(p) & 1) != 0; }
 
-  using table = detail::lru_table<node>;
+  using chain = detail::lru_chain<node>; // the hash chains' protocol (walk, unlink, resize)
+  using table = typename chain::table;
 
  public:
   using key_type = K;
@@ -780,56 +768,22 @@ class sharded_lru_cache {
   bool find_node(shard& s, const K& key, std::uint64_t h, OnHit&& on_hit) const {
     hazard_pointer hp = make_hazard_pointer();
     hazard_pointer hp_next; // made only if the walk goes past the chain's first node
-    for (;;) {
-      // (L1) acquire: pairs with the release store that ended the last resize (G4): the array it
-      // published and its chains are visible.
-      const std::uint64_t seq = s.resize_seq.load(std::memory_order_acquire);
-      // (L2) acquire: pairs with the release store of a new array (G2).
-      table* t = s.tab.load(std::memory_order_acquire);
-      // protect() validates that the bucket still holds n after the hazard pointer is visible, so n
-      // was linked (not retired) at that instant. (H3's acquire pairs with the release stores that
-      // link nodes: I1, I2, U1, G1.) Buckets never carry the dead mark.
-      node* n = hp.protect(t->slots[h & t->mask]);
-      bool stale = false;
-      while (n != nullptr) {
-        if (n->hash == h && eq_(n->key, key)) {
-          on_hit(n, hp);
-          return true;
-        }
-        if (hp_next.empty())
-          hp_next = make_hazard_pointer();
-        // (L3) protect's validating load (H3, acquire) of n->next pairs with the release store of
-        // the dead mark (U2): if the link it validated is unmarked, n was still linked after the
-        // hazard pointer on next was visible, with next as its successor, so next was linked then
-        // (a removed node's old predecessor never points to it again) and cannot be reclaimed. If
-        // it is marked, n was removed and its successor may be too: walk again.
-        node* next = hp_next.protect(n->next);
-        if (is_dead(next)) {
-          stale = true;
-          break;
-        }
-        hp.swap(hp_next);
-        n = next;
-      }
-      if (stale)
-        continue;
-      // A miss is trusted only if no resize moved nodes between chains while we walked. (L4)
-      // acquire: if the walk read any link written by a resize (release stores G1), this load sees
-      // the odd value stored before it (G0) or a later one.
-      if ((seq & 1) == 0 && s.resize_seq.load(std::memory_order_acquire) == seq)
-        return false;
-      // A resize ran or is running: look under the lock (which waits for the resize to end)
-      // rather than spin while a possibly preempted writer finishes it.
-      std::lock_guard lock(s.mutex);
-      node* found = find_locked(s, key, h);
-      if (found == nullptr)
-        return false;
-      // The node cannot be retired before we unlock (removals take the lock), so this
-      // unvalidated protection is published before any retire of it (reset_protection's rule).
-      hp.reset_protection(found);
-      on_hit(found, hp);
-      return true;
-    }
+    const auto walked = chain::walk(
+        s.resize_seq, s.tab, h, hp, hp_next, [] { return make_hazard_pointer(); },
+        [&](const node* n) { return eq_(n->key, key); }, [&](node* n) { on_hit(n, hp); });
+    if (walked != chain::walk_result::unsure)
+      return walked == chain::walk_result::hit;
+    // A resize ran or is running: look under the lock (which waits for the resize to end) rather
+    // than spin while a possibly preempted writer finishes it.
+    std::lock_guard lock(s.mutex);
+    node* found = find_locked(s, key, h);
+    if (found == nullptr)
+      return false;
+    // The node cannot be retired before we unlock (removals take the lock), so this unvalidated
+    // protection is published before any retire of it (reset_protection's rule).
+    hp.reset_protection(found);
+    on_hit(found, hp);
+    return true;
   }
 
   template <class OnHit>
@@ -898,14 +852,7 @@ class sharded_lru_cache {
   }
 
   node* find_locked(shard& s, const K& key, std::uint64_t h) const {
-    // (M3) relaxed: as M1.
-    table* t = s.tab.load(std::memory_order_relaxed);
-    // (M4) relaxed: as M1.
-    for (node* c = t->slots[h & t->mask].load(std::memory_order_relaxed); c != nullptr;
-         c = c->next.load(std::memory_order_relaxed))
-      if (c->hash == h && eq_(c->key, key))
-        return c;
-    return nullptr;
+    return chain::find_locked(s.tab, h, [&](const node* c) { return eq_(c->key, key); });
   }
 
   // Puts `fresh`'s key and value in the cache (end_load): see link_locked.
@@ -935,42 +882,24 @@ class sharded_lru_cache {
         return true;
       }
     }
-    table* t = s.tab.load(std::memory_order_relaxed); // (M5) relaxed: as M1
     node* n = fresh.release();
     if (old != nullptr) {
-      // Replace in place in the chain: readers see either the old or the new entry.
-      node* succ = old->next.load(std::memory_order_relaxed); // (M6) relaxed: as M1
-      // (M7) relaxed: n is not yet reachable; I1 publishes it.
-      n->next.store(succ, std::memory_order_relaxed);
-      n->pprev = old->pprev;
-      if (succ != nullptr)
-        succ->pprev = &n->next;
-      // (I1) release: publishes n's contents to readers' acquire loads (H3).
-      n->pprev->store(n, std::memory_order_release);
-      // (U2') release: the dead mark, as U2.
-      old->next.store(marked_dead(succ), std::memory_order_release);
+      chain::replace(old, n); // readers see either the old or the new entry
       lru_unlink(s, old);
       s.size -= 1;
       s.charge -= old->charge;
       stats_.updates.increment();
       removed.add(old, removal_cause::replaced);
     } else {
-      std::atomic<node*>& bucket = t->slots[n->hash & t->mask];
-      node* first = bucket.load(std::memory_order_relaxed); // (M8) relaxed: as M1
-      n->next.store(first, std::memory_order_relaxed);      // (M7') relaxed: as M7
-      n->pprev = &bucket;
-      if (first != nullptr)
-        first->pprev = &n->next;
-      // (I2) release: as I1.
-      bucket.store(n, std::memory_order_release);
+      chain::insert(s.tab, n);
       stats_.inserts.increment();
     }
     lru_push_front(s, n);
     s.size += 1;
     s.charge += n->charge;
     evict_locked(s, removed);
-    if (weigher_ && s.size > t->mask + 1)
-      grow_locked(s);
+    if (weigher_ && s.size > s.tab.load(std::memory_order_relaxed)->mask + 1) // (M5) relaxed: as M1
+      chain::grow(s.resize_seq, s.tab);
     publish_size_locked(s);
     return true;
   }
@@ -1001,63 +930,14 @@ class sharded_lru_cache {
     }
   }
 
-  // Unlinks n through its back link (no walk of its chain: the bucket and predecessor are only
-  // written, so their cache misses do not stall the lock holder) and marks it dead.
+  // Unlinks n from its chain (chain::unlink: marked dead, readers standing on it walk again) and
+  // from the LRU list.
   void remove_locked(shard& s, node* n, removal_cause cause, removed_list& removed) {
-    node* succ = n->next.load(std::memory_order_relaxed); // (M9) relaxed: as M1
-    // (U1) release: readers that load the new link see the successor's contents (published to us
-    // by the lock) as well.
-    n->pprev->store(succ, std::memory_order_release);
-    if (succ != nullptr)
-      succ->pprev = n->pprev;
-    // (U2) release: the dead mark; pairs with the readers' validating acquire (L3). The successor
-    // is kept: a reader standing on n sees the mark and walks again.
-    n->next.store(marked_dead(succ), std::memory_order_release);
+    chain::unlink(n);
     lru_unlink(s, n);
     s.size -= 1;
     s.charge -= n->charge;
     removed.add(n, cause);
-  }
-
-  // Doubles the bucket array of a weighted shard. Readers may be walking the old chains: every
-  // node is moved once, to the head of its new chain, so a walk still ends; a walk that met a moved
-  // node may miss its key, which the resize sequence (L1/L4) detects.
-  void grow_locked(shard& s) noexcept {
-    table* old = s.tab.load(std::memory_order_relaxed); // (M10) relaxed: as M1
-    table* grown;
-    try {
-      grown = new table((old->mask + 1) * 2);
-    } catch (const std::bad_alloc&) {
-      return; // longer chains, still correct
-    }
-    // (M11) relaxed: written only under the lock.
-    const std::uint64_t seq = s.resize_seq.load(std::memory_order_relaxed);
-    // (G0) relaxed: made visible to readers by the release stores after it (G1, G2).
-    s.resize_seq.store(seq + 1, std::memory_order_relaxed);
-    for (std::size_t b = 0; b <= old->mask; ++b) {
-      // (M12) relaxed: as M1.
-      for (node* n = old->slots[b].load(std::memory_order_relaxed); n != nullptr;) {
-        node* next = n->next.load(std::memory_order_relaxed); // (M13) relaxed: as M1
-        std::atomic<node*>& head = grown->slots[n->hash & grown->mask];
-        node* first = head.load(std::memory_order_relaxed); // (M15) relaxed: as M1
-        // (G1) release: a reader that follows this link sees G0 and the chain behind it.
-        n->next.store(first, std::memory_order_release);
-        n->pprev = &head;
-        if (first != nullptr)
-          first->pprev = &n->next;
-        head.store(n, std::memory_order_relaxed); // (M14) relaxed: published by G2
-        n = next;
-      }
-    }
-    // (G2) release: pairs with L2.
-    s.tab.store(grown, std::memory_order_release);
-    // Empty the old array so a reader that starts from it fails protect()'s validation or walks
-    // nothing (and then fails the sequence check).
-    for (std::size_t b = 0; b <= old->mask; ++b)
-      old->slots[b].store(nullptr, std::memory_order_release); // (G3) release: as G1
-    grown->previous.reset(old);
-    // (G4) release: pairs with L1 and L4.
-    s.resize_seq.store(seq + 2, std::memory_order_release);
   }
 
   // Detaches a running load of key: it will not insert its (older) value, and a later miss starts a

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <utility>
 
 namespace {
 
@@ -426,6 +427,115 @@ struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers,
     "[sharded_lru] read ring: 2 readers offer, the lock holder drains", random300k);
 [[maybe_unused]] const int r_lr2 = registrar::add<lru_read_ring_offer_drain<2, 2>>(
     "[sharded_lru] read ring: 2 readers offer twice, the lock holder drains", random300k);
+
+// ---- sharded_lru: the hash chains (a lookup's walk against unlink and resize) ----------------
+// detail/lru_chain.hpp, the code sharded_lru_cache runs. One bucket holds the chain 1, 2, 3; a
+// reader looks up key 3, which is never removed, while the lock holder unlinks keys 1 and 2
+// (retiring both, then scanning), or doubles the bucket array (keys move to two chains, each to
+// the head of its new chain), or both. The lookup never reports a miss (a resize may make it
+// "unsure", which the cache answers under the lock), and never reads a reclaimed node (its key is
+// checked against a record of the destructors run, and the destructor's write races with a read
+// not ordered before it). The resize is searched exhaustively up to one preemption (a trusted miss
+// needs only that); the unlink at random (a walk past a dead node's successor is found at
+// execution 89049 with symmetric fences; with membarrier, the yields at the hazard pointers'
+// preemption points let the reader publish before the scan, and 3 million executions did not
+// find it).
+struct chain_node : otlpconc::basic_hazard_pointer_obj_base<chain_node, std::default_delete<chain_node>, relacy_sync> {
+  chain_node(int k, std::uint64_t h) : hash(h), key(k) {}
+  ~chain_node() {
+    // Relacy does not flag a read of a var whose destructor ran once a later fence of the scan
+    // (membarrier: a fence in every thread) orders it: the reclamation is also recorded here, with
+    // a seq_cst store that the reader's seq_cst check reads (one total order, executed in turn).
+    reclaimed->fetch_or(1u << key.load(), std::memory_order_seq_cst);
+    key = -1; // (the hash stays: the walk then calls match on a reclaimed node, which checks it)
+  }
+  relacy_sync::atomic<chain_node*> next{nullptr};
+  relacy_sync::atomic<chain_node*>* pprev = nullptr;
+  relacy_sync::var<std::uint64_t> hash;
+  relacy_sync::var<int> key;
+  static inline relacy_sync::atomic<unsigned>* reclaimed = nullptr; // the running execution's
+};
+
+template <fence_mode Mode, bool Remove, bool Grow>
+struct lru_chain_walk : model_test<lru_chain_walk<Mode, Remove, Grow>, 2> {
+  using chain = otlpconc::detail::lru_chain<chain_node, relacy_sync>;
+  using table = chain::table;
+  using hazard_pointer = otlpconc::basic_hazard_pointer<relacy_sync>;
+  static constexpr int keys = 3; // 1, 2, 3
+  otlpconc_model::domain& domain = *this->default_domain;
+  relacy_sync::atomic<table*> tab{nullptr};
+  relacy_sync::atomic<std::uint64_t> resize_seq{0};
+  relacy_sync::atomic<unsigned> reclaimed{0}; // bit k: node k's destructor ran
+  chain_node* nodes[keys + 1] = {};
+
+  // Without a resize every node has one hash, so the walk compares every key it meets (and checks
+  // that the node is not reclaimed); with one, the hash is the key, so the nodes move to two chains.
+  static std::uint64_t hash_of(int k) { return Grow ? static_cast<std::uint64_t>(k) : 0; }
+  void before() {
+    relacy_sync::mode = Mode;
+    chain_node::reclaimed = &reclaimed;
+    tab.store(new table(1), std::memory_order_relaxed);
+    for (int k = keys; k >= 1; --k) { // each is inserted at the head: the chain is 1, 2, 3
+      nodes[k] = new chain_node(k, hash_of(k));
+      chain::insert(tab, nodes[k]);
+    }
+  }
+  typename chain::walk_result lookup(int key) {
+    hazard_pointer hp = otlpconc::make_hazard_pointer(domain);
+    hazard_pointer hp_next;
+    return chain::walk(
+        resize_seq, tab, hash_of(key), hp, hp_next, [&] { return otlpconc::make_hazard_pointer(domain); },
+        [&](const chain_node* n) {
+          const int k = n->key;
+          RL_ASSERT(k >= 1 && k <= keys);
+          RL_ASSERT((reclaimed.load(std::memory_order_seq_cst) & (1u << k)) == 0); // not reclaimed
+          return k == key;
+        },
+        [&](chain_node* n) {
+          const int k = n->key; // still protected
+          RL_ASSERT(k == key);
+        });
+  }
+  void thread(unsigned index) {
+    if (index == 0) {
+      RL_ASSERT(lookup(keys) != chain::walk_result::miss);
+    } else {
+      if (Remove) {
+        chain::unlink(nodes[1]);
+        chain::unlink(nodes[2]);
+        // 2 last: its scan's fence (membarrier: a fence in every thread) is the last one, so a
+        // reader's access to 2 after its reclamation is not ordered after it by a later scan.
+        for (int k : {1, 2})
+          std::exchange(nodes[k], nullptr)->retire(std::default_delete<chain_node>(), domain);
+        otlpconc::hazard_pointer_clean_up(domain); // a scan now: what the reader does not protect is freed
+      }
+      if (Grow)
+        RL_ASSERT(chain::grow(resize_seq, tab));
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    RL_ASSERT(lookup(keys) == chain::walk_result::hit); // quiescent: exact
+    RL_ASSERT(lookup(2) == (Remove ? chain::walk_result::miss : chain::walk_result::hit));
+    for (chain_node*& n : nodes)
+      delete std::exchange(n, nullptr);
+    delete tab.load(std::memory_order_relaxed); // and the arrays it replaced
+    otlpconc::hazard_pointer_clean_up(domain);
+    const auto st = domain.stats();
+    RL_ASSERT(st.retired == (Remove ? 2 : 0));
+    RL_ASSERT(st.reclaimed == st.retired);
+    chain_node::reclaimed = nullptr;
+  }
+};
+constexpr search bound1{rl::sched_bound, 1, 0};
+[[maybe_unused]] const int r_lc1 = registrar::add<lru_chain_walk<fence_mode::symmetric, true, false>>(
+    "[sharded_lru] chain walk against unlink, symmetric fences", random300k);
+[[maybe_unused]] const int r_lc2 = registrar::add<lru_chain_walk<fence_mode::asymmetric, true, false>>(
+    "[sharded_lru] chain walk against unlink, membarrier", random300k);
+[[maybe_unused]] const int r_lc3 = registrar::add<lru_chain_walk<fence_mode::asymmetric, false, true>>(
+    "[sharded_lru] chain walk against a resize", bound1);
+[[maybe_unused]] const int r_lc4 = registrar::add<lru_chain_walk<fence_mode::asymmetric, true, true>>(
+    "[sharded_lru] chain walk against unlink and a resize", random300k);
 
 } // namespace
 

@@ -308,7 +308,7 @@ class sharded_lru_cache {
         : hash(h), key(std::forward<KK>(k)), value(std::forward<VV>(v)), charge(c), alloc(al) {}
 
     // The hash chain. Its low bit is the dead mark: set (under the shard lock, release) when the
-    // node is unlinked, never cleared; a reader that finds it walks again (see find_node).
+    // node is unlinked, never cleared; a reader that finds it walks again (detail/lru_chain.hpp).
     std::atomic<node*> next{nullptr};
     const std::uint64_t hash;
     const K key;

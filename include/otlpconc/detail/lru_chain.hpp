@@ -10,7 +10,7 @@
 // the dead mark, so alignof(Node) >= 2), `typename Sync::template atomic<Node*>* pprev` (the link
 // that points to the node: lock holder only) and `const std::uint64_t hash`.
 //
-// The protocol (the numbers are the ones sharded_lru.hpp's comments use):
+// The protocol (the numbered atomic operations are in the functions below):
 //   - a reader protects a bucket's first node with a hazard pointer (validated: the bucket still
 //     holds it after the protection is visible), then each successor from the node it stands on;
 //   - an unlink stores the successor into the predecessor's link (U1, release), then the dead

@@ -694,11 +694,13 @@ TEST_CASE("work_stealing_pool: a parked waiter wakes for a descendant only it ca
 TEST_CASE("work_stealing_pool: a heap group created in a task is a root, not a descendant", "[work_stealing_pool]") {
   // T (a task of A) creates a group H on the heap and spawns h1 into it. H may outlive T, so it is
   // the root of its own tree: main, waiting on A, must not run h1 (were H a child of A, main's
-  // steals would take it, and H's parent link could dangle once T and A are gone).
+  // steals would take it, and H's parent link could dangle once T and A are gone). Main starts
+  // waiting only once h1 is on T's worker's deque, so its first search meets h1 (a waiter that
+  // parks first is not woken by a spawn into H, and would never look).
   watchdog wd(30s, "heap group isolation");
   work_stealing_pool pool(2);
   const auto main_id = std::this_thread::get_id();
-  std::atomic<bool> h1_on_main{false}, h1_ran{false}, main_waiting{false};
+  std::atomic<bool> h1_on_main{false}, h1_ran{false}, h1_spawned{false}, main_waiting{false};
   std::unique_ptr<task_group> h;
   {
     task_group a(pool);
@@ -713,10 +715,13 @@ TEST_CASE("work_stealing_pool: a heap group created in a task is a root, not a d
         h1_on_main.store(std::this_thread::get_id() == main_id);
         h1_ran.store(true);
       });
+      h1_spawned.store(true);
       while (!main_waiting.load())
         std::this_thread::yield();
       std::this_thread::sleep_for(100ms); // h1 sits on this worker's deque while main waits on A
     });
+    while (!h1_spawned.load())
+      std::this_thread::yield();
     main_waiting.store(true);
     a.wait();
   }

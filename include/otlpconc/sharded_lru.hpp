@@ -830,18 +830,11 @@ class sharded_lru_cache {
   // then misses. The cost: such an entry can be up to an eighth of the shard behind its exact LRU
   // position (docs/sharded_lru.md measures the hit ratio).
   void promote_locked(shard& s, const void* n, std::uint64_t h, bool skip_recent) noexcept {
-    // (M1) relaxed: the array is written only under the lock we hold.
-    table* t = s.tab.load(std::memory_order_relaxed);
-    // (M2) relaxed: as M1.
-    for (node* c = t->slots[h & t->mask].load(std::memory_order_relaxed); c != nullptr;
-         c = c->next.load(std::memory_order_relaxed))
-      if (c == n) {
-        if (skip_recent && s.pushes - c->stamp <= s.size / 8)
-          return;
-        lru_unlink(s, c);
-        lru_push_front(s, c);
-        return;
-      }
+    node* c = chain::find_locked(s.tab, h, [n](const node* candidate) { return candidate == n; });
+    if (c == nullptr || (skip_recent && s.pushes - c->stamp <= s.size / 8))
+      return;
+    lru_unlink(s, c);
+    lru_push_front(s, c);
   }
 
   void drain_locked(shard& s) noexcept {
@@ -898,7 +891,8 @@ class sharded_lru_cache {
     s.size += 1;
     s.charge += n->charge;
     evict_locked(s, removed);
-    if (weigher_ && s.size > s.tab.load(std::memory_order_relaxed)->mask + 1) // (M5) relaxed: as M1
+    // (M5) relaxed: the array is written only under the lock we hold.
+    if (weigher_ && s.size > s.tab.load(std::memory_order_relaxed)->mask + 1)
       chain::grow(s.resize_seq, s.tab);
     publish_size_locked(s);
     return true;

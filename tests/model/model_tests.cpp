@@ -437,9 +437,12 @@ struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers,
 // checked against a record of the destructors run, and the destructor's write races with a read
 // not ordered before it). The resize is searched exhaustively up to one preemption (a trusted miss
 // needs only that); the unlink at random (a walk past a dead node's successor is found at
-// execution 89049 with symmetric fences; with membarrier, the yields at the hazard pointers'
-// preemption points let the reader publish before the scan, and 3 million executions did not
-// find it).
+// execution 89049 with symmetric fences). Each is also run with the hazard pointers' preemption
+// points as plain steps instead of yields: after a yield Relacy returns only the newest store of a
+// variable the thread had seen before it, so with the yields no search lets a walk read the resize
+// sequence from before a resize it met (a relaxed relink, G1, is found at execution 2 without
+// them), and in membarrier mode the reader always publishes before the scan (the walk past a dead
+// node is found at execution 31 without them; 3 million executions with them did not find it).
 struct chain_node : otlpconc::basic_hazard_pointer_obj_base<chain_node, std::default_delete<chain_node>, relacy_sync> {
   chain_node(int k, std::uint64_t h) : hash(h), key(k) {}
   ~chain_node() {
@@ -456,8 +459,8 @@ struct chain_node : otlpconc::basic_hazard_pointer_obj_base<chain_node, std::def
   static inline relacy_sync::atomic<unsigned>* reclaimed = nullptr; // the running execution's
 };
 
-template <fence_mode Mode, bool Remove, bool Grow>
-struct lru_chain_walk : model_test<lru_chain_walk<Mode, Remove, Grow>, 2> {
+template <fence_mode Mode, bool Remove, bool Grow, bool PreemptYields = true>
+struct lru_chain_walk : model_test<lru_chain_walk<Mode, Remove, Grow, PreemptYields>, 2> {
   using chain = otlpconc::detail::lru_chain<chain_node, relacy_sync>;
   using table = chain::table;
   using hazard_pointer = otlpconc::basic_hazard_pointer<relacy_sync>;
@@ -473,6 +476,7 @@ struct lru_chain_walk : model_test<lru_chain_walk<Mode, Remove, Grow>, 2> {
   static std::uint64_t hash_of(int k) { return Grow ? static_cast<std::uint64_t>(k) : 0; }
   void before() {
     relacy_sync::mode = Mode;
+    relacy_sync::preempt_yields = PreemptYields;
     chain_node::reclaimed = &reclaimed;
     tab.store(new table(1), std::memory_order_relaxed);
     for (int k = keys; k >= 1; --k) { // each is inserted at the head: the chain is 1, 2, 3
@@ -534,6 +538,10 @@ constexpr search bound1{rl::sched_bound, 1, 0};
     "[sharded_lru] chain walk against unlink, membarrier", random300k);
 [[maybe_unused]] const int r_lc3 = registrar::add<lru_chain_walk<fence_mode::asymmetric, false, true>>(
     "[sharded_lru] chain walk against a resize", bound1);
+[[maybe_unused]] const int r_lc5 = registrar::add<lru_chain_walk<fence_mode::asymmetric, false, true, false>>(
+    "[sharded_lru] chain walk against a resize, no yields", random300k);
+[[maybe_unused]] const int r_lc6 = registrar::add<lru_chain_walk<fence_mode::asymmetric, true, false, false>>(
+    "[sharded_lru] chain walk against unlink, membarrier, no yields", random300k);
 [[maybe_unused]] const int r_lc4 = registrar::add<lru_chain_walk<fence_mode::asymmetric, true, true>>(
     "[sharded_lru] chain walk against unlink and a resize", random300k);
 

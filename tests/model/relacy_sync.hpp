@@ -522,7 +522,15 @@ struct relacy_sync {
   // A point where a preemption matters: a yield, which makes Relacy's random scheduler run the
   // other threads from here (it otherwise switches at random on every step, so a window that
   // another thread needs twenty steps to exploit is almost never left open long enough).
-  static void preempt(site s = site()) noexcept { rl::yield(1, s.info()); }
+  // A test may turn it into a plain step (preempt_yields = false, reset by begin_execution()):
+  // Relacy lets a thread that yielded read only the newest store of a variable it had seen before
+  // the yield, so a yield here hides a stale read made after it (a walk that follows a relaxed link
+  // and then reads an old resize sequence) from every search.
+  static inline bool preempt_yields = true;
+  static void preempt(site s = site()) noexcept {
+    if (preempt_yields)
+      rl::yield(1, s.info());
+  }
 
   template <class Tag, class T>
   static T& tls() {
@@ -539,6 +547,7 @@ struct relacy_sync {
   // destroying anything, then replays it): they are forgotten, not destroyed, since the atomics and
   // memory they refer to belonged to that execution.
   static void begin_execution() {
+    preempt_yields = true;
     for (auto* e = tls_detail::registry; e != nullptr; e = e->next)
       e->abandon();
   }

@@ -567,6 +567,39 @@ TEST_CASE("work_stealing_pool: a group spawning after another group's wait took 
   }
 }
 
+TEST_CASE("work_stealing_pool: a wait that pops another group's task hands it on for that group's wait",
+          "[work_stealing_pool]") {
+  // g2 then g1 spawn on one deque, so g1's task lies on top, above g2's mark: g2's wait pops it first.
+  // It is not g2's to run (isolation), so it must be set aside where g1's wait (or an idle worker)
+  // finds it; a wait that dropped it would leave g1 waiting forever.
+  for (std::size_t workers : {1u, 2u}) {
+    watchdog wd(30s, "another group's task popped by a wait, " + std::to_string(workers) + " workers");
+    work_stealing_pool pool(workers);
+    std::atomic<std::size_t> arrived{0};
+    std::atomic<int> ran_g1{0}, ran_g2{0}, g1_before_g2_done{0};
+    std::vector<std::future<void>> jobs;
+    for (std::size_t i = 0; i < workers; ++i)
+      jobs.push_back(pool.submit([&] {
+        arrived.fetch_add(1);
+        while (arrived.load() < workers)
+          std::this_thread::yield(); // every worker is inside a job: no idle thief
+        task_group g1(pool);
+        task_group g2(pool);
+        g2.run([&] { ran_g2.fetch_add(1); });
+        g1.run([&] { ran_g1.fetch_add(1); });
+        g2.wait();
+        g1_before_g2_done.fetch_add(ran_g1.load());
+        g1.wait();
+      }));
+    for (auto& j : jobs)
+      j.get();
+    REQUIRE(ran_g2.load() == static_cast<int>(workers));
+    REQUIRE(ran_g1.load() == static_cast<int>(workers));
+    if (workers == 1)
+      REQUIRE(g1_before_g2_done.load() == 0); // g2's wait ran only g2's task
+  }
+}
+
 TEST_CASE("work_stealing_pool: pools nested in each other's tasks help each other", "[work_stealing_pool]") {
   // A task of pool A waits on a group of pool B whose task waits on a group of pool A, one worker
   // each: the A worker borrows a slot of B while it waits, and runs B's task, which then waits on

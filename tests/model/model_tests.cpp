@@ -431,18 +431,19 @@ struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers,
 // ---- sharded_lru: the hash chains (a lookup's walk against unlink and resize) ----------------
 // detail/lru_chain.hpp, the code sharded_lru_cache runs. One bucket holds the chain 1, 2, 3; a
 // reader looks up key 3, which is never removed, while the lock holder unlinks keys 1 and 2
-// (retiring both, then scanning), or doubles the bucket array (keys move to two chains, each to
-// the head of its new chain), or both. The lookup never reports a miss (a resize may make it
-// "unsure", which the cache answers under the lock), and never reads a reclaimed node (its key is
-// checked against a record of the destructors run, and the destructor's write races with a read
-// not ordered before it). The resize is searched exhaustively up to one preemption (a trusted miss
-// needs only that); the unlink at random (a walk past a dead node's successor is found at
-// execution 89049 with symmetric fences). Each is also run with the hazard pointers' preemption
-// points as plain steps instead of yields: after a yield Relacy returns only the newest store of a
-// variable the thread had seen before it, so with the yields no search lets a walk read the resize
-// sequence from before a resize it met (a relaxed relink, G1, is found at execution 2 without
-// them), and in membarrier mode the reader always publishes before the scan (the walk past a dead
-// node is found at execution 31 without them; 3 million executions with them did not find it).
+// (retiring both, then scanning), or doubles the bucket array (keys move to two chains, each to the
+// head of its new chain), or both. The lookup never reports a miss (a resize may make it "unsure",
+// which the cache answers under the lock), and never reads a reclaimed node (its key is checked
+// against a record of the destructors run, and the destructor's write races with a read not ordered
+// before it). The resize is searched exhaustively up to one preemption (a miss trusted without the
+// sequence check needs only that); the unlink at random (a walk past a dead node's successor is
+// found at execution 89049 with symmetric fences). The resize and the membarrier unlink also run
+// with the hazard pointers' preemption points as plain steps instead of yields: after a yield
+// Relacy returns only the newest store of a variable the thread had seen before it, so with the
+// yields no search lets a walk read the resize sequence from before a resize it met (a relaxed
+// relink, G1, is found at execution 2 without them), and in membarrier mode the reader always
+// publishes before the scan (the walk past a dead node is found at execution 31 without them; 3
+// million executions with them did not find it).
 struct chain_node : otlpconc::basic_hazard_pointer_obj_base<chain_node, std::default_delete<chain_node>, relacy_sync> {
   chain_node(int k, std::uint64_t h) : hash(h), key(k) {}
   ~chain_node() {

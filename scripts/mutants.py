@@ -181,25 +181,32 @@ def main():
         print(f"mutants: configure failed: {why}", file=sys.stderr)
         return 2
     # The allocation-failure tests replace operator new, so they exist only without a sanitizer:
-    # this ASan build has none (ALLOC commands are skipped, as a missing binary is).
+    # this ASan build has none; they are built in the model's build below.
     available = subprocess.run(["cmake", "--build", build, "--target", "help"], capture_output=True,
                                text=True).stdout
-    targets = [t for t in ("otlpconc_tests", "otlpconc_alloc_tests", "otlpconc_stress")
+    targets = [t for t in ("otlpconc_tests", "otlpconc_stress")
                if re.search(rf"^\.\.\. {t}\b|\b{t}:", available, re.MULTILINE)]
     build_cmd = ["cmake", "--build", build, "-j", jobs, "--target", *targets]
-    # The model checks: a second build without a sanitizer (Relacy runs threads as fibers).
+    # The model checks and the allocation-failure tests: a second build without a sanitizer (Relacy
+    # runs threads as fibers; the allocation-failure tests replace operator new). Only the targets a
+    # mutant's verification names are built in it.
     model_build = os.path.join(work, "model")
     configure_model = ["cmake", "-S", src, "-B", model_build, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                       "-DOTLPCONC_BUILD_TESTS=OFF", "-DOTLPCONC_BUILD_STRESS=OFF", "-DOTLPCONC_BUILD_BENCH=OFF",
+                       "-DOTLPCONC_BUILD_TESTS=ON", "-DOTLPCONC_BUILD_STRESS=OFF", "-DOTLPCONC_BUILD_BENCH=OFF",
                        "-DOTLPCONC_BUILD_EXAMPLES=OFF", "-DOTLPCONC_BUILD_TOOLS=OFF",
                        "-DOTLPCONC_WARNINGS_AS_ERRORS=OFF", "-DOTLPCONC_BUILD_MODEL_CHECKS=AUTO"]
-    have_model = run(configure_model, ROOT, 600)[0] and subprocess.run(
-        ["cmake", "--build", model_build, "--target", "help"], capture_output=True,
-        text=True).stdout.find("otlpconc_model") >= 0
+    model_configured = run(configure_model, ROOT, 600)[0]
+    model_targets = subprocess.run(["cmake", "--build", model_build, "--target", "help"], capture_output=True,
+                                   text=True).stdout if model_configured else ""
+    have_model = model_targets.find("otlpconc_model") >= 0
+    have_alloc = model_targets.find("otlpconc_alloc_tests") >= 0
     if not have_model:
         print("mutants: no model checks in this build (relacy-dev missing?): mutants are judged without them",
               flush=True)
     model_build_cmd = ["cmake", "--build", model_build, "-j", jobs, "--target", "otlpconc_model"]
+    alloc_build_cmd = ["cmake", "--build", model_build, "-j", jobs, "--target", "otlpconc_alloc_tests"]
+    if not have_alloc:
+        print("mutants: no allocation-failure tests in this build: mutants are judged without them", flush=True)
 
     def verify(commands, label):
         total = 0.0
@@ -212,6 +219,14 @@ def main():
                 total += seconds
                 if not ok:
                     return False, f"model build: {why}", total
+                exe, cwd = os.path.join(model_build, binary), model_build
+            elif binary == ALLOC:
+                if not have_alloc:
+                    continue
+                ok, why, seconds = run(alloc_build_cmd, ROOT, 3600)
+                total += seconds
+                if not ok:
+                    return False, f"allocation-failure tests build: {why}", total
                 exe, cwd = os.path.join(model_build, binary), model_build
             else:
                 if not built:

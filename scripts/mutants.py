@@ -203,8 +203,10 @@ def main():
     if not have_model:
         print("mutants: no model checks in this build (relacy-dev missing?): mutants are judged without them",
               flush=True)
-    model_build_cmd = ["cmake", "--build", model_build, "-j", jobs, "--target", "otlpconc_model"]
-    alloc_build_cmd = ["cmake", "--build", model_build, "-j", jobs, "--target", "otlpconc_alloc_tests"]
+    # The binaries of the sanitizer-free build: whether this build has each, its target, and what a
+    # failure to build it is called.
+    unsanitized = {MODEL: (have_model, "otlpconc_model", "model build"),
+                   ALLOC: (have_alloc, "otlpconc_alloc_tests", "allocation-failure tests build")}
     if not have_alloc:
         print("mutants: no allocation-failure tests in this build: mutants are judged without them", flush=True)
 
@@ -212,21 +214,14 @@ def main():
         total = 0.0
         built = False
         for binary, flt in commands:
-            if binary == MODEL:
-                if not have_model:
+            if binary in unsanitized:
+                present, target, what = unsanitized[binary]
+                if not present:
                     continue
-                ok, why, seconds = run(model_build_cmd, ROOT, 3600)
+                ok, why, seconds = run(["cmake", "--build", model_build, "-j", jobs, "--target", target], ROOT, 3600)
                 total += seconds
                 if not ok:
-                    return False, f"model build: {why}", total
-                exe, cwd = os.path.join(model_build, binary), model_build
-            elif binary == ALLOC:
-                if not have_alloc:
-                    continue
-                ok, why, seconds = run(alloc_build_cmd, ROOT, 3600)
-                total += seconds
-                if not ok:
-                    return False, f"allocation-failure tests build: {why}", total
+                    return False, f"{what}: {why}", total
                 exe, cwd = os.path.join(model_build, binary), model_build
             else:
                 if not built:

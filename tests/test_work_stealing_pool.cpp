@@ -495,6 +495,23 @@ TEST_CASE("work_stealing_pool: more waiting outside threads than external slots"
 using otlpconc::testing::watchdog;
 using namespace std::chrono_literals;
 
+// Runs body(i) as a job on each of the pool's `workers` workers, all of them inside their jobs at
+// once (so no worker is idle to steal), and waits for every job.
+template <class Body>
+void on_every_worker(work_stealing_pool& pool, std::size_t workers, Body body) {
+  std::atomic<std::size_t> arrived{0};
+  std::vector<std::future<void>> jobs;
+  for (std::size_t i = 0; i < workers; ++i)
+    jobs.push_back(pool.submit([&, i] {
+      arrived.fetch_add(1);
+      while (arrived.load() < workers)
+        std::this_thread::yield();
+      body(i);
+    }));
+  for (auto& j : jobs)
+    j.get();
+}
+
 TEST_CASE("work_stealing_pool: a job spawning into another thread's group, then waiting on it",
           "[work_stealing_pool]") {
   // The group belongs to main; the job's task for it must be found by the job's wait although the
@@ -505,19 +522,11 @@ TEST_CASE("work_stealing_pool: a job spawning into another thread's group, then 
     std::vector<std::unique_ptr<task_group>> groups;
     for (std::size_t i = 0; i < workers; ++i)
       groups.push_back(std::make_unique<task_group>(pool));
-    std::atomic<std::size_t> arrived{0};
     std::atomic<int> ran{0};
-    std::vector<std::future<void>> jobs;
-    for (std::size_t i = 0; i < workers; ++i)
-      jobs.push_back(pool.submit([&, i] {
-        arrived.fetch_add(1);
-        while (arrived.load() < workers)
-          std::this_thread::yield(); // every worker is inside a job
-        groups[i]->run([&] { ran.fetch_add(1); });
-        groups[i]->wait();
-      }));
-    for (auto& j : jobs)
-      j.get();
+    on_every_worker(pool, workers, [&](std::size_t i) {
+      groups[i]->run([&] { ran.fetch_add(1); });
+      groups[i]->wait();
+    });
     REQUIRE(ran.load() == static_cast<int>(workers));
   }
   // And many such jobs at once, without the barrier.
@@ -543,26 +552,18 @@ TEST_CASE("work_stealing_pool: a group spawning after another group's wait took 
   for (std::size_t workers : {1u, 2u}) {
     watchdog wd(30s, "stale mark, " + std::to_string(workers) + " workers");
     work_stealing_pool pool(workers);
-    std::atomic<std::size_t> arrived{0};
     std::atomic<int> ran{0};
-    std::vector<std::future<void>> jobs;
-    for (std::size_t i = 0; i < workers; ++i)
-      jobs.push_back(pool.submit([&] {
-        arrived.fetch_add(1);
-        while (arrived.load() < workers)
-          std::this_thread::yield();
-        task_group o(pool);
-        o.run([&] { ran.fetch_add(1); });
-        task_group h(pool);
-        h.run([&] { ran.fetch_add(1); });
-        task_group g(pool);
-        h.wait();
-        g.run([&] { ran.fetch_add(1); });
-        g.wait();
-        o.wait();
-      }));
-    for (auto& j : jobs)
-      j.get();
+    on_every_worker(pool, workers, [&](std::size_t) {
+      task_group o(pool);
+      o.run([&] { ran.fetch_add(1); });
+      task_group h(pool);
+      h.run([&] { ran.fetch_add(1); });
+      task_group g(pool);
+      h.wait();
+      g.run([&] { ran.fetch_add(1); });
+      g.wait();
+      o.wait();
+    });
     REQUIRE(ran.load() == 3 * static_cast<int>(workers));
   }
 }
@@ -575,24 +576,16 @@ TEST_CASE("work_stealing_pool: a wait that pops another group's task hands it on
   for (std::size_t workers : {1u, 2u}) {
     watchdog wd(30s, "another group's task popped by a wait, " + std::to_string(workers) + " workers");
     work_stealing_pool pool(workers);
-    std::atomic<std::size_t> arrived{0};
     std::atomic<int> ran_g1{0}, ran_g2{0}, g1_before_g2_done{0};
-    std::vector<std::future<void>> jobs;
-    for (std::size_t i = 0; i < workers; ++i)
-      jobs.push_back(pool.submit([&] {
-        arrived.fetch_add(1);
-        while (arrived.load() < workers)
-          std::this_thread::yield(); // every worker is inside a job: no idle thief
-        task_group g1(pool);
-        task_group g2(pool);
-        g2.run([&] { ran_g2.fetch_add(1); });
-        g1.run([&] { ran_g1.fetch_add(1); });
-        g2.wait();
-        g1_before_g2_done.fetch_add(ran_g1.load());
-        g1.wait();
-      }));
-    for (auto& j : jobs)
-      j.get();
+    on_every_worker(pool, workers, [&](std::size_t) {
+      task_group g1(pool);
+      task_group g2(pool);
+      g2.run([&] { ran_g2.fetch_add(1); });
+      g1.run([&] { ran_g1.fetch_add(1); });
+      g2.wait();
+      g1_before_g2_done.fetch_add(ran_g1.load());
+      g1.wait();
+    });
     REQUIRE(ran_g2.load() == static_cast<int>(workers));
     REQUIRE(ran_g1.load() == static_cast<int>(workers));
     if (workers == 1)

@@ -27,6 +27,7 @@ BASELINES = {
     "queue_u64_spinning": "boost_lockfree",
     "queue_string": "mutex_deque",
     "hazard_protect": "symmetric_seq_cst_fence",
+    "hazard_scan_fence": "heavy_fence_other_core_idle",
     "deque_push_pop": "boost_lockfree_stack",
     "deque_owner_push_thief_steal": "xenium_chase_lev",
     "fork_join_fib": "tbb_task_group",
@@ -106,6 +107,11 @@ DESCRIPTIONS = {
     "body is in docs/telemetry.md. Target: protobuf >= 2x the JSON encoder.",
     "telemetry_rss": "10^7 spans recorded by 2 threads and exported with the default options in `block` mode, alone "
     "in its process (bench_telemetry_rss). Target: peak RSS < 256 MB.",
+    "hazard_scan_fence": "Store-load barriers/s of a hazard-pointer scan (one per scan that takes retired objects): "
+    "`heavy_fence()` of the run's mode (membarrier in asymmetric mode) with the other core idle, and with another "
+    "thread of the process spinning there (the kernel interrupts that core; in a VM, a VM exit); `seq_cst_fence` is "
+    "the symmetric mode's barrier. 1 / rate is the cost of one barrier: divided by the objects a scan takes "
+    "(R = 1000 for the default domain), the barrier's share of reclaiming one object.",
     "hazard_protect": "Protections/s on one thread: protect + reset with the reader-side fence of each mode, and "
     "the make_hazard_pointer + protect + release sequence a queue operation pays.",
 }

@@ -354,6 +354,46 @@ TEST_CASE("hazard_pointer: deleters may retire further objects", "[hazard_pointe
   REQUIRE(domain.stats().retired == 50);
 }
 
+TEST_CASE("hazard_pointer: scan_now runs exactly one scan and counts it", "[hazard_pointer]") {
+  // One scan reclaims what was retired before it and no hazard protects; what its deleters retire
+  // waits for the next scan (hazard_pointer_clean_up would loop). stats().scans counts scans that
+  // took objects: each issued the heavy fence.
+  hazard_pointer_domain domain;
+  std::atomic<int> destroyed{0};
+  std::atomic<tracked*> src{new tracked(0, &destroyed)};
+  hazard_pointer hp = make_hazard_pointer(domain);
+  tracked* pinned = hp.protect(src);
+  pinned->retire({}, domain);
+  for (int i = 1; i <= 9; ++i)
+    (new tracked(i, &destroyed))->retire({}, domain);
+  CHECK(domain.stats().scans == 0); // below the threshold: no scan yet
+  domain.scan_now();
+  CHECK(destroyed.load() == 9);
+  CHECK(domain.stats().unreclaimed() == 1);
+  CHECK(domain.stats().scans == 1);
+  domain.scan_now(); // takes the protected one again, and puts it back
+  CHECK(destroyed.load() == 9);
+  CHECK(domain.stats().scans == 2);
+  hp.reset_protection();
+  domain.scan_now();
+  CHECK(destroyed.load() == 10);
+  CHECK(domain.stats().scans == 3);
+  domain.scan_now(); // nothing retired: no scan, no fence
+  CHECK(domain.stats().scans == 3);
+
+  std::atomic<int> freed{0};
+  auto* second = new chain_link;
+  auto* first = new chain_link;
+  first->next = second;
+  first->retire(retire_next{&domain, &freed}, domain);
+  domain.scan_now(); // reclaims first, whose deleter retires second
+  CHECK(freed.load() == 1);
+  CHECK(domain.pending() == 1);
+  domain.scan_now();
+  CHECK(freed.load() == 2);
+  CHECK(domain.stats().scans == 5);
+}
+
 TEST_CASE("hazard_pointer: records are reused after their threads exit", "[hazard_pointer]") {
   auto& domain = otlpconc::hazard_pointer_default_domain();
   auto run_round = [] {

@@ -45,7 +45,8 @@
 //   - hazard_pointer_domain: independent domains; hazard_pointer_default_domain(), and
 //     make_hazard_pointer(domain) / retire(d, domain) overloads.
 //   - hazard_pointer_clean_up(domain): synchronously reclaims every retired object not protected.
-//   - domain.stats(): retired, reclaimed, hazard records, scan threshold, fence failures;
+//   - domain.scan_now(): one scan now (clean_up repeats scans while they reclaim something).
+//   - domain.stats(): retired, reclaimed, hazard records, scan threshold, fence failures, scans;
 //     domain.pending() and domain.garbage_bound(S, P).
 //   - hazard_pointer_domain(min_scan_threshold): a domain that scans more or less often.
 //   - protect()'s store-load barrier is asymmetric (membarrier) where available.
@@ -151,6 +152,7 @@ class basic_hazard_pointer_domain {
     std::int64_t hazard_records; // hazard records allocated (never shrinks)
     std::int64_t scan_threshold; // R: a scan starts when this many retired objects are pending
     std::int64_t fence_failures; // scans that reclaimed nothing because membarrier failed
+    std::int64_t scans;          // scans that took retired objects (each issued the store-load fence)
     std::int64_t unreclaimed() const noexcept { return retired - reclaimed; }
   };
 
@@ -183,8 +185,12 @@ class basic_hazard_pointer_domain {
     std::int64_t retired = 0;
     for (const retired_shard& shard : shards_) // (R4) relaxed: counts
       retired += shard.count.load(std::memory_order_relaxed) + shard.taken.load(std::memory_order_relaxed);
-    return {retired, reclaimed_.load(std::memory_order_relaxed), record_count_.load(std::memory_order_relaxed),
-            scan_threshold(), fence_failures_.load(std::memory_order_relaxed)};
+    return {retired,
+            reclaimed_.load(std::memory_order_relaxed),
+            record_count_.load(std::memory_order_relaxed),
+            scan_threshold(),
+            fence_failures_.load(std::memory_order_relaxed),
+            scans_.load(std::memory_order_relaxed)};
   }
 
   // The documented bound on stats().unreclaimed() for the current R (see the header comment):
@@ -215,6 +221,15 @@ class basic_hazard_pointer_domain {
     }
     finish_scans(st);
   }
+
+  // Extension: one scan, now, on the calling thread: reclaims every object retired before the call
+  // that no hazard pointer protects; objects retired during the scan (by its deleters or by other
+  // threads) wait for a later scan. The bounded-cost form of reclaim_all_unprotected(), which
+  // repeats while a scan reclaims anything: under threads that keep retiring that is several scans,
+  // each a membarrier (about 24 us when another core runs the process: docs/sharded_lru.md).
+  // Called from a deleter (a scan already running on this thread), it leaves the work to that
+  // scan loop, as a retire would.
+  void scan_now() noexcept { request_scan(); }
 
   // The number of retired objects on the lists, not yet taken by a scan. May be off by the retires
   // in progress (one per thread inside retire).
@@ -364,6 +379,7 @@ class basic_hazard_pointer_domain {
     // return ENOMEM), readers got no barrier from it: reclaim nothing this time and try again at
     // the next scan.
     Sync::preempt(); // stress builds: a reader may publish between the unlink and the fence
+    scans_.fetch_add(1, std::memory_order_relaxed); // (D5) a statistic
     const bool fenced = Sync::heavy_fence();
     if (!fenced)
       fence_failures_.fetch_add(1, std::memory_order_relaxed); // (D5)
@@ -426,6 +442,7 @@ class basic_hazard_pointer_domain {
   atomic<std::int64_t> record_count_{0};
   retired_shard shards_[shard_count];
   atomic<std::int64_t> fence_failures_{0};
+  atomic<std::int64_t> scans_{0};
   atomic<std::int64_t> reclaimed_{0};
 };
 

@@ -25,8 +25,8 @@
 //     get_or_load waits for another thread's load of the same key.
 //   - Outside these guarantees: copying V (get copies; V's copy constructor is the user's), the
 //     removal callback, the first operation of a thread (hazard records, statistics cells and a
-//     stripe number are allocated), and a removal that closes its shard's reclamation window (see
-//     Memory): that thread then runs hazard_pointer_clean_up(), which allocates, issues membarrier
+//     stripe number are allocated), and a removal that closes the cache's reclamation window (see
+//     Memory): that thread then runs one hazard-pointer scan, which allocates, issues membarrier
 //     and runs deleters. Removals happen in put, erase, clear, get_or_load's insert and the
 //     destructor; handles never remove or retire anything.
 // Guarantees:
@@ -60,15 +60,17 @@
 //     released, once per removed value (an in-place put reports the value it overwrote).
 // Memory, in charge units (the weigher's, or 1 per entry). A removed entry is retired to the
 //   default hazard-pointer domain by the thread that removed it. Each shard s counts the charge it
-//   has retired since its last forced clean-up (its window); the removal that takes the window past
-//   B_s = floor(C_s / 2) (C_s: the shard's capacity) closes it and calls hazard_pointer_clean_up().
+//   retires in its window and moves it to the cache's window when it passes S_s = floor(B_s / 4),
+//   B_s = floor(C_s / 2) (C_s: the shard's capacity); the move that takes the cache's window past
+//   B minus the sum of the S_s closes it and runs one scan (a forced scan: at most one per that much
+//   removed charge, tested; detail/lru_support.hpp says why two levels).
 //   Let C = capacity(), B = the sum of the B_s (reclamation_budget(), <= C / 2), w = the heaviest
 //   entry's charge (<= max_charge()), t = threads inside put / erase / clear / get_or_load at that
 //   instant, c = hazard-pointer scans running at that instant, and p and h = the lookups of this
 //   cache that were running and the handles that were alive during the latest scan (a lookup
-//   protects at most 2 entries, a handle 1). The charge of the entries that were in the cache and
-//   are not yet destroyed is at most
-//     C + (1 + c) * B + (t + 2p + h) * w;
+//   protects at most 2 entries, a handle 1), S = the largest S_s. The charge of the entries that
+//   were in the cache and are not yet destroyed is at most
+//     C + (1 + c) * B + (t + 2p + h) * w + max(0, t - 1) * S;
 //   when idle (t = c = 0): C + B + (2p + h) * w; with one writer and no lookups or handles:
 //   C + B + w. (Tests check the last two at C = 16 MiB, w = 1 MiB, and the first with concurrent
 //   readers.) The reasoning and the alternatives (a domain per cache, counting objects): see
@@ -422,6 +424,8 @@ class sharded_lru_cache {
       shard& s = shards_[i];
       s.capacity = capacity_ / shards + (i < capacity_ % shards ? 1 : 0);
       s.account.budget = s.capacity / 2;
+      s.account.step = s.account.budget / 4;
+      reclaim_->budget += s.account.budget - s.account.step; // B - sum of the steps (lru_cache_window)
       // Unweighted: one bucket per entry the shard can hold, never resized. Weighted: grows.
       const std::size_t buckets = weigher_ ? 64 : std::bit_ceil(s.capacity);
       auto t = std::make_unique<table>(buckets);
@@ -452,6 +456,8 @@ class sharded_lru_cache {
       // (C4) relaxed: written by this cache's retires, all sequenced before (precondition).
       retired = retired || s.account.window.load(std::memory_order_relaxed) != 0;
     }
+    // (C5) relaxed: as C4.
+    retired = retired || reclaim_->window.load(std::memory_order_relaxed) != 0;
     if (retired)
       hazard_pointer_clean_up();
   }
@@ -1023,7 +1029,7 @@ class sharded_lru_cache {
     }
     removed.first = removed.last = nullptr;
     if (charge != 0)
-      s.account.retired(charge);
+      s.account.retired(charge, *reclaim_);
     if (first_error)
       std::rethrow_exception(first_error);
   }
@@ -1038,6 +1044,7 @@ class sharded_lru_cache {
   unsigned shard_bits_ = 0;
   std::size_t stripes_ = 1;
   std::unique_ptr<shard[]> shards_;
+  cache_padded<detail::lru_cache_window> reclaim_; // the cache-wide level of the shards' accounts
   statistics stats_;
 };
 

@@ -158,29 +158,61 @@ class lru_value<V, true> {
   std::atomic<std::uint64_t> slots_[single ? 1 : 2][words];
 };
 
-// Charge accounting of one shard. Every batch of retired entries adds its charge to `window`; the
-// batch that takes the window past `budget` closes it (resets it to zero) and calls
-// hazard_pointer_clean_up(), which reclaims every retired object no hazard pointer protects, this
-// window's entries included. So the charge a shard has retired and not yet had reclaimed stays
-// near the budget whatever the entries weigh and whether or not the cache stays busy (the default
-// domain alone scans after a number of objects, whatever they weigh, and only when something
-// retires). It sits next to the shard's writer state: the thread that just released the shard lock
-// updates it, so it shares the lines that thread already holds.
-struct lru_account {
-  std::atomic<std::size_t> window{0}; // charge retired since the last forced clean-up
-  std::size_t budget = 0;             // B_s = floor(shard capacity / 2); set before the cache is shared
+// Charge accounting of a cache, in two levels: each shard counts the charge it retires in its own
+// window (on the line its writers already hold) and, when the window passes the shard's `step`,
+// moves it into the cache's window; the move that takes the cache's window past its `budget`
+// closes it (resets it to zero) and runs one hazard-pointer scan, which reclaims every retired
+// object no hazard pointer protects, this window's entries included. So the charge the cache has
+// retired and not yet had reclaimed stays near B = budget + the steps, whatever the entries weigh and
+// whether or not the cache stays busy (the default domain alone scans after a number of objects,
+// whatever they weigh, and only when something retires).
+//
+// Why two levels: a forced scan is a membarrier, which costs about 19-24 us when another core runs
+// the process (it interrupts that core: bench component hazard_scan_fence). With one window per shard of half the
+// shard's capacity, a cache scanned once per B_s of removed charge, and B_s shrinks as shards multiply (10^5 entries in
+// 256 shards: a scan every 195 evictions); one cache-wide counter would put every removal of every thread on one line;
+// the steps leave one add to that line per `step` of a shard's removals. The budget: step_s = floor(B_s / 4) and budget
+// = B - sum(step_s), so windows at rest hold at most B = sum(B_s) in total, the bound the header's formula uses
+// (docs/sharded_lru.md).
+struct lru_cache_window {
+  std::atomic<std::size_t> window{0}; // charge moved in from the shards since the last forced scan
+  std::size_t budget = 0;             // B - sum of the steps; set before the cache is shared
 
-  // Called after entries weighing `charge` in total were retired.
-  void retired(std::size_t charge) noexcept {
-    // (A1) acq_rel: the release half publishes the retires sequenced before it to the thread whose
-    // CAS closes this window (A2); an RMW continues the release sequence of earlier adds.
+  void add(std::size_t charge) noexcept {
+    // (A3) acq_rel: the release half publishes every retire the shard's claim (A2) acquired, and
+    // the retires sequenced before it, to the thread whose CAS closes this window (A4).
     std::size_t current = window.fetch_add(charge, std::memory_order_acq_rel) + charge;
     while (current > budget) {
-      // (A2) acq_rel on success: the acquire pairs with every A1 in the window, so each retire it
-      // counted happens-before the clean-up below; relaxed on failure (current is reloaded, and if
+      // (A4) acq_rel on success: the acquire pairs with every A3 in the window, so each retire it
+      // counted happens-before the scan below; relaxed on failure (current is reloaded, and if
       // another thread closed the window meanwhile it is back under the budget: nothing to do).
       if (window.compare_exchange_weak(current, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        hazard_pointer_clean_up();
+        // One scan, not hazard_pointer_clean_up(): the retires this window counted are on the
+        // domain's lists before it starts, and repeating while scans reclaim something (as
+        // clean_up does) would, with other threads retiring, issue a membarrier per round.
+        hazard_pointer_default_domain().scan_now();
+        return;
+      }
+    }
+  }
+};
+
+struct lru_account {
+  std::atomic<std::size_t> window{0}; // charge this shard retired and has not moved to the cache's
+  std::size_t step = 0;               // floor(B_s / 4), B_s = floor(shard capacity / 2); set before sharing
+  std::size_t budget = 0;             // B_s (reported by reclamation_budget())
+
+  // Called after entries weighing `charge` in total were retired.
+  void retired(std::size_t charge, lru_cache_window& cache) noexcept {
+    // (A1) acq_rel: the release half publishes the retires sequenced before it to the thread whose
+    // CAS claims this window (A2); an RMW continues the release sequence of earlier adds.
+    std::size_t current = window.fetch_add(charge, std::memory_order_acq_rel) + charge;
+    while (current > step) {
+      // (A2) acq_rel on success: the acquire pairs with every A1 in the window, so each retire it
+      // claimed happens-before the add to the cache's window (A3); relaxed on failure (current is
+      // reloaded; if another thread claimed the window meanwhile it is back under the step).
+      if (window.compare_exchange_weak(current, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        cache.add(current);
         return;
       }
     }

@@ -34,6 +34,10 @@ BASELINES = {
     "lru_read100": "single_mutex_lru",
     "lru_read90_write10": "single_mutex_lru",
     "lru_read_through": "single_mutex_lru",
+    "lru_read_through_cold": "single_mutex_lru",
+    "lru_read_through_pinned": "single_mutex_lru",
+    "lru_put100": "single_mutex_lru",
+    "lru_put_new": "single_mutex_lru",
     "pool_same_thread": "new_delete",
     "pool_same_thread_burst": "new_delete",
     "pool_producer_consumer": "new_delete",
@@ -75,6 +79,14 @@ DESCRIPTIONS = {
     "lru_read_through": "Operations/s on the same trace, read-through: `get`, and `put` on a miss (oneTBB's "
     "`concurrent_lru_cache` does this itself: it has no `put`). The hit ratio table below is the cache's "
     "quality: target within 1 percentage point of the exact LRU (`single_mutex_lru`).",
+    "lru_read_through_cold": "The read-through workload from an empty cache (no warm-up: the timed loop fills it, so "
+    "more puts and evictions). Target (issue 21): sharded_lru >= 3x the baseline at 2 threads, cold and warm.",
+    "lru_read_through_pinned": "The read-through workload with every thread pinned to CPU 0 (`sched_setaffinity`), as "
+    "when another process holds the other core: threads run by time slices, and the baseline's mutex is "
+    "uncontended. Target (issue 21): sharded_lru >= 0.9x the baseline.",
+    "lru_put100": "Puts/s of the trace's keys (updates of present keys, and inserts that evict).",
+    "lru_put_new": "Puts/s of keys never seen before: every put inserts and evicts; at 1 thread, 1 / rate is the "
+    "cost of such a put. Target (issue 21): a single-thread put <= 200 ns (>= 5 M/s).",
     "pool_same_thread": "Acquire + release pairs/s of a 256-byte object, all threads together: each thread keeps "
     "32 live objects and replaces the oldest one per iteration. Baseline: `new`/`delete` (glibc malloc, whose "
     "per-thread tcache serves exactly this pattern). `boost_object_pool_mutex`: `boost::object_pool` behind a "

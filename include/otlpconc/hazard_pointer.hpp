@@ -226,7 +226,8 @@ class basic_hazard_pointer_domain {
   // that no hazard pointer protects; objects retired during the scan (by its deleters or by other
   // threads) wait for a later scan. The bounded-cost form of reclaim_all_unprotected(), which
   // repeats while a scan reclaims anything: under threads that keep retiring that is several scans,
-  // each a membarrier (about 24 us when another core runs the process: docs/sharded_lru.md).
+  // each a membarrier (16-24 us on a 2-core VM when another core runs the process: bench
+  // component hazard_scan_fence).
   // Called from a deleter (a scan already running on this thread), it leaves the work to that
   // scan loop, as a retire would.
   void scan_now() noexcept { request_scan(); }

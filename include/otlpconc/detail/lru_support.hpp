@@ -167,7 +167,7 @@ class lru_value<V, true> {
 // whether or not the cache stays busy (the default domain alone scans after a number of objects,
 // whatever they weigh, and only when something retires).
 //
-// Why two levels: a forced scan is a membarrier, which costs about 19-24 us when another core runs
+// Why two levels: a forced scan is a membarrier, which costs about 16-24 us when another core runs
 // the process (it interrupts that core: bench component hazard_scan_fence). With one window per shard of half the
 // shard's capacity, a cache scanned once per B_s of removed charge, and B_s shrinks as shards multiply (10^5 entries in
 // 256 shards: a scan every 195 evictions); one cache-wide counter would put every removal of every thread on one line;

@@ -392,6 +392,28 @@ TEST_CASE("hazard_pointer: scan_now runs exactly one scan and counts it", "[haza
   domain.scan_now();
   CHECK(freed.load() == 2);
   CHECK(domain.stats().scans == 5);
+
+  // scan_now from a deleter (a cache whose value's destructor closes the cache's reclamation
+  // window) is not lost: the running scan loop scans once more, far below the threshold.
+  int inner_freed = 0;
+  auto* inner = new with_deleter;
+  auto* outer = new with_deleter;
+  outer->retire(
+      [&](with_deleter* o) {
+        delete o;
+        inner->retire(
+            [&](with_deleter* i) {
+              delete i;
+              ++inner_freed;
+            },
+            domain);
+        domain.scan_now();
+      },
+      domain);
+  domain.scan_now();
+  CHECK(inner_freed == 1);
+  CHECK(domain.pending() == 0);
+  CHECK(domain.stats().scans == 7);
 }
 
 TEST_CASE("hazard_pointer: records are reused after their threads exit", "[hazard_pointer]") {

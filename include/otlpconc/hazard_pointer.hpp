@@ -27,7 +27,8 @@
 //     it is at least R. After hazard_pointer_clean_up() with no protection held, it is zero. The
 //     bound does not hold while membarrier keeps failing (see below).
 //   - A scan never starts inside another scan on the same thread: a deleter that retires further
-//     objects (a chain, a tree) has them taken by the next round of the running scan loop, so the
+//     objects (a chain, a tree) has them taken by a later round of the running scan loop (when the
+//     domain is above its threshold, or when a deleter called scan_now / clean_up on it), so the
 //     stack does not grow with the chain.
 //   - If membarrier fails (the kernel may return ENOMEM), that scan reclaims nothing (readers had no
 //     barrier), counts it in stats().fence_failures, and a later scan tries again. Nothing
@@ -123,6 +124,7 @@ struct hazard_scan_state {
   bool scanning;
   int deferred_count;
   basic_hazard_pointer_domain<Sync>* deferred[max_deferred];
+  bool forced[max_deferred]; // asked by scan_now / clean_up: scanned whatever its pending count
 };
 struct hazard_scan_tag {};
 template <class Sync>
@@ -209,11 +211,11 @@ class basic_hazard_pointer_domain {
 
   // Reclaims every retired object that no hazard pointer protects, repeating while deleters retire
   // further objects. Called from a deleter (during a scan on this thread), it only asks the running
-  // scan loop to scan this domain once more.
+  // scan loop to scan this domain once more (at most 4 domains can be asked so during one scan).
   void reclaim_all_unprotected() noexcept {
     detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
     if (st.scanning) {
-      defer(st);
+      defer(st, true);
       return;
     }
     st.scanning = true;
@@ -228,9 +230,19 @@ class basic_hazard_pointer_domain {
   // repeats while a scan reclaims anything: under threads that keep retiring that is several scans,
   // each a membarrier (16-24 us on a 2-core VM when another core runs the process: bench
   // component hazard_scan_fence).
-  // Called from a deleter (a scan already running on this thread), it leaves the work to that
-  // scan loop, as a retire would.
-  void scan_now() noexcept { request_scan(); }
+  // Called from a deleter (a scan already running on this thread), it asks that scan loop to scan
+  // this domain once more when the running scan ends, whatever its pending count (at most 4
+  // domains can be asked so during one scan).
+  void scan_now() noexcept {
+    detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
+    if (st.scanning) {
+      defer(st, true);
+      return;
+    }
+    st.scanning = true;
+    scan();
+    finish_scans(st);
+  }
 
   // The number of retired objects on the lists, not yet taken by a scan. May be off by the retires
   // in progress (one per thread inside retire).
@@ -322,7 +334,7 @@ class basic_hazard_pointer_domain {
   void request_scan() noexcept {
     detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
     if (st.scanning) {
-      defer(st);
+      defer(st, false);
       return;
     }
     st.scanning = true;
@@ -330,22 +342,30 @@ class basic_hazard_pointer_domain {
     finish_scans(st);
   }
 
-  void defer(detail::hazard_scan_state<Sync>& st) noexcept {
+  // `forced`: scan_now or clean_up asked (scan once more whatever the pending count); otherwise a
+  // retire crossed the threshold (scan again only if still above it).
+  void defer(detail::hazard_scan_state<Sync>& st, bool forced) noexcept {
     for (int i = 0; i < st.deferred_count; ++i)
-      if (st.deferred[i] == this)
+      if (st.deferred[i] == this) {
+        st.forced[i] = st.forced[i] || forced;
         return;
+      }
     // Full (deleters retiring into more than 4 other domains): this one scans at its next check.
-    if (st.deferred_count < detail::hazard_scan_state<Sync>::max_deferred)
+    if (st.deferred_count < detail::hazard_scan_state<Sync>::max_deferred) {
+      st.forced[st.deferred_count] = forced;
       st.deferred[st.deferred_count++] = this;
+    }
   }
 
-  // The outer scan loop: scans the domains that asked during the scan(s) just run, while they are
-  // above their threshold (a chain of deleters that retire is reclaimed one link per round, with
-  // no recursion), then leaves the scanning state.
+  // The outer scan loop: scans the domains that asked during the scan(s) just run, those forced
+  // (scan_now, clean_up) once, the others while they are above their threshold (a chain of
+  // deleters that retire is reclaimed one link per round, with no recursion), then leaves the
+  // scanning state.
   static void finish_scans(detail::hazard_scan_state<Sync>& st) noexcept {
     while (st.deferred_count > 0) {
-      basic_hazard_pointer_domain* d = st.deferred[--st.deferred_count];
-      if (d->pending() >= d->scan_threshold())
+      --st.deferred_count;
+      basic_hazard_pointer_domain* d = st.deferred[st.deferred_count];
+      if (st.forced[st.deferred_count] || d->pending() >= d->scan_threshold())
         d->scan();
     }
     st.scanning = false;

@@ -68,13 +68,17 @@
 //   entry's charge (<= max_charge()), t = threads inside put / erase / clear / get_or_load at that
 //   instant, c = hazard-pointer scans running at that instant, and p and h = the lookups of this
 //   cache that were running and the handles that were alive during the latest scan (a lookup
-//   protects at most 2 entries, a handle 1), S = the largest S_s. The charge of the entries that
-//   were in the cache and are not yet destroyed is at most
-//     C + (1 + c) * B + (t + 2p + h) * w + max(0, t - 1) * S;
-//   when idle (t = c = 0): C + B + (2p + h) * w; with one writer and no lookups or handles:
+//   protects at most 2 entries, a handle 1). With one writing thread (t <= 1; removal callbacks
+//   and value destructors that write to the cache count as writers), the charge of the entries
+//   that were in the cache and are not yet destroyed is at most
+//     C + (1 + c) * B + (t + 2p + h) * w;
+//   when idle (t = c = 0): C + B + (2p + h) * w; with no lookups, handles or other scans:
 //   C + B + w. (Tests check the last two at C = 16 MiB, w = 1 MiB, and the first with concurrent
-//   readers.) The reasoning and the alternatives (a domain per cache, counting objects): see
-//   docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~100 bytes of links
+//   readers.) With several writers it can exceed this by what is in flight between the windows:
+//   a writer that has claimed its shard's window and not yet moved it holds up to a step plus the
+//   entries other writers added to it, while they refill the shard; no formula is stated for that
+//   case. The reasoning, that example, and the alternatives (a domain per cache, counting
+//   objects): see docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~100 bytes of links
 //   and counts, 64-byte aligned; nodes are recycled through a per-thread node cache when the
 //   allocator is stateless, see detail/node_cache.hpp); per shard a bucket array of at least one
 //   pointer per entry it can hold (weighted caches grow it by doubling; the replaced arrays are kept
@@ -653,8 +657,8 @@ class sharded_lru_cache {
   std::size_t shard_count() const noexcept { return std::size_t{1} << shard_bits_; }
   // The heaviest entry put() accepts: the smallest shard's capacity.
   std::size_t max_charge() const noexcept { return capacity_ / shard_count(); }
-  // B = the sum over shards of floor(shard capacity / 2): the retired charge after which a shard
-  // forces reclamation, summed (the B of the memory bound above).
+  // B = the sum over shards of floor(shard capacity / 2): the retired charge the shard and cache
+  // windows hold at most at rest before a forced scan (the B of the memory bound above).
   std::size_t reclamation_budget() const noexcept {
     std::size_t total = 0;
     for (std::size_t i = 0; i < shard_count(); ++i)

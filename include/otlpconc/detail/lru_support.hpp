@@ -3,8 +3,9 @@
 //   lru_value<V>          an entry's value: immutable, or (trivially copyable V of at most 64 bytes)
 //                         overwritten in place under the shard lock and copied by lock-free readers
 //                         without tearing.
-//   lru_account           per-shard charge accounting that forces hazard-pointer reclamation when
-//                         the shard has retired more than its budget since the last forced scan.
+//   lru_account           a shard's retired charge, moved in steps to the cache's window.
+//   lru_cache_window      the cache-wide retired charge: past its budget, it forces one
+//                         hazard-pointer scan.
 //   lru_wait_graph        the process-wide wait-for graph of get_or_load: which thread waits for
 //                         which load, so a wait that would close a cycle throws instead of hanging.
 //   lru_thread_stripe()   a small per-thread number choosing a read ring: the lowest free one.

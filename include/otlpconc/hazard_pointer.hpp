@@ -233,16 +233,7 @@ class basic_hazard_pointer_domain {
   // Called from a deleter (a scan already running on this thread), it asks that scan loop to scan
   // this domain once more when the running scan ends, whatever its pending count (at most 4
   // domains can be asked so during one scan).
-  void scan_now() noexcept {
-    detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
-    if (st.scanning) {
-      defer(st, true);
-      return;
-    }
-    st.scanning = true;
-    scan();
-    finish_scans(st);
-  }
+  void scan_now() noexcept { request_scan(true); }
 
   // The number of retired objects on the lists, not yet taken by a scan. May be off by the retires
   // in progress (one per thread inside retire).
@@ -326,15 +317,16 @@ class basic_hazard_pointer_domain {
     const std::int64_t count = shard.count.fetch_add(1, std::memory_order_relaxed) + 1;
     const std::int64_t step = std::max<std::int64_t>(1, scan_threshold() / check_divisor);
     if (count % step == 0 && pending() >= scan_threshold())
-      request_scan();
+      request_scan(false);
   }
 
   // Scans this domain on the calling thread, unless a scan is already running there (a deleter
-  // retiring): then the running scan loop comes back to this domain when it is done.
-  void request_scan() noexcept {
+  // retiring, or calling scan_now): then the running scan loop comes back to this domain when it is
+  // done (see defer for `forced`).
+  void request_scan(bool forced) noexcept {
     detail::hazard_scan_state<Sync>& st = detail::hazard_scan_tls<Sync>();
     if (st.scanning) {
-      defer(st, false);
+      defer(st, forced);
       return;
     }
     st.scanning = true;

@@ -287,7 +287,7 @@ class span {
   friend class tracer;
 
   static std::string type_name(const std::type_info& t) {
-#if __has_include(<cxxabi.h>) // demangled where the ABI library offers it (not a macro users would see)
+#if __has_include(<cxxabi.h>) // demangled where the ABI library offers it
     int status = 0;
     std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status),
                                                      &std::free);

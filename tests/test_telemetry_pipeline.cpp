@@ -800,9 +800,15 @@ class writer_tracking_exporter final : public span_exporter {
 };
 } // namespace
 
-TEST_CASE("exported records go back to the thread that wrote them, up to 8 batches a thread", "[telemetry]") {
+TEST_CASE("exported records go back to the thread that wrote them, up to a queue of batches a thread", "[telemetry]") {
+  // A thread keeps as many returned batches as the queue holds (max_queue_size / 64), clamped to
+  // 8..32; the rest go to any thread of the node. Queue 1024: 16 batches; 4096: the clamp, 32.
+  const auto [queue, kept] = GENERATE(std::pair<std::size_t, int>{1024, 16}, std::pair<std::size_t, int>{4096, 32});
+  CAPTURE(queue, kept);
   auto exporter = std::make_shared<writer_tracking_exporter>();
-  batch_span_processor processor(exporter, {});
+  batch_span_processor_options options;
+  options.max_queue_size = queue;
+  batch_span_processor processor(exporter, options);
   tracer t(processor);
   worker a, b;
   // Exports wait until the thread has recorded everything (else it would reuse its own records
@@ -823,10 +829,12 @@ TEST_CASE("exported records go back to the thread that wrote them, up to 8 batch
   record(a, "a2", 128);
   CHECK(exporter->a_took_from_b() == 0);
   CHECK(exporter->b_took_from_a() == 0);
-  // The bound: a thread keeps 8 returned batches; a's other 12 of 20 go to any thread (here b).
-  record(a, "a3", 20 * 64);
-  record(b, "b3", 2 * 64 + 12 * 64); // b's own 2 batches, then the 12 a gave up
-  CHECK(exporter->b_took_from_a() == 12 * 64);
+  // The bound: a keeps `kept` returned batches; its other 4 go to any thread (here b).
+  record(a, "a3", (kept + 4) * 64);
+  CHECK(processor.stats().dropped == 0);
+  // b's own 2 batches, then the 4 a gave up, then new records (a cap of 8 would have given b 12).
+  record(b, "b3", 2 * 64 + 12 * 64);
+  CHECK(exporter->b_took_from_a() == 4 * 64);
   CHECK(balanced(processor.stats()));
 }
 

@@ -50,6 +50,8 @@ SELECTION = [
      [(MODEL, "[object_pool]"), (UNIT, "[object_pool]"), (STRESS, "[object_pool]")]),
     (r"include/otlpconc/(counter|detail/counter_cells|cache_padded)\.hpp$",
      [(UNIT, "[counter]"), (STRESS, "[counter]")]),
+    (r"include/otlpconc/telemetry/detail/admission\.hpp$",
+     [(MODEL, "[admission]"), (UNIT, "[telemetry]"), (STRESS, "[telemetry]")]),
     (r"include/otlpconc/telemetry/",
      [(UNIT, "[telemetry]"), (STRESS, "[telemetry]")]),
     (r".*", [(MODEL, None), (UNIT, None), (ALLOC, None), (STRESS, None)]),

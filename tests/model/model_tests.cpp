@@ -13,6 +13,7 @@
 #include "otlpconc/detail/event_count.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/sharded_lru.hpp"
+#include "otlpconc/telemetry/detail/admission.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -547,6 +548,71 @@ constexpr search bound1{rl::sched_bound, 1, 0};
     "[sharded_lru] chain walk against unlink and a resize", random300k);
 
 } // namespace
+
+// ---- telemetry admission: a span is refused only when the queue is full -----------------------
+// telemetry/detail/admission.hpp, the batch span processor's count. Nothing leaves the count (no
+// export), so once it holds max_waiting spans it stays full: a thread whose span was refused must
+// never have a later span admitted (that span found room the refusal should have found), and if
+// any span was refused, max_waiting spans were admitted in the end. Each thread records its spans
+// as the processor does: a credit of its own cell, else a reservation, else admit_after_reclaim.
+// Max 4, reservations of up to 3: thread 0 records 1 span (reserving 3: 2 credits left), threads 1
+// and 2 record 2 spans each (5 spans for 4 places). The schedules that matter: a reclaimer sweeps
+// while a thread is between (K2) and (K4) (it must wait for it), and a thread reserves credits
+// between a reclaimer's sweep and its decision (the reservation counter must send it back).
+template <int Spans0, int Spans1, int Spans2, bool PreemptYields = true>
+struct admission_refused_only_when_full
+    : model_test<admission_refused_only_when_full<Spans0, Spans1, Spans2, PreemptYields>, 3> {
+  using admission_type = otlpconc::telemetry::detail::basic_admission<relacy_sync>;
+  static constexpr std::int64_t max_waiting = 4;
+  std::optional<admission_type> adm;
+  relacy_sync::atomic<std::int64_t> cells[3] = {0, 0, 0};
+  relacy_sync::atomic<int> kept{0}, refused{0};
+
+  void before() {
+    relacy_sync::preempt_yields = PreemptYields;
+    adm.emplace(max_waiting, 3, 1);
+  }
+  bool admit(unsigned index) {
+    if (adm->admit_with_credit(cells[index], 3).admitted)
+      return true;
+    auto each_cell = [this](auto&& f) {
+      for (auto& c : cells)
+        f(c);
+    };
+    return adm->admit_after_reclaim(each_cell).admitted;
+  }
+  void thread(unsigned index) {
+    static constexpr int spans[3] = {Spans0, Spans1, Spans2};
+    bool was_refused = false;
+    for (int s = 0; s < spans[index]; ++s) {
+      if (admit(index)) {
+        RL_ASSERT(!was_refused); // admitted after a refusal: the refusal was not at a full count
+        kept.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        was_refused = true;
+        refused.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    const int k = kept.load(std::memory_order_relaxed);
+    RL_ASSERT(k + refused.load(std::memory_order_relaxed) == Spans0 + Spans1 + Spans2);
+    if (refused.load(std::memory_order_relaxed) > 0)
+      RL_ASSERT(k == max_waiting); // refusals only at a full count
+    RL_ASSERT(k <= max_waiting);   // the bound
+    std::int64_t credits = 0;
+    for (auto& c : cells)
+      credits += c.load(std::memory_order_relaxed);
+    RL_ASSERT(adm->count() == k + credits); // every reservation is a span or a credit
+    adm.reset();
+  }
+};
+[[maybe_unused]] const int r_ad1 = registrar::add<admission_refused_only_when_full<1, 2, 2>>(
+    "[admission] 3 threads, 5 spans for 4 places: refused only when full", random300k);
+[[maybe_unused]] const int r_ad2 = registrar::add<admission_refused_only_when_full<1, 2, 2, false>>(
+    "[admission] 3 threads, 5 spans for 4 places, preemption points as plain steps: refused only when full",
+    random300k);
 
 int main(int argc, char** argv) {
   const char* filter = argc > 1 ? argv[1] : "";

@@ -13,8 +13,10 @@
 //     per staged batch, not per span. The export thread takes staged spans out of the threads'
 //     batches when it needs them (a batch to fill, the schedule, force_flush, shutdown); a thread's
 //     staged spans enter the queue when the thread exits.
-//   - One shared count of the spans waiting (staged or queued) enforces the queue bound and fires
-//     the batch trigger; the other counts are sharded_counters (stats()).
+//   - One shared count of the spans waiting (staged or queued) plus the credits the threads hold
+//     (admissions reserved up to 16 at a time, telemetry/detail/admission.hpp) enforces the queue
+//     bound and fires the batch trigger; most spans take a credit from their own thread's stage
+//     instead of touching the shared count. The other counts are sharded_counters (stats()).
 // When to use: recording spans from hot code on many threads, when exporting may be slow or fail.
 // When not to: when every span must be exported synchronously at its end (write a processor that
 //   calls the exporter directly).
@@ -63,6 +65,7 @@
 #include "otlpconc/detail/pool_threads.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/object_pool.hpp"
+#include "otlpconc/telemetry/detail/admission.hpp"
 #include "otlpconc/telemetry/detail/env.hpp"
 #include "otlpconc/telemetry/diagnostics.hpp"
 #include "otlpconc/telemetry/exporter.hpp"
@@ -198,12 +201,18 @@ struct bsp_batch {
   pooled_ptr<span_data> spans[capacity];
 };
 
-// How the spans waiting are counted (`waiting_` below): every span is admitted by one atomic
-// increment before it is staged, and refused (dropped, or made to wait) when max_queue_size are
-// waiting; the export thread subtracts the spans it hands to the exporter. So the bound and
-// "drops only when full" are exact at any thread count, and the batch trigger sees staged spans
-// as well as queued ones. (An earlier version reserved queue slots 64 at a time per thread: with
-// 33 or more threads the reservations used up the queue while almost nothing waited.)
+// How the spans waiting are counted (`admission_` below, telemetry/detail/admission.hpp): the
+// count holds the spans admitted and not yet handed to the exporter, plus credits: admissions a
+// recording thread reserved (up to 16 at a time, fewer as the queue fills) and keeps in its stage,
+// so that most spans are admitted without touching the shared count (one lock xadd per span on a
+// line every core wrote: at 2 threads it was most of `end`, docs/telemetry.md). The count never
+// passes max_queue_size, so the bound is exact. A thread that finds the count full takes every
+// stage's unused credits back before it refuses a span, and a reservation counter tells it
+// whether a thread reserved meanwhile (then it looks again): so "drops only when full" stays exact
+// at any thread count. (An earlier version reserved queue slots 64 at a time per thread and never
+// took them back: with 33 or more threads the reservations used up the queue while almost nothing
+// waited.) The export thread also takes unused credits back when it collects the stages, so a
+// count that reached a batch through credits does not export a partial batch.
 class bsp_core final : public pool_core_base {
  public:
   using clock = std::chrono::steady_clock;
@@ -214,12 +223,12 @@ class bsp_core final : public pool_core_base {
         exporter_(exporter ? std::move(exporter)
                            : throw std::invalid_argument("batch_span_processor: the exporter is null")),
         resource_(std::move(res)), scope_(std::move(scope)), spans_(options_.span_pool),
-        max_waiting_(static_cast<std::int64_t>(options_.max_queue_size)),
         batch_size_(static_cast<std::int64_t>(options_.max_export_batch_size)),
         stage_capacity_(
             static_cast<std::uint32_t>(std::min<std::size_t>(bsp_batch::capacity, options_.max_export_batch_size))),
         returned_cap_(returned_cap_for(options_.max_queue_size, stage_capacity_)),
-        stages_(new std::atomic<stage*>[pool_thread_registry::max_threads]) {
+        stages_(new std::atomic<stage*>[pool_thread_registry::max_threads]),
+        admission_(static_cast<std::int64_t>(options_.max_queue_size), credit_chunk, 16) {
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
       stages_[i].store(nullptr, std::memory_order_relaxed);
     for (std::size_t n = 0; n < spans_.nodes(); ++n)
@@ -318,7 +327,7 @@ class bsp_core final : public pool_core_base {
       dropped_.increment();
       return;
     }
-    if (!admit_fast()) [[unlikely]] {
+    if (!admit_with_credit(st)) [[unlikely]] {
       // The slow path may wait (block) or yield: the stage is not left busy meanwhile.
       st->slot.store(raw, std::memory_order_release); // (S2)
       if (!admit_slow(st))                            // counts the drop when it refuses
@@ -360,6 +369,10 @@ class bsp_core final : public pool_core_base {
     // a batch the export thread returns after it waits in the stage for the index's next thread
     // (at most returned_cap_ batches: see return_to_stage), which clears the flag (registry mutex).
     st->vacant.store(true, std::memory_order_relaxed);
+    // The thread's unused credits go back to the count now (tidiness: left in the cell, they would
+    // still be taken back by the next reclaim or collection, or used by the index's next thread).
+    if (admission_.take_back(st->credit, true) > 0)
+      wake_room_waiters();
     recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)}, /*to_origin=*/false);
     for (bsp_batch* b = take_returned(st); b != nullptr; b = take_returned(st))
       recycle(pooled_ptr<bsp_batch>{b}, /*to_origin=*/false);
@@ -430,9 +443,14 @@ class bsp_core final : public pool_core_base {
     return s;
   }
 
-  // Spans waiting now (staged or queued; a snapshot), for tests and monitoring.
+  // Spans waiting now (staged or queued; a snapshot), for tests and monitoring: the count less the
+  // credits the stages hold (exact when no thread records).
   std::int64_t waiting() const noexcept {
-    return waiting_->load(std::memory_order_relaxed); // (W0) a statistic
+    std::int64_t n = admission_.count(); // (W0) a statistic
+    for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+      if (const stage* st = stages_[i].load(std::memory_order_acquire))             // (S3') acquire: pairs with (S3)
+        n -= std::max<std::int64_t>(0, st->credit.load(std::memory_order_relaxed)); // (W0)
+    return std::max<std::int64_t>(0, n);
   }
 
   // The export thread's body.
@@ -448,8 +466,22 @@ class bsp_core final : public pool_core_base {
         for (;;) {
           closing = closing_;
           flush = flush_requested_ != flush_done_;
-          if (closing || flush || full_batch_waiting())
+          if (closing || flush)
             break;
+          if (full_batch_waiting()) {
+            if (credits_ahead_ == 0)
+              break;
+            // The count held a batch of credits, not spans, last time (export_full_batches): look
+            // again after a pause, unless a flush or shutdown comes first.
+            const auto pause = std::chrono::microseconds(100) * (1 << (credits_ahead_ - 1));
+            if (!work_cv_.wait_until(lock, std::min(due, clock::now() + pause),
+                                     [&] { return closing_ || flush_requested_ != flush_done_; })) {
+              timer = clock::now() >= due;
+              break;
+            }
+            continue;
+          }
+          credits_ahead_ = 0; // the count fell below a batch: the next crossing is looked at at once
           if (clock::now() >= due) {
             timer = true;
             break;
@@ -481,7 +513,10 @@ class bsp_core final : public pool_core_base {
         }
       } else if (timer) {
         // Under sustained load this loop could go on for ever: a pending flush or shutdown sends
-        // the thread back to the top, where it is answered.
+        // the thread back to the top, where it is answered. Credits that idle threads keep would
+        // hold the count at a batch: taken back once per schedule.
+        credits_ahead_ = 0;
+        take_back_credits();
         collect_stages(false);
         while (!needs_attention() && export_one(nullptr, no_deadline))
           ;
@@ -501,6 +536,9 @@ class bsp_core final : public pool_core_base {
     // nullptr: nothing staged; busy(): the owner is using it; closed_slot(): shut down; otherwise
     // the owner's staging batch.
     std::atomic<bsp_batch*> slot{nullptr};
+    // Admissions the owner reserved and has not used (counted in admission_), or
+    // admission::reserving while the owner reserves (telemetry/detail/admission.hpp).
+    admission::credit_cell credit{0};
     bsp_batch* fresh = nullptr; // owner only: recycled records to reuse (spans[0, size))
     bsp_batch* spare = nullptr; // owner only: returned batches taken from `returned`, not used yet
     // Exported batches this stage filled, pushed by the export thread (a list through
@@ -581,6 +619,7 @@ class bsp_core final : public pool_core_base {
     st = new (std::nothrow) stage;
     if (st == nullptr)
       return nullptr;
+    stage_count_.fetch_add(1, std::memory_order_relaxed); // (N1)
     // (S3) seq_cst: publishes the stage to collectors and thread_exit (acquire loads) and is
     // ordered before the re-check (P3) against the seq_cst store of closed_ (P2).
     stages_[index].store(st, std::memory_order_seq_cst);
@@ -605,42 +644,60 @@ class bsp_core final : public pool_core_base {
 
   // ---- admission: the queue bound and the batch trigger -----------------------------------------
 
-  // One span joins the waiting ones, unless max_queue_size are waiting. The fast path is one
-  // increment; a refusal is undone and decided again exactly by admit_exact.
-  bool admit_fast() noexcept {
-    // (A1) relaxed: the count orders nothing (the spans travel through the stage and the queue,
-    // with their own release/acquire); its atomicity is what makes the bound exact.
-    const std::int64_t before = waiting_->fetch_add(1, std::memory_order_relaxed);
-    if (before < max_waiting_) [[likely]] {
-      if (before + 1 == batch_size_) [[unlikely]]
-        wake_export_thread();
-      return true;
-    }
-    leave(1);
-    return false;
-  }
-  // A compare-and-swap that never counts a refused span, so concurrent refusals cannot make each
-  // other look full.
-  bool admit_exact() noexcept {
-    std::int64_t v = waiting_->load(std::memory_order_relaxed); // (A2) relaxed: see (A1)
-    do {
-      if (v >= max_waiting_)
-        return false;
-    } while (!waiting_->compare_exchange_weak(v, v + 1, std::memory_order_relaxed)); // (A2)
-    if (v + 1 == batch_size_)
+  // Every admission goes through admission_ (telemetry/detail/admission.hpp); a count that reaches
+  // a full batch wakes the export thread.
+  bool admitted(const admission::result& r) noexcept {
+    if (r.admitted && r.added > 0 && r.before < batch_size_ && r.before + r.added >= batch_size_) [[unlikely]]
       wake_export_thread();
-    return true;
+    return r.admitted;
   }
-  // The queue looked full. drop: yields once (on a busy machine the export thread may be runnable
-  // but not running: it gets this CPU) and decides again; then the span is dropped, counted. block:
-  // the thread's own staged spans become exportable, then it waits for room (or shutdown: dropped).
-  // Returns whether the span was admitted.
+  // A thread without a stage: one increment; a refusal is undone and decided again exactly by
+  // admit_exact.
+  bool admit_fast() noexcept {
+    const admission::result r = admission_.admit_increment();
+    if (!r.admitted)
+      leave(1);
+    return admitted(r);
+  }
+  bool admit_exact() noexcept {
+    return admitted(admission_.admit_exact());
+  }
+  // The owner of st (its stage busy): a credit of its stage, else a reservation of up to
+  // credit_chunk admissions, fewer as the queue fills, and fewer as threads multiply: at most a
+  // quarter of a batch among all the stages (batch / (4 x stages)), so that credits alone rarely
+  // bring the count to a batch (the export thread would look again until they turned into spans:
+  // with 48 threads and 16 each, measured at 4x its CPU). From 128 threads on (default batch)
+  // each span is one exact admission, as before credits. False when the count is full.
+  static constexpr std::int64_t credit_chunk = 16;
+  bool admit_with_credit(stage* st) noexcept {
+    // (N1) relaxed: a bound on a hint; the count of stages only grows.
+    const auto stages = static_cast<std::int64_t>(stage_count_.load(std::memory_order_relaxed));
+    return admitted(admission_.admit_with_credit(st->credit, batch_size_ / (4 * std::max<std::int64_t>(1, stages))));
+  }
+  // Admits one span after taking every stage's unused credits back: false only when
+  // max_queue_size spans wait.
+  bool admit_after_reclaim() noexcept {
+    auto each_stage = [this](auto&& f) {
+      for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+        if (stage* st = stages_[i].load(std::memory_order_acquire)) // (S3') acquire: pairs with (S3)
+          f(st->credit);
+    };
+    const admission::result r = admission_.admit_after_reclaim(each_stage);
+    if (r.taken > 0)
+      wake_room_waiters();
+    return admitted(r);
+  }
+  // The queue looked full. drop: takes the other threads' unused credits back and decides again,
+  // then yields once (on a busy machine the export thread may be runnable but not running: it gets
+  // this CPU) and decides again; then the span is dropped, counted. block: the thread's own staged
+  // spans become exportable, then it waits for room (or shutdown: dropped). Returns whether the
+  // span was admitted.
   bool admit_slow(stage* st) noexcept {
-    if (admit_exact())
+    if (admit_after_reclaim())
       return true;
     if (drops_when_full()) {
       std::this_thread::yield();
-      if (admit_exact())
+      if (admit_after_reclaim())
         return true;
       dropped_.increment();
       return false;
@@ -649,20 +706,24 @@ class bsp_core final : public pool_core_base {
       flush_own_stage(st);
       if (!wait_for_room_or_drop())
         return false;
-      if (admit_exact())
+      if (admit_after_reclaim())
         return true;
     }
   }
   // Spans handed to the exporter (or refused after admission) no longer wait.
   void leave(std::int64_t n) noexcept {
-    waiting_->fetch_sub(n, std::memory_order_seq_cst);        // (Q2) seq_cst: pairs with (Q3)
+    admission_.remove(n); // (Q2) seq_cst: pairs with (Q3)
+    wake_room_waiters();
+  }
+  // After the count went down (Q2, or a take_back's removal, also seq_cst).
+  void wake_room_waiters() noexcept {
     if (room_waiters_.load(std::memory_order_seq_cst) != 0) { // (Q3')
       { std::lock_guard lock(mutex_); }
       done_cv_.notify_all();
     }
   }
   bool full_batch_waiting() const noexcept {
-    return waiting_->load(std::memory_order_relaxed) >= batch_size_; // (W0) a hint: the pops synchronize
+    return admission_.count() >= batch_size_; // (W0) a hint: the pops synchronize
   }
   // The count reached a full batch: the export thread re-checks under the mutex before it sleeps,
   // so taking it here is enough for the wake-up not to be lost.
@@ -697,7 +758,9 @@ class bsp_core final : public pool_core_base {
       // (Q3) seq_cst: either this waiter's check below sees the decrement (Q2), or the decrementer
       // sees this count (Q3') and notifies under the mutex.
       room_waiters_.fetch_add(1, std::memory_order_seq_cst);
-      done_cv_.wait(lock, [&] { return closing_ || waiting_->load(std::memory_order_seq_cst) < max_waiting_; });
+      // Credits reserved after this thread took them back count as waiting until their threads use
+      // them, or until the export thread takes them back (export_full_batches), which wakes it.
+      done_cv_.wait(lock, [&] { return closing_ || admission_.count(std::memory_order_seq_cst) < max_waiting(); });
       room_waiters_.fetch_sub(1, std::memory_order_relaxed);
     } catch (...) { // the mutex failed: give the CPU away and look again
       std::this_thread::yield();
@@ -741,15 +804,16 @@ class bsp_core final : public pool_core_base {
       return;
     }
     if (!admit_fast()) {
-      bool admitted = admit_exact();
+      // As a staged span's admit_slow: the stages' unused credits are taken back before a refusal.
+      bool admitted = admit_after_reclaim();
       if (!admitted && drops_when_full()) {
         std::this_thread::yield();
-        admitted = admit_exact();
+        admitted = admit_after_reclaim();
       }
       while (!admitted && !drops_when_full()) {
         if (!wait_for_room_or_drop())
           return;
-        admitted = admit_exact();
+        admitted = admit_after_reclaim();
       }
       if (!admitted) {
         dropped_.increment();
@@ -764,6 +828,16 @@ class bsp_core final : public pool_core_base {
     }
     batch->spans[batch->size++] = std::move(span);
     enqueue(batch.release());
+  }
+
+  // Every stage's unused credits leave the count (reservations in progress are left).
+  void take_back_credits() noexcept {
+    std::int64_t taken = 0;
+    for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+      if (stage* st = stages_[i].load(std::memory_order_acquire)) // (S3') acquire: pairs with (S3)
+        taken += admission_.take_back(st->credit, false);
+    if (taken > 0)
+      wake_room_waiters();
   }
 
   // Takes every thread's staged batch into the queue; closing also closes the stages. (The export
@@ -792,6 +866,10 @@ class bsp_core final : public pool_core_base {
           break;
         }
       }
+      // Closing: the stage's unused credits leave the count (a closed stage reserves nothing more:
+      // on_end finds the slot closed before it admits).
+      if (closing && admission_.take_back(st->credit, false) > 0)
+        wake_room_waiters();
     }
   }
 
@@ -889,14 +967,27 @@ class bsp_core final : public pool_core_base {
   // collected (a thread between its admission and its staging is waited for by the collection).
   void export_full_batches() noexcept {
     while (!needs_attention() && full_batch_waiting()) {
-      if (queued_spans() < batch_size_)
-        collect_stages(false);
+      if (queued_spans() < batch_size_) {
+        if (waiting() < batch_size_ || (collect_stages(false), waiting() < batch_size_)) {
+          // The count holds a batch, the spans do not: the rest are credits the recording threads
+          // hold (or a reservation in progress). They turn into spans without touching the count,
+          // so nothing would wake this thread: run() looks again after a pause that doubles while
+          // this lasts (0.1 to 12.8 ms). Credits are taken back only for threads that wait for
+          // room (taking them from active threads makes each reserve again, crossing the batch
+          // again: a wake-up per reservation with many threads).
+          if (room_waiters_.load(std::memory_order_relaxed) != 0) // (Q3'') relaxed: a hint
+            take_back_credits();
+          credits_ahead_ = std::min(credits_ahead_ + 1, 8);
+          return;
+        }
+      }
       if (queued_spans() < batch_size_) {
         // Admitted spans not staged yet (their threads are between the count and the stage): the
         // count is ahead of the queue for a moment.
         std::this_thread::yield();
         collect_stages(false);
       }
+      credits_ahead_ = 0;
       export_one(nullptr, clock::time_point::max());
     }
   }
@@ -1108,14 +1199,17 @@ class bsp_core final : public pool_core_base {
   object_pool<span_data> spans_;
   object_pool<bsp_batch> batches_;
   ms_queue<bsp_batch*> ready_;
-  const std::int64_t max_waiting_;
+  std::int64_t max_waiting() const noexcept {
+    return admission_.max_waiting();
+  }
   const std::int64_t batch_size_;
   const std::uint32_t stage_capacity_;
   const std::uint32_t returned_cap_; // returned_cap_for: batches a stage may hold returned
   std::unique_ptr<std::atomic<stage*>[]> stages_;
   std::vector<std::unique_ptr<ms_queue<bsp_batch*>>> recycled_; // per node: exported batches to reuse
 
-  cache_padded<std::atomic<std::int64_t>> waiting_{std::in_place, 0};  // spans staged or queued
+  admission admission_;                  // spans staged or queued, plus the credits the stages hold
+  std::atomic<unsigned> stage_count_{0}; // stages created (one per thread index ever used)
   cache_padded<std::atomic<std::int64_t>> unstaged_{std::in_place, 0}; // unstaged submissions in progress
   std::atomic<bool> closed_{false};
   std::atomic<bool> flush_pending_{false}; // a hint: a force_flush waits (the mutex-guarded counts decide)
@@ -1138,6 +1232,7 @@ class bsp_core final : public pool_core_base {
   std::int64_t in_flight_ = 0; // exports started, not yet reported (in_flight_mutex_)
 
   // Export thread only.
+  int credits_ahead_ = 0;                   // rounds in a row the count held a batch and the spans did not (at most 8)
   pooled_ptr<bsp_batch> carry_;             // a queued batch whose spans are partly exported
   std::vector<bsp_batch*> pending_;         // entries popped from the queue, not yet taken
   std::size_t pending_head_ = 0;            // the next of pending_ to take

@@ -68,14 +68,15 @@ class otel_counting_exporter final : public otel::sdk::trace::SpanExporter {
 
 struct timing {
   std::vector<std::int64_t> ns;
-  void reserve() { ns.reserve(static_cast<std::size_t>(spans_per_thread / timing_stride + 1)); }
+  void reserve() { ns.reserve(static_cast<std::size_t>(2 * spans_per_thread / timing_stride + 1)); }
 };
 
 template <class Record>
 void record_loop(Record&& record, timing& t) {
   t.reserve();
+  otlpconc::bench::timing_sampler sampler(reinterpret_cast<std::uintptr_t>(&t), timing_stride);
   for (std::int64_t i = 0; i < spans_per_thread; ++i) {
-    if (i % timing_stride == 0) {
+    if (sampler.timed(i)) {
       const auto t0 = clock_type::now();
       record();
       t.ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());

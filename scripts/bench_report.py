@@ -237,7 +237,7 @@ COUNTERS = OrderedDict([
                    "baseline in percentage points)", lambda v: f"{100 * v:.2f}%",
                    lambda v, base: f"{100 * v:.2f}% ({100 * (v - base):+.2f} pp)")),
     ("dropped_pct", ("Spans dropped, percent of the spans recorded (median)", lambda v: f"{v:.2f}%", None)),
-    ("p99_record_ns", ("p99 latency of recording one span, ns (one span in 16 timed; median of the "
+    ("p99_record_ns", ("p99 latency of recording one span, ns (one span in 16 timed on average, at random gaps; median of the "
                        "repetitions)", lambda v: f"{v:.0f}", None)),
     ("p999_record_ns", ("p99.9 latency of recording one span, ns", lambda v: f"{v:.0f}", None)),
     ("avg_batch", ("Average spans per export (median)", lambda v: f"{v:.1f}", None)),

@@ -1,4 +1,5 @@
-// Shared by the telemetry benchmarks: an exporter that only counts what it receives.
+// Shared by the telemetry benchmarks: an exporter that only counts what it receives, and the choice
+// of the spans a benchmark times (timing_sampler).
 #pragma once
 
 #include "otlpconc/telemetry/exporter.hpp"

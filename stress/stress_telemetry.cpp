@@ -282,7 +282,7 @@ TEST_CASE("telemetry pipeline: while nothing leaves the queue a thread's kept sp
   const auto rounds = otlpconc::stress::scaled(40);
   for (std::int64_t round = 0; round < rounds; ++round) {
     auto exporter = std::make_shared<recording_gate>();
-    batch_span_processor_options options; // reservations of up to 14 (512 / (4 x 9 threads))
+    batch_span_processor_options options; // reservations of 14 to 16 (512 / (4 x stages), at most 16)
     options.max_queue_size = 1024;
     options.max_export_batch_size = 512;
     batch_span_processor processor(exporter, options);

@@ -1085,7 +1085,7 @@ TEST_CASE("1000 recording threads: the queue bound holds and spans are dropped o
 
 TEST_CASE("drops only when full while idle threads hold unused admissions", "[telemetry]") {
   // Recording threads reserve admissions several at a time (at most 16, and a quarter of a batch
-  // among all threads: 12 each here). 8 threads record one span each and stay alive, keeping the
+  // among all stages: 14 to 16 each here). 8 threads record one span each and stay alive, keeping the
   // rest of their reservations. A span may be dropped only when 2048 spans wait: the recording
   // thread must take the idle threads' unused admissions back before it drops.
   auto exporter = std::make_shared<gated_exporter>();
@@ -1187,7 +1187,7 @@ TEST_CASE("while nothing leaves the queue a thread's kept spans are a prefix of 
   constexpr int rounds = 4;
   for (int round = 0; round < rounds; ++round) {
     auto exporter = std::make_shared<recording_gate>();
-    batch_span_processor_options options; // reservations of up to 14 (512 / (4 x 9 threads))
+    batch_span_processor_options options; // reservations of 14 to 16 (512 / (4 x stages), at most 16)
     options.max_queue_size = 1024;
     options.max_export_batch_size = 512;
     batch_span_processor processor(exporter, options);

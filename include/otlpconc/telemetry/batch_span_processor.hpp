@@ -35,7 +35,9 @@
 //     asynchronous exporter count as queued until they report.
 //   - Export (OpenTelemetry semantics): the exporter's export calls are serialized (one export
 //     thread; an exporter may keep several exports in flight, exporter.hpp). A batch is exported as
-//     soon as max_export_batch_size spans are waiting, staged ones included (so batches are full
+//     soon as max_export_batch_size spans are waiting, staged ones included (when the count
+//     reached a batch through the threads' reserved admissions first: at the export thread's next
+//     look, 0.1 to 1.6 ms later, or when a span finds the queue full; so batches are full
 //     under load; the processor never drains in a tight loop), when schedule_delay has elapsed
 //     since the last export (whatever is waiting), or on force_flush; each export gets a deadline
 //     of export_timeout.
@@ -211,8 +213,9 @@ struct bsp_batch {
 // whether a thread reserved meanwhile (then it looks again): so "drops only when full" stays exact
 // at any thread count. (An earlier version reserved queue slots 64 at a time per thread and never
 // took them back: with 33 or more threads the reservations used up the queue while almost nothing
-// waited.) The export thread also takes unused credits back when it collects the stages, so a
-// count that reached a batch through credits does not export a partial batch.
+// waited.) A count that reaches a batch through credits, not spans, exports nothing: the export
+// thread looks again after a pause (0.1 to 1.6 ms, or at once when a span finds the queue full),
+// and takes credits back when a thread waits for room and once per schedule_delay.
 class bsp_core final : public pool_core_base {
  public:
   using clock = std::chrono::steady_clock;
@@ -371,7 +374,7 @@ class bsp_core final : public pool_core_base {
     st->vacant.store(true, std::memory_order_relaxed);
     // The thread's unused credits go back to the count now (tidiness: left in the cell, they would
     // still be taken back by the next reclaim or collection, or used by the index's next thread).
-    if (admission_.take_back(st->credit, true) > 0)
+    if (admission_.take_back(st->credit, false) > 0) // (a reclaimer moving them finishes on its own)
       wake_room_waiters();
     recycle(pooled_ptr<bsp_batch>{std::exchange(st->fresh, nullptr)}, /*to_origin=*/false);
     for (bsp_batch* b = take_returned(st); b != nullptr; b = take_returned(st))
@@ -443,10 +446,11 @@ class bsp_core final : public pool_core_base {
     return s;
   }
 
-  // Spans waiting now (staged or queued; a snapshot), for tests and monitoring: the count less the
-  // credits the stages hold (exact when no thread records).
+  // Spans waiting now (staged or queued; a snapshot), for tests, monitoring and the export thread's
+  // hint: the count less the credits the stages hold (exact when no thread records; a
+  // reservation in progress counts as spans).
   std::int64_t waiting() const noexcept {
-    std::int64_t n = admission_.count(); // (W0) a statistic
+    std::int64_t n = admission_.count(); // (W0) a statistic or a hint
     for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
       if (const stage* st = stages_[i].load(std::memory_order_acquire))             // (S3') acquire: pairs with (S3)
         n -= std::max<std::int64_t>(0, st->credit.load(std::memory_order_relaxed)); // (W0)
@@ -472,10 +476,13 @@ class bsp_core final : public pool_core_base {
             if (credits_ahead_ == 0)
               break;
             // The count held a batch of credits, not spans, last time (export_full_batches): look
-            // again after a pause, unless a flush or shutdown comes first.
+            // again after a pause, or at once on a flush, a shutdown or a wake-up (a crossing of
+            // the batch, or a span that found the queue full).
             const auto pause = std::chrono::microseconds(100) * (1 << (credits_ahead_ - 1));
+            wake_pending_ = false;
             if (!work_cv_.wait_until(lock, std::min(due, clock::now() + pause),
-                                     [&] { return closing_ || flush_requested_ != flush_done_; })) {
+                                     [&] { return closing_ || flush_requested_ != flush_done_ || wake_pending_; }) ||
+                wake_pending_) {
               timer = clock::now() >= due;
               break;
             }
@@ -695,6 +702,8 @@ class bsp_core final : public pool_core_base {
   bool admit_slow(stage* st) noexcept {
     if (admit_after_reclaim())
       return true;
+    // Full: the export thread may be pausing while credits turned into a batch of spans unseen.
+    wake_export_thread();
     if (drops_when_full()) {
       std::this_thread::yield();
       if (admit_after_reclaim())
@@ -729,6 +738,7 @@ class bsp_core final : public pool_core_base {
   // so taking it here is enough for the wake-up not to be lost.
   void wake_export_thread() noexcept {
     std::lock_guard lock(mutex_);
+    wake_pending_ = true; // ends a pause of run() too
     work_cv_.notify_one();
   }
 
@@ -972,12 +982,13 @@ class bsp_core final : public pool_core_base {
           // The count holds a batch, the spans do not: the rest are credits the recording threads
           // hold (or a reservation in progress). They turn into spans without touching the count,
           // so nothing would wake this thread: run() looks again after a pause that doubles while
-          // this lasts (0.1 to 12.8 ms). Credits are taken back only for threads that wait for
-          // room (taking them from active threads makes each reserve again, crossing the batch
-          // again: a wake-up per reservation with many threads).
+          // this lasts (0.1 to 1.6 ms: the delay of an export once the spans make a batch; a span
+          // that finds the queue full wakes it at once). Credits are taken back only for threads
+          // that wait for room (taking them from active threads makes each reserve again, crossing
+          // the batch again: a wake-up per reservation with many threads).
           if (room_waiters_.load(std::memory_order_relaxed) != 0) // (Q3'') relaxed: a hint
             take_back_credits();
-          credits_ahead_ = std::min(credits_ahead_ + 1, 8);
+          credits_ahead_ = std::min(credits_ahead_ + 1, 5);
           return;
         }
       }
@@ -1225,6 +1236,7 @@ class bsp_core final : public pool_core_base {
   std::condition_variable done_cv_; // flushes, shutdowns and block-mode recorders wait
   std::uint64_t flush_requested_ = 0, flush_done_ = 0;
   bool closing_ = false, shut_down_ = false, clean_shutdown_ = false, flush_ok_ = true;
+  bool wake_pending_ = false; // mutex_: wake_export_thread ran since run() began its pause
   clock::time_point shutdown_deadline_{};
   std::string last_error_;
   std::mutex in_flight_mutex_;
@@ -1232,7 +1244,7 @@ class bsp_core final : public pool_core_base {
   std::int64_t in_flight_ = 0; // exports started, not yet reported (in_flight_mutex_)
 
   // Export thread only.
-  int credits_ahead_ = 0;                   // rounds in a row the count held a batch and the spans did not (at most 8)
+  int credits_ahead_ = 0;                   // rounds in a row the count held a batch and the spans did not (at most 5)
   pooled_ptr<bsp_batch> carry_;             // a queued batch whose spans are partly exported
   std::vector<bsp_batch*> pending_;         // entries popped from the queue, not yet taken
   std::size_t pending_head_ = 0;            // the next of pending_ to take

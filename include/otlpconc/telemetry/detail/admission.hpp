@@ -22,8 +22,10 @@
 //     changed the count); admit_after_reclaim waits for reservations in progress (a preempted
 //     reserver delays it), so it is not lock-free.
 //   - Ordering: the count orders nothing (spans travel with their own release/acquire); the
-//     seq_cst operations (K2, K3, K4, R5, R6, A2) are what make "refused only when full" exact
-//     (model-checked: tests/model, "[admission]").
+//     seq_cst operations (K2, K3, K4, R5, R6, R7, A2, Q2) are what make "refused only when full"
+//     exact. The protocol is model-checked (tests/model, "[admission]": 3 threads, nothing leaving
+//     the count), which kills its logic mutants and two orders weakened together; one order
+//     weakened alone is not found there (see K3).
 // Memory: per thread one cell (in the processor's stage); credits are at most `chunk` a thread.
 // Requirements: a cell is owned by one thread at a time (the stage's owner); other threads only
 //   take its credits back (take_back). Sync: detail/sync.hpp (std_sync, or relacy_sync in the model).
@@ -85,8 +87,12 @@ class basic_admission {
         return {false, v, 0};
       }
       if (!counted) {
-        // (K3) seq_cst: before the reservation (K4) in the total order, so that a reclaimer whose
-        // decision (A2) reads the reservation in the count reads this increment in (R6).
+        // (K3) seq_cst: two jobs. (a) Message passing with a reclaimer's first (R6) load and then
+        // its (R5) load of this cell: if it reads this increment, it must read `reserving` (K2)
+        // or later in the cell, else it would pass the cell, see no counter move, and refuse at
+        // a count these credits filled. (b) Before the reservation (K4), so that a reclaimer whose
+        // decision (A2) reads the reservation in the count reads this increment in its second
+        // (R6). Relaxing it alone is not caught by the model (K3 and K4 together are).
         reservations_.fetch_add(1, std::memory_order_seq_cst);
         counted = true;
         Sync::preempt(); // a reclaimer sweeps and decides between (K3) and (K4)
@@ -95,7 +101,7 @@ class basic_admission {
       // (K4) seq_cst: see (K3).
       if (count_.compare_exchange_weak(v, v + k, std::memory_order_seq_cst, std::memory_order_relaxed)) {
         // (K5) release: the reservation (K3, K4) happens-before a reclaimer's read of the credits
-        // (R5, acquire), which waited while the cell held `reserving`. One is this span's.
+        // (R5, seq_cst, so acquire), which waited while the cell held `reserving`. One is this span's.
         cell.store(k - 1, std::memory_order_release);
         return {true, v, k};
       }
@@ -141,7 +147,7 @@ class basic_admission {
         if (!exact)
           return 0;
         Sync::yield(); // the owner is between (K2) and (K5), or a reclaimer between (R5) and (R7)
-        c = cell.load(std::memory_order_seq_cst);
+        c = cell.load(std::memory_order_seq_cst); // (R5)
         continue;
       }
       if (c <= 0)

@@ -4,14 +4,17 @@
 // split among the spans at or above the p99, how often a slow span sits at the same position of the
 // thread's staging batch (64 spans: a batch boundary would put them all at one position), how far
 // apart slow spans are, and the processor's accounting (a drop shows the export thread fell behind).
+// `full`: the cost of a refused span under overload: the exporter stalls (until shutdown), the
+// queue is filled first, and every timed span is refused (drop policy).
 //
-// Usage: probe_record_latency [threads=2] [spans per thread=400000] [block|drop]
+// Usage: probe_record_latency [threads=2] [spans per thread=400000] [block|drop|full]
 // Run it alone on the machine: the figures are only as quiet as the cores.
 #include "otlpconc/telemetry/batch_span_processor.hpp"
 #include "otlpconc/telemetry/tracer.hpp"
 #include "telemetry_common.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,6 +35,16 @@ struct sample {
   std::uint32_t start_ns = 0; // start_span with its two attributes
   std::uint32_t end_ns = 0;   // end (hands the span to the processor)
   std::uint32_t total() const { return start_ns + end_ns; }
+};
+
+// Exports nothing until it is opened (after the recording threads finished): the queue stays full.
+struct stalled_exporter final : tel::span_exporter {
+  std::atomic<bool> open{false};
+  tel::export_result export_spans(const tel::span_batch_view&, clock::time_point) override {
+    while (!open.load(std::memory_order_relaxed)) // a flag; the processor orders the rest
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return {};
+  }
 };
 
 double tsc_per_ns() {
@@ -59,16 +72,28 @@ int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const long spans = argc > 2 ? std::atol(argv[2]) : 400000;
   const std::string policy = argc > 3 ? argv[3] : "block";
-  if (threads < 1 || spans < 2000 || (policy != "block" && policy != "drop")) {
-    std::fprintf(stderr, "usage: probe_record_latency [threads>=1] [spans per thread>=2000] [block|drop]\n");
+  if (threads < 1 || spans < 2000 || (policy != "block" && policy != "drop" && policy != "full")) {
+    std::fprintf(stderr, "usage: probe_record_latency [threads>=1] [spans per thread>=2000] [block|drop|full]\n");
     return 2;
   }
   const double per_ns = tsc_per_ns();
-  auto exporter = std::make_shared<otlpconc::bench::counting_exporter>();
+  const bool full = policy == "full";
+  const auto stalled = full ? std::make_shared<stalled_exporter>() : nullptr;
+  std::shared_ptr<tel::span_exporter> exporter = stalled;
+  if (!full)
+    exporter = std::make_shared<otlpconc::bench::counting_exporter>();
   tel::batch_span_processor_options options; // the defaults
-  options.on_full = policy == "drop" ? tel::overflow_policy::drop : tel::overflow_policy::block;
+  options.on_full = policy == "block" ? tel::overflow_policy::block : tel::overflow_policy::drop;
   tel::batch_span_processor processor(exporter, options);
   tel::tracer tracer(processor);
+  if (full) { // a batch goes to the stalled exporter, then the queue fills behind it
+    const auto fill = static_cast<int>(options.max_queue_size + options.max_export_batch_size);
+    for (int i = 0; i < fill; ++i)
+      tracer.start_span("fill").end();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int i = 0; i < fill; ++i)
+      tracer.start_span("fill").end();
+  }
   const auto count = static_cast<std::size_t>(spans);
   std::vector<std::vector<sample>> per_thread(static_cast<std::size_t>(threads), std::vector<sample>(count));
   std::vector<std::thread> workers;
@@ -88,6 +113,8 @@ int main(int argc, char** argv) {
     });
   for (auto& w : workers)
     w.join();
+  if (stalled)
+    stalled->open.store(true, std::memory_order_relaxed);
   processor.shutdown();
   const auto st = processor.stats();
 

@@ -630,6 +630,12 @@ class bsp_core final : public pool_core_base {
     // (S3) seq_cst: publishes the stage to collectors and thread_exit (acquire loads) and is
     // ordered before the re-check (P3) against the seq_cst store of closed_ (P2).
     stages_[index].store(st, std::memory_order_seq_cst);
+    // (N2) relaxed: raises the end of the sweep (admit_after_reclaim) past this stage. Sequenced
+    // before this thread's first reservation (K3, seq_cst, so release), which a sweep acquires in
+    // (R6) before it loads the end (N2'); a sweep that does not see this stage saw no credit of it.
+    unsigned end = stage_end_.load(std::memory_order_relaxed);
+    while (end <= index && !stage_end_.compare_exchange_weak(end, index + 1, std::memory_order_relaxed))
+      ;
     if (closed_.load(std::memory_order_seq_cst))                // (P3)
       st->slot.store(closed_slot(), std::memory_order_relaxed); // the final drain may or may not visit it
     return st;
@@ -684,8 +690,11 @@ class bsp_core final : public pool_core_base {
   // Admits one span after taking every stage's unused credits back: false only when
   // max_queue_size spans wait.
   bool admit_after_reclaim() noexcept {
+    // Only up to the highest thread index that has a stage: indices are handed out lowest first,
+    // so at T threads the sweep reads about T slots, not the table's 1024.
     auto each_stage = [this](auto&& f) {
-      for (unsigned i = 0; i < pool_thread_registry::max_threads; ++i)
+      const unsigned end = stage_end_.load(std::memory_order_relaxed); // (N2') relaxed: see (N2)
+      for (unsigned i = 0; i < end; ++i)
         if (stage* st = stages_[i].load(std::memory_order_acquire)) // (S3') acquire: pairs with (S3)
           f(st->credit);
     };
@@ -1221,6 +1230,7 @@ class bsp_core final : public pool_core_base {
 
   admission admission_;                  // spans staged or queued, plus the credits the stages hold
   std::atomic<unsigned> stage_count_{0}; // stages created (one per thread index ever used)
+  std::atomic<unsigned> stage_end_{0};   // one past the highest thread index with a stage
   cache_padded<std::atomic<std::int64_t>> unstaged_{std::in_place, 0}; // unstaged submissions in progress
   std::atomic<bool> closed_{false};
   std::atomic<bool> flush_pending_{false}; // a hint: a force_flush waits (the mutex-guarded counts decide)

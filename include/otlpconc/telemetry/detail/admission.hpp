@@ -188,8 +188,11 @@ class basic_admission {
 
  private:
   const std::int64_t max_, chunk_, divisor_;
+  // One line for both: a reservation writes them back to back (K3, K4), so it moves one line
+  // between cores, not two (a reservation was a third of the slow spans at 2 threads:
+  // docs/telemetry.md, "What the last 1% is made of").
   alignas(cache_line_size) typename Sync::template atomic<std::int64_t> count_{0};
-  alignas(cache_line_size) typename Sync::template atomic<std::uint64_t> reservations_{0};
+  typename Sync::template atomic<std::uint64_t> reservations_{0};
 };
 
 using admission = basic_admission<>;

@@ -630,9 +630,13 @@ class bsp_core final : public pool_core_base {
     // (S3) seq_cst: publishes the stage to collectors and thread_exit (acquire loads) and is
     // ordered before the re-check (P3) against the seq_cst store of closed_ (P2).
     stages_[index].store(st, std::memory_order_seq_cst);
-    // (N2) relaxed: raises the end of the sweep (admit_after_reclaim) past this stage. Sequenced
-    // before this thread's first reservation (K3, seq_cst, so release), which a sweep acquires in
-    // (R6) before it loads the end (N2'); a sweep that does not see this stage saw no credit of it.
+    // (N2) relaxed: raises the end of the sweep (admit_after_reclaim) past this stage. Happens
+    // before every reservation of a thread with this index (K3, seq_cst, so release): sequenced
+    // before this thread's, and before a later owner's of a reused index through the thread
+    // registry's mutex. A sweep acquires K3 in (R6) before it loads the end (N2'). A sweep whose
+    // first R6 missed the K3 and whose decision saw the credits (K4) finds the reservation count
+    // moved at its second R6 and sweeps again with the end reloaded; a decision that did not see
+    // them refused correctly.
     unsigned end = stage_end_.load(std::memory_order_relaxed);
     while (end <= index && !stage_end_.compare_exchange_weak(end, index + 1, std::memory_order_relaxed))
       ;

@@ -132,8 +132,12 @@ def run(cmd, cwd, timeout, env=None):
         why = f"killed by signal {-proc.returncode}"
     else:
         why = f"exit {proc.returncode}"
-    # The first failing Catch2 test case, or the first sanitizer / model-checker verdict.
-    failing = re.findall(r"^-{10,}\n(.+)\n-{10,}\n(?:.*\n)*?.*FAILED", text, re.MULTILINE)
+    # The first failing Catch2 test case, or the first sanitizer / model-checker verdict. Catch2
+    # prints a header (the test case's name, then its sections, between two rules) for every test
+    # case with output, passing ones too (a WARN): the failing one is the first header whose own
+    # text, up to the next header, holds a FAILED.
+    parts = re.split(r"^-{10,}\n((?:.+\n)+?)-{10,}\n", text, flags=re.MULTILINE)
+    failing = [parts[i].splitlines()[0] for i in range(1, len(parts) - 1, 2) if "FAILED" in parts[i + 1]]
     verdict = re.search(r"(ERROR: AddressSanitizer: [\w-]+|WARNING: ThreadSanitizer: [\w ]+|"
                         r"FAILED: .+|model check failed: .+|terminate called.*)", text)
     detail = failing[0].strip() if failing else (verdict.group(1).strip() if verdict else text.strip()[-200:])

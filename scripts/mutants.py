@@ -44,6 +44,8 @@ SELECTION = [
     (r"include/otlpconc/(work_stealing_pool|detail/event_count|detail/pool_task)\.hpp$",
      [(MODEL, "[event_count]"), (UNIT, "[work_stealing_pool]"), (ALLOC, "[work_stealing_pool]"),
       (STRESS, "[work_stealing_pool]")]),
+    (r"include/otlpconc/detail/park_lock\.hpp$",
+     [(MODEL, "[park_lock]"), (UNIT, "[park_lock],[sharded_lru]"), (STRESS, "[park_lock],[sharded_lru]")]),
     (r"include/otlpconc/(sharded_lru|detail/lru_support|detail/lru_chain)\.hpp$",
      [(MODEL, "[sharded_lru]"), (UNIT, "[sharded_lru]"), (STRESS, "[sharded_lru]")]),
     (r"include/otlpconc/(object_pool|topology|detail/pool_threads|detail/cache_handshake)\.hpp$",

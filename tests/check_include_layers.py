@@ -30,6 +30,7 @@ LAYERS = {
     "sharded_lru.hpp": 5,
     "detail/lru_support.hpp": 5,
     "detail/lru_chain.hpp": 5,
+    "detail/park_lock.hpp": 5,
     "topology.hpp": 6,
     "object_pool.hpp": 6,
     "detail/pool_threads.hpp": 6,

@@ -11,6 +11,7 @@
 #include "otlpconc/chase_lev_deque.hpp"
 #include "otlpconc/detail/cache_handshake.hpp"
 #include "otlpconc/detail/event_count.hpp"
+#include "otlpconc/detail/park_lock.hpp"
 #include "otlpconc/ms_queue.hpp"
 #include "otlpconc/sharded_lru.hpp"
 #include "otlpconc/telemetry/detail/admission.hpp"
@@ -76,6 +77,37 @@ struct event_count_no_lost_wakeup : model_test<event_count_no_lost_wakeup<Waiter
     registrar::add<event_count_no_lost_wakeup<1>>("[event_count] park / notify_one, 2 threads: no lost wake-up", full);
 [[maybe_unused]] const int r_ec2 = registrar::add<event_count_no_lost_wakeup<2>>(
     "[event_count] park / notify_all, 3 threads: no lost wake-up", bound2);
+
+// ---- park lock (sharded_lru's shard lock): mutual exclusion, no lost wake-up ----------------
+// Each thread increments a plain variable under the lock, Rounds times (thread 0 tries try_lock
+// first, as a reader draining its ring does). Two holders at once, or a holder whose section does
+// not happen after the previous one (an acquire or release weakened), is a data race on the
+// variable; a thread parked with nobody left to wake it is a deadlock. Both are Relacy failures,
+// and the final count checks that no increment was lost.
+template <int Threads, int Rounds>
+struct park_lock_exclusion : model_test<park_lock_exclusion<Threads, Rounds>, Threads> {
+  otlpconc::detail::basic_park_lock<relacy_sync> lock;
+  relacy_sync::var<int> count{0};
+
+  void thread(unsigned index) {
+    for (int r = 0; r < Rounds; ++r) {
+      if (index != 0 || !lock.try_lock())
+        lock.lock();
+      const int c = count;
+      count = c + 1;
+      lock.unlock();
+    }
+    relacy_sync::thread_exit();
+  }
+  void after() {
+    const int c = count;
+    RL_ASSERT(c == Threads * Rounds);
+  }
+};
+[[maybe_unused]] const int r_pl2 = registrar::add<park_lock_exclusion<2, 2>>(
+    "[park_lock] 2 threads x 2 sections: mutual exclusion, ordered sections, no lost wake-up", full);
+[[maybe_unused]] const int r_pl3 = registrar::add<park_lock_exclusion<3, 2>>(
+    "[park_lock] 3 threads x 2 sections: mutual exclusion, ordered sections, no lost wake-up", bound2);
 
 // ---- hazard pointers: protect / retire / scan ------------------------------------------------
 // A reader protects the current object and reads it; a writer replaces it and retires the old one

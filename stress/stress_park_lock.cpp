@@ -27,6 +27,7 @@ TEST_CASE("park_lock stress: mutual exclusion and no thread left parked, 6 threa
   std::int64_t count = 0;                       // plain: guarded by the lock
   std::atomic<int> finished{0};
   std::atomic<std::int64_t> progress{0};
+  std::atomic<std::int64_t> contended_seen{0};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
@@ -37,6 +38,8 @@ TEST_CASE("park_lock stress: mutual exclusion and no thread left parked, 6 threa
         if (!try_first || !lock->try_lock())
           lock->lock();
         const std::int64_t c = count;
+        if (lock->contended()) // a waiter ran out of spins: the parking path runs
+          contended_seen.fetch_add(1, std::memory_order_relaxed);
         if ((x >> 8) % 512 == 0)
           std::this_thread::sleep_for(std::chrono::microseconds(20));
         else if ((x >> 8) % 64 == 0)
@@ -67,5 +70,6 @@ TEST_CASE("park_lock stress: mutual exclusion and no thread left parked, 6 threa
   for (auto& th : pool)
     th.join();
   CHECK(count == threads * per_thread);
+  CHECK(contended_seen.load() > 0); // the test reached the parking path (else it checks only the spin)
   delete lock;
 }

@@ -31,8 +31,8 @@ TEST_CASE("park_lock: try_lock fails while held and succeeds when free; lock_gua
 }
 
 TEST_CASE("park_lock: a thread parked in lock() is woken by unlock", "[park_lock]") {
-  // The holder keeps the lock for 200 ms, far longer than the waiter's spin (64 rounds, a few
-  // microseconds): the waiter parks. The unlock must wake it. If it does not (a lost wake-up) the
+  // The holder keeps the lock until the waiter has run out of spins and marked it contended, then
+  // 200 ms more: the waiter parks. The unlock must wake it. If it does not (a lost wake-up) the
   // waiter stays parked: the test fails after 10 s and leaves it parked (the lock is leaked so
   // that it outlives the thread).
   auto* lock = new park_lock;
@@ -48,7 +48,17 @@ TEST_CASE("park_lock: a thread parked in lock() is woken by unlock", "[park_lock
   });
   while (!entered.load())
     std::this_thread::yield();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The waiter ran out of spins and marked the lock (K3): it parks, or is about to.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!lock->contended() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!lock->contended()) { // never marked within 10 s: the waiter did not run out of spins
+    lock->unlock();
+    waiter.join();
+    delete lock;
+    FAIL("the waiter did not mark the lock contended within 10 s");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));                             // time to fall asleep
   CHECK(acquired_future.wait_for(std::chrono::seconds(0)) == std::future_status::timeout); // excluded
   lock->unlock();
   const bool woken = acquired_future.wait_for(std::chrono::seconds(10)) == std::future_status::ready;

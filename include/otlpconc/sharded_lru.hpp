@@ -17,12 +17,12 @@
 //   - contains: lock-free.
 //   - get / get_handle, and get_or_load's hit, with read_buffering on (the default): lock-free,
 //     except (1) a miss that overlaps the doubling of a weighted shard's bucket array looks again
-//     under the shard mutex (it waits for the resize), and (2) the hit whose record fills its ring
-//     replays the rings if the shard mutex is free (try_lock: the reader never waits for the lock,
+//     under the shard lock (it waits for the resize), and (2) the hit whose record fills its ring
+//     replays the rings if the shard lock is free (try_lock: the reader never waits for the lock,
 //     but writers of that shard wait for its replay, at most stripes * 16 records).
-//   - get / get_handle with read_buffering off: NOT lock-free: every hit takes the shard mutex to
+//   - get / get_handle with read_buffering off: NOT lock-free: every hit takes the shard lock to
 //     move the entry (reads of one shard serialize, and wait for its writers). Misses as above.
-//   - put / erase / clear and get_or_load's miss path take one shard mutex (never two);
+//   - put / erase / clear and get_or_load's miss path take one shard lock (never two);
 //     get_or_load waits for another thread's load of the same key.
 //   - Outside these guarantees: copying V (get copies; V's copy constructor is the user's), the
 //     removal callback, the first operation of a thread (hazard records, statistics cells and a

@@ -1,26 +1,31 @@
 // otlpconc/detail/park_lock.hpp: a mutex that spins for a moment, then parks. The shard lock of
 // sharded_lru_cache.
 //
-// Why not std::mutex: a shard's locked sections are short (a put or a replay of hit records, well
-// under a microsecond), so a thread that finds the lock held usually sees it free again within a
-// few hundred nanoseconds. glibc's mutex parks at once (a futex wait, and a futex wake in the
-// unlocker); this lock first spins, re-trying, and parks only if the holder is still inside after
-// `spins` rounds (it may be preempted: spinning longer would waste the time slice it needs).
+// Why not std::mutex: a shard's locked sections are short (a put, or the replay of the hits
+// recorded since the last one), so a thread that finds the lock held often finds it free again
+// soon. glibc's mutex parks at once (a futex wait, and a futex wake in the unlocker); this lock
+// first re-tries for `spins` rounds of `pause` (their length depends on the CPU; not timed here)
+// and parks only if the holder is still inside (it may be preempted: spinning longer would waste
+// the time slice it needs).
 // Measured in docs/sharded_lru.md ("The shard lock").
 //
 // States: 0 free, 1 held, 2 held and a thread may be parked.
 //   - lock(): CAS 0 -> 1 (K1); while spinning, the same CAS when the state reads 0 (K2); then
 //     exchange(2) (K3): if it returned 0 the lock is taken (marked 2, since this thread cannot know
-//     whether others are parked: at worst one spare wake-up), otherwise park while the state is 2
-//     (K4, std::atomic::wait, a futex on Linux) and exchange again;
+//     whether others are parked: its unlock then calls a wake-up that may find nobody), otherwise park while the state
+//     is 2 (K4, std::atomic::wait, a futex on Linux) and exchange again;
 //   - unlock(): exchange(0) (K5); if it returned 2, wake one parked thread (K6).
 // No lost wake-up: a thread parks only on the value 2, and atomic::wait re-checks the value as it
-// goes to sleep. The state stays 2 from the K3 of any thread that may park until an unlock stores
-// 0 (a thread taking the lock with K3 stores 2 again), so the unlock that follows a park reads 2
-// and wakes someone: a woken thread either takes the lock or marks it 2 again before parking.
-// Checked by the model tests (tests/model, "[park_lock]": mutual exclusion as a data race on the
-// guarded variable, a lost wake-up as a deadlock), and by the stress test of
-// tests/test_park_lock.cpp.
+// goes to sleep (an unlock between a thread's K3 and its sleep leaves 0: it does not sleep). Only a
+// K3 that did not take the lock leaves a thread that may park, and that K3 wrote 2. The invariant:
+// while a thread is parked or about to park, either the state is 2 or a K5 that read 2 has woken
+// someone since; a K1 or K2 may take a free lock as 1 while threads are parked, but only after such
+// a K5 woke one of them, whose K3 then writes 2 over the 1 (or, if another K3 wrote 2 first, it
+// sleeps again inside atomic::wait, and the thread that wrote 2 carries the invariant). So every
+// unlock that leaves parked threads behind reads 2 and wakes one. Checked by the model tests
+// (tests/model, "[park_lock]": mutual exclusion as a data race on the guarded variable, a lost
+// wake-up as a deadlock), the unit test tests/test_park_lock.cpp and the stress test
+// stress/stress_park_lock.cpp.
 //
 // Progress: blocking (a mutex). Not recursive, no fairness (a spinner may overtake a woken thread).
 // Meets Lockable: std::lock_guard, std::unique_lock and try_lock work.
@@ -51,6 +56,10 @@ class basic_park_lock {
       return;
     lock_contended();
   }
+
+  // Whether the lock is held and marked "a thread may be parked" (2): for tests, which use it to
+  // know that a waiter ran out of spins. A snapshot (relaxed): it may be stale as soon as read.
+  bool contended() const noexcept { return state_.load(std::memory_order_relaxed) == 2; }
 
   bool try_lock() noexcept {
     std::uint32_t expected = 0;
@@ -91,7 +100,7 @@ class basic_park_lock {
 
   OTLPCONC_NOINLINE void wake() noexcept {
     Sync::preempt();     // stress builds: a locker may take the lock before the wake-up
-    state_.notify_one(); // (K6) wakes one thread parked in K4 (it re-runs K3)
+    state_.notify_one(); // (K6) wakes one thread parked in K4
   }
 
   typename Sync::template atomic<std::uint32_t> state_{0};

@@ -5,9 +5,9 @@
 //   its charge). Keys are spread over a power-of-two number of shards; each shard is an exact LRU of
 //   its share of the capacity, guarded by its own lock for writes (it spins for a moment, then
 //   parks: detail/park_lock.hpp). Lookups walk the shard's hash chains under hazard pointers.
-//   Recency is updated Caffeine-style: a hit is recorded in a small
-//   per-shard, per-thread-stripe ring and the records are replayed under the shard lock in batches
-//   (on the next write to the shard, or when a ring fills and the lock is free).
+//   Recency is updated Caffeine-style: a hit is recorded in a small per-shard, per-thread-stripe
+//   ring and the records are replayed under the shard lock in batches (on the next write to the
+//   shard, or when a ring fills and the lock is free).
 // When to use: a read-mostly cache shared by many threads, where a single mutex around
 //   std::list + std::unordered_map would serialize every hit.
 // When not to: when you need a global LRU order across all keys (each shard evicts its own least

@@ -12,8 +12,8 @@
 // States: 0 free, 1 held, 2 held and a thread may be parked.
 //   - lock(): CAS 0 -> 1 (K1); while spinning, the same CAS when the state reads 0 (K2); then
 //     exchange(2) (K3): if it returned 0 the lock is taken (marked 2, since this thread cannot know
-//     whether others are parked: its unlock then calls a wake-up that may find nobody), otherwise park while the state
-//     is 2 (K4, std::atomic::wait, a futex on Linux) and exchange again;
+//     whether others are parked: its unlock then calls a wake-up that may find nobody), otherwise
+//     park while the state is 2 (K4, std::atomic::wait, a futex on Linux) and exchange again;
 //   - unlock(): exchange(0) (K5); if it returned 2, wake one parked thread (K6).
 // No lost wake-up: a thread parks only on the value 2, and atomic::wait re-checks the value as it
 // goes to sleep (an unlock between a thread's K3 and its sleep leaves 0: it does not sleep). Only a

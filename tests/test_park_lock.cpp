@@ -13,7 +13,7 @@
 
 using otlpconc::detail::park_lock;
 
-TEST_CASE("park_lock: try_lock fails while held and succeeds when free; lock_guard and unique_lock work",
+TEST_CASE("park_lock: try_lock fails while held and succeeds when free, and lock_guard and unique_lock work",
           "[park_lock]") {
   park_lock lock;
   REQUIRE(lock.try_lock());

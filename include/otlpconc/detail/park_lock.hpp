@@ -58,7 +58,8 @@ class basic_park_lock {
   }
 
   // Whether the lock is held and marked "a thread may be parked" (2): for tests, which use it to
-  // know that a waiter ran out of spins. A snapshot (relaxed): it may be stale as soon as read.
+  // know that a waiter ran out of spins. (K7) relaxed: a snapshot that orders nothing and pairs
+  // with nothing; it may be stale as soon as read.
   bool contended() const noexcept { return state_.load(std::memory_order_relaxed) == 2; }
 
   bool try_lock() noexcept {

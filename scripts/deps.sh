@@ -13,7 +13,7 @@ set -euo pipefail
 mode=${1:-all}
 common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev python3)
 test_only=(clang libclang-rt-14-dev clang-format relacy-dev protobuf-compiler zstd openssl)
-bench_only=(python3-matplotlib)
+bench_only=(python3-matplotlib valgrind)
 optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev)
 
 case "$mode" in

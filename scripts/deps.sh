@@ -5,7 +5,8 @@
 #   test   what the test command needs (compilers, sanitizer runtimes, Catch2, clang-format, ...),
 #          and OpenTelemetry's generated OTLP model from npm (@opentelemetry/otlp-transformer, the
 #          version pinned by tests/e2e/node/package-lock.json) for the end-to-end receiver's decoder
-#   bench  what the benchmark comparison needs, plus the optional peers when they can be installed
+#   bench  what the benchmark comparison needs, plus the optional peers (and valgrind, for
+#          scripts/lru_cost.sh) when they can be installed
 # As root, missing packages are installed with apt-get (after one 'apt-get update'). Otherwise the
 # script stops and prints the exact command to run. Optional benchmark peers never stop it.
 set -euo pipefail
@@ -13,8 +14,9 @@ set -euo pipefail
 mode=${1:-all}
 common=(cmake g++ ninja-build pkg-config catch2 libboost-dev libbenchmark-dev libhwloc-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev python3)
 test_only=(clang libclang-rt-14-dev clang-format relacy-dev protobuf-compiler zstd openssl)
-bench_only=(python3-matplotlib valgrind)
-optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev)
+bench_only=(python3-matplotlib)
+# The optional peers, and valgrind for scripts/lru_cost.sh (not used by the comparison itself).
+optional=(libconcurrentqueue-dev libtbb-dev libxenium-dev valgrind)
 
 case "$mode" in
   run) required=("${common[@]}"); want_optional=0 ;;
@@ -62,7 +64,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]} ${optional_missing[*]}" >&2
     exit 1
   fi
-  echo "deps: note: optional benchmark peers not installed, their benchmarks are skipped: ${optional_missing[*]}"
+  echo "deps: note: optional packages not installed (a benchmark peer's benchmarks are skipped; without valgrind, scripts/lru_cost.sh stops): ${optional_missing[*]}"
   echo "deps: to include them: sudo apt-get install -y ${optional_missing[*]}"
   node_modules
   exit 0
@@ -76,7 +78,7 @@ if ((${#missing[@]} > 0)); then
 fi
 for p in "${optional_missing[@]}"; do
   if ! apt-get install -y -qq --no-install-recommends "$p" >/dev/null; then
-    echo "deps: note: optional benchmark peer $p could not be installed; its benchmarks are skipped"
+    echo "deps: note: optional package $p could not be installed (a benchmark peer's benchmarks are skipped; without valgrind, scripts/lru_cost.sh stops)"
   fi
 done
 mapfile -t still < <(missing_of "${required[@]}")

@@ -24,18 +24,14 @@
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/sharded_lru.hpp"
 
-#include <algorithm>
 #include <bit>
-#include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <random>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <sched.h>

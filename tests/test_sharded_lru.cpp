@@ -157,7 +157,7 @@ TEST_CASE("sharded_lru: one shard without read buffering is exactly textbook LRU
   }
 }
 
-TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU's hit ratio", "[sharded_lru]") {
+TEST_CASE("sharded_lru: marked recency is not a point below textbook LRU's hit ratio", "[sharded_lru]") {
   // One thread, skewed keys, read-through. Values are always the latest put for their key; the hit
   // ratio is compared with the exact model on the same trace.
   const std::size_t capacity = 500;
@@ -191,8 +191,9 @@ TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU's 
   }
   const double ratio = static_cast<double>(hits) / static_cast<double>(lookups);
   const double model_ratio = static_cast<double>(model_hits) / static_cast<double>(lookups);
-  INFO("hit ratio " << ratio << ", textbook LRU " << model_ratio);
-  CHECK(std::abs(ratio - model_ratio) < 0.01);
+  WARN("sharded_lru " << shards << " shard(s), 1 thread: hit ratio " << ratio << ", textbook LRU " << model_ratio
+                      << ", marked entries evicted " << cache.stats().dropped_reads);
+  CHECK(ratio > model_ratio - 0.01);
   CHECK(cache.stats().hits == hits);
 }
 
@@ -457,19 +458,39 @@ TEST_CASE("sharded_lru: get_or_load edge cases", "[sharded_lru]") {
   }
 }
 
-TEST_CASE("sharded_lru: a buffered hit is replayed before the next eviction", "[sharded_lru]") {
+TEST_CASE("sharded_lru: a hit before a put keeps its entry through that put's eviction", "[sharded_lru]") {
+  // The hit marks the entry; the put's eviction finds it least recent and marked, gives it a second
+  // chance (unmarked, most recent) and evicts the next least recent entry instead. A second put
+  // without a hit in between evicts in LRU order again. get_handle and get_or_load's hit mark too.
+  const int how = GENERATE(0, 1, 2);
+  INFO("hit by " << (how == 0 ? "get" : how == 1 ? "get_handle" : "get_or_load"));
   sharded_lru_cache<int, int> cache(sharded_lru_options{16, 1, true});
   for (int k = 0; k < 16; ++k)
-    cache.put(k, k);          // 0 is the least recent, far outside the most recent eighth
-  REQUIRE(cache.get(0) == 0); // one record; its ring is not full, so it is only replayed by the put
+    cache.put(k, k); // 0 is the least recent
+  if (how == 0)
+    REQUIRE(cache.get(0) == 0);
+  else if (how == 1)
+    REQUIRE(cache.get_handle(0));
+  else
+    REQUIRE(cache.get_or_load(0, [](const int&) -> int { throw std::logic_error("not a miss"); }) == 0);
+  CHECK(cache.contains(0)); // contains does not mark (checked below: 0 is evicted after its chance)
   cache.put(100, 100);
   CHECK(cache.contains(0));
   CHECK_FALSE(cache.contains(1));
+  for (int k = 101; k < 115; ++k) // evicts 2..15: 0 is now more recent than them
+    cache.put(k, k);
+  cache.put(115, 115); // evicts 100: the second chance made 0 more recent than the put's entry
+  CHECK_FALSE(cache.contains(100));
+  CHECK(cache.contains(0));
+  cache.put(116, 116); // 0 is the least recent and unmarked since its second chance: evicted
+  CHECK_FALSE(cache.contains(0));
+  CHECK(cache.stats().dropped_reads == 0);
+  CHECK(cache.size() == 16);
 }
 
-TEST_CASE("sharded_lru: a hit recorded by another thread is replayed before the next eviction", "[sharded_lru]") {
-  // As above, but the hit is recorded in another thread's ring (that thread then exits): a write
-  // replays every stripe's ring, not only its own thread's.
+TEST_CASE("sharded_lru: a hit made by another thread keeps its entry through the next eviction", "[sharded_lru]") {
+  // As above, but the hit is made on another thread (which then exits): its mark reaches the
+  // writer through the join.
   sharded_lru_cache<int, int> cache(sharded_lru_options{16, 1, true});
   for (int k = 0; k < 16; ++k)
     cache.put(k, k);
@@ -480,6 +501,52 @@ TEST_CASE("sharded_lru: a hit recorded by another thread is replayed before the 
   cache.put(100, 100);
   CHECK(cache.contains(0));
   CHECK_FALSE(cache.contains(1));
+}
+
+TEST_CASE("sharded_lru: a put gives at most 16 second chances and never evicts its own entry", "[sharded_lru]") {
+  // Every entry hit: the puts' evictions pass over marked entries. A put moves at most 16 of them
+  // and then evicts the next one although it is marked (counted in dropped_reads); with 16 or fewer
+  // entries, every other entry gets its chance and the put's own entry comes last: it goes back to
+  // the front, and the oldest of the passed-over entries is evicted.
+  const std::size_t capacity = GENERATE(std::size_t{8}, std::size_t{16}, std::size_t{40});
+  INFO("capacity " << capacity);
+  const int n = static_cast<int>(capacity);
+  sharded_lru_cache<int, int> cache(sharded_lru_options{capacity, 1, true});
+  for (int k = 0; k < n; ++k)
+    cache.put(k, k);
+  for (int k = 0; k < n; ++k)
+    REQUIRE(cache.get(k) == k); // all marked
+  REQUIRE(cache.put(1000, 1000));
+  CHECK(cache.contains(1000)); // the put's own entry stays
+  CHECK(cache.size() == capacity);
+  if (capacity <= 16) {
+    // 0..n-1 all moved ahead of 1000, then 1000 back to the front; 0 is the least recent, unmarked.
+    CHECK_FALSE(cache.contains(0));
+    CHECK(cache.stats().dropped_reads == 0);
+  } else {
+    // 0..15 moved; 16 is marked but the put has used its 16 chances: evicted, counted.
+    for (int k = 0; k < 16; ++k)
+      CHECK(cache.contains(k));
+    CHECK_FALSE(cache.contains(16));
+    CHECK(cache.stats().dropped_reads == 1);
+  }
+  CHECK(cache.stats().evictions == 1);
+}
+
+TEST_CASE("sharded_lru: a put that updates a marked entry unmarks it", "[sharded_lru]") {
+  // A mark means "hit since it was last made the most recent": put makes the entry the most
+  // recent, so an older hit no longer counts.
+  sharded_lru_cache<int, int> cache(sharded_lru_options{4, 1, true});
+  for (int k = 0; k < 4; ++k)
+    cache.put(k, k);
+  REQUIRE(cache.get(0) == 0);
+  cache.put(0, 10); // 0 most recent and unmarked: from newest, 0 3 2 1
+  for (int k = 4; k < 7; ++k)
+    cache.put(k, k); // evicts 1, 2, 3: 6 5 4 0
+  cache.put(7, 7);   // 0 is the least recent, and its hit came before its put: evicted
+  CHECK_FALSE(cache.contains(0));
+  CHECK(cache.contains(4));
+  CHECK(cache.stats().evictions == 4);
 }
 
 TEST_CASE("sharded_lru: a put, erase or clear during a load detaches it", "[sharded_lru]") {
@@ -853,12 +920,11 @@ TEST_CASE("sharded_lru: get_or_load waits along a chain of loads without a cycle
   CHECK(r3 == 21);
 }
 
-TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU with 4 and 8 threads", "[sharded_lru]") {
+TEST_CASE("sharded_lru: marked recency is not a point below textbook LRU with 4 and 8 threads", "[sharded_lru]") {
   // Read-through on Zipf(1) over 5000 keys, capacity 500, each thread on its own trace. The traces
   // are independent draws of one distribution, so the interleaved stream the cache sees is one too,
-  // and textbook LRU's hit ratio on another draw of the same length is the reference. Several
-  // threads contend for the rings (on this machine more threads than cores), so records are
-  // dropped: the test reports how many.
+  // and textbook LRU's hit ratio on another draw of the same length is the reference. The test
+  // reports how many marked entries were evicted (a put past its 16 second chances).
   const int threads = GENERATE(4, 8);
   const std::size_t shards = GENERATE(std::size_t{1}, std::size_t{8});
   constexpr std::size_t capacity = 500;
@@ -898,61 +964,8 @@ TEST_CASE("sharded_lru: buffered recency stays within a point of textbook LRU wi
   const double ratio = s.hit_ratio();
   const double model_ratio = static_cast<double>(model_hits) / static_cast<double>(total);
   WARN("sharded_lru " << threads << " threads, " << shards << " shard(s): hit ratio " << ratio << ", textbook LRU "
-                      << model_ratio << ", dropped hit records " << s.dropped_reads << " of " << s.hits);
+                      << model_ratio << ", marked entries evicted " << s.dropped_reads << " of " << s.hits << " hits");
   CHECK(s.hits + s.misses == static_cast<std::int64_t>(total));
   CHECK(wrong.load() == 0);
-  CHECK(std::abs(ratio - model_ratio) < 0.01);
-}
-
-TEST_CASE("sharded_lru: a read ring drops only where it is full and replays a record written after a drain counted it",
-          "[sharded_lru]") {
-  // A reader takes its ticket before it writes its record, so a drain can count a ticket whose
-  // slot is still empty (the reader preempted in between). That drain must scan the ring again
-  // next time although no other reader moves the count: a drain that kept only "the count I saw"
-  // skipped it, and the record waited for the stripe's next hit (forever if none came). A ring
-  // whose count has not moved, with every ticket found written, is skipped without reading a slot.
-  using ring_t = otlpconc::detail::lru_read_ring;
-  struct alignas(64) fake_node {
-    char bytes[64];
-  };
-  std::vector<fake_node> nodes(2 * ring_t::slots);
-  ring_t ring;
-  std::vector<std::pair<const void*, std::uint64_t>> replayed;
-  const auto drain = [&] {
-    replayed.clear();
-    ring.drain([&](const void* n, std::uint64_t h) { replayed.emplace_back(n, h); });
-  };
-  for (std::uint32_t k = 0; k + 1 < ring_t::slots; ++k)
-    CHECK(ring.offer(&nodes[k], k) == ring_t::offer_result::recorded);
-  CHECK(ring.offer(&nodes[ring_t::slots - 1], 0) == ring_t::offer_result::recorded_full); // time to drain
-  drain();
-  REQUIRE(replayed.size() == ring_t::slots);
-  for (std::uint32_t k = 0; k + 1 < ring_t::slots; ++k)
-    CHECK(replayed[k] == std::pair<const void*, std::uint64_t>(&nodes[k], k));
-  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
-    CHECK(ring.offer(&nodes[ring_t::slots + k], k) != ring_t::offer_result::dropped);
-  CHECK(ring.offer(&nodes[0], 99) == ring_t::offer_result::dropped); // its slot still holds a record
-  drain();
-  REQUIRE(replayed.size() == ring_t::slots); // the second lap, oldest first; the dropped one never
-  for (std::uint32_t k = 0; k < ring_t::slots; ++k)
-    CHECK(replayed[k].first == &nodes[ring_t::slots + k]);
-  CHECK(ring.offer(&nodes[1], 1) == ring_t::offer_result::recorded); // the ring takes records again
-  drain();
-  CHECK(replayed.size() == 1);
-
-  // A reader takes its ticket and is preempted before writing its record.
-  const std::uint32_t t = ring.next.fetch_add(1);
-  drain();
-  CHECK(replayed.empty());
-  ring.ring[t % ring_t::slots].hash.store(7);
-  ring.ring[t % ring_t::slots].node.store(&nodes[5]); // the reader resumes; nobody else offers
-  drain();
-  REQUIRE(replayed.size() == 1);
-  CHECK(replayed[0] == std::pair<const void*, std::uint64_t>(&nodes[5], 7));
-
-  // Nothing new: the drain does not scan (a record planted without a ticket stays unread).
-  ring.ring[(t + 3) % ring_t::slots].hash.store(8);
-  ring.ring[(t + 3) % ring_t::slots].node.store(&nodes[6]);
-  drain();
-  CHECK(replayed.empty());
+  CHECK(ratio > model_ratio - 0.01);
 }

@@ -2,12 +2,13 @@
 //
 // What: sharded_lru_cache<K, V, Hash, KeyEqual, Allocator> maps keys to values with least-recently-
 //   used eviction, bounded by a capacity in entries or in charge units (a weigher gives each entry
-//   its charge). Keys are spread over a power-of-two number of shards; each shard is an exact LRU of
+//   its charge). Keys are spread over a power-of-two number of shards; each shard is an LRU list of
 //   its share of the capacity, guarded by its own lock for writes (it spins for a moment, then
-//   parks: detail/park_lock.hpp). Lookups walk the shard's hash chains under hazard pointers.
-//   Recency is updated Caffeine-style: a hit is recorded in a small per-shard, per-thread-stripe
-//   ring and the records are replayed under the shard lock in batches (on the next write to the
-//   shard, or when a ring fills and the lock is free).
+//   parks: detail/park_lock.hpp). Lookups walk the shard's hash chains under hazard pointers and
+//   take no lock. A hit marks its entry (a byte in the line the lookup reads, written only if not
+//   yet set); an eviction that finds the least recent entry marked unmarks it and makes it the
+//   most recent instead (a second chance, as in CLOCK). With read_buffering off, a hit instead
+//   moves its entry under the shard lock: exact LRU per shard.
 // When to use: a read-mostly cache shared by many threads, where a single mutex around
 //   std::list + std::unordered_map would serialize every hit.
 // When not to: when you need a global LRU order across all keys (each shard evicts its own least
@@ -16,17 +17,15 @@
 // Progress (who can be held up by whom):
 //   - contains: lock-free.
 //   - get / get_handle, and get_or_load's hit, with read_buffering on (the default): lock-free,
-//     except (1) a miss that overlaps the doubling of a weighted shard's bucket array looks again
-//     under the shard lock (it waits for the resize), and (2) the hit whose record fills its ring
-//     replays the rings if the shard lock is free (try_lock: the reader never waits for the lock,
-//     but writers of that shard wait for its replay, at most stripes * 16 records).
+//     except a miss that overlaps the doubling of a weighted shard's bucket array: it looks again
+//     under the shard lock (it waits for the resize).
 //   - get / get_handle with read_buffering off: NOT lock-free: every hit takes the shard lock to
 //     move the entry (reads of one shard serialize, and wait for its writers). Misses as above.
 //   - put / erase / clear and get_or_load's miss path take one shard lock (never two);
 //     get_or_load waits for another thread's load of the same key.
 //   - Outside these guarantees: copying V (get copies; V's copy constructor is the user's), the
-//     removal callback, the first operation of a thread (hazard records, statistics cells and a
-//     stripe number are allocated), and a removal that closes the cache's reclamation window (see
+//     removal callback, the first operation of a thread (hazard records and statistics cells are
+//     allocated), and a removal that closes the cache's reclamation window (see
 //     Memory): that thread then runs one hazard-pointer scan, which allocates, issues membarrier
 //     and runs deleters. Removals happen in put, erase, clear, get_or_load's insert and the
 //     destructor; handles never remove or retire anything.
@@ -41,14 +40,17 @@
 //     its own copy, taken when get_handle found the entry. Other V are immutable in the cache: put
 //     on a present key installs a new entry, and a handle refers to the pinned entry's value.
 //   - Recency: with read_buffering off, every hit moves its entry to the front under the shard lock
-//     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on,
-//     a hit that returned before a write to its shard began is replayed before that write's
-//     eviction decisions (when no more threads than stripes record hits; threads beyond that share
-//     rings, and one's record may wait for a later write), with two approximations: a replayed hit
-//     on an entry already among the most recent eighth of its shard leaves it in place, and under
-//     contention a record is dropped when the slots it tries are taken (counted in
-//     stats().dropped_reads; the entry keeps its older position). docs/sharded_lru.md measures the
-//     effect on hit ratio, 1 to 8 threads.
+//     (textbook LRU; with one shard it is exactly the textbook algorithm). With read_buffering on
+//     (the default), a hit marks its entry, and a put makes its entry the most recent, unmarked.
+//     An eviction looks at the least recent entry: if it is marked, it is unmarked and made the
+//     most recent instead of removed (a second chance), at most 16 times per put; the 17th
+//     marked entry is removed (counted in stats().dropped_reads: its hit did not save it). The
+//     entry being put is never removed by its own put. So a hit whose mark happens before a write
+//     to its shard takes the lock (the hit returned before the write was called, on one thread or
+//     through any synchronization) keeps its entry through that write's evictions, unless 16
+//     marked entries come before it. The approximation: marked entries keep their relative order
+//     (the order of their last put or second chance, not of their hits). docs/sharded_lru.md
+//     measures the effect on hit ratio, 1 to 8 threads.
 //   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
 //     receive its value or its exception. An exception is not cached. A put, erase or clear while
 //     the load runs wins: the loaded value is returned to the waiters but not inserted. A wait
@@ -79,14 +81,13 @@
 //   a writer that has claimed its shard's window and not yet moved it holds up to a step plus the
 //   entries other writers added to it, while they refill the shard; no formula is stated for that
 //   case. The reasoning, that example, and the alternatives (a domain per cache, counting
-//   objects): see docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~100 bytes of links
-//   and counts, 64-byte aligned; nodes are recycled through a per-thread node cache when the
-//   allocator is stateless, see detail/node_cache.hpp); per shard a bucket array of at least one
-//   pointer per entry it can hold (weighted caches grow it by doubling; the replaced arrays are kept
-//   until the cache is destroyed: less than the current array in total), and the read rings (one
-//   per shard and stripe: 16 records of 16 bytes, padded to cache lines; stripes = hardware threads
-//   rounded up to a power of two, at most 16). Each live handle holds a hazard record of the default
-//   domain, which every scan in the process reads: keep handles short-lived.
+//   objects): see docs/sharded_lru.md. Besides the values: per entry one node (key, value, ~90
+//   bytes of links, counts and the mark, 64-byte aligned; nodes are recycled through a per-thread
+//   node cache when the allocator is stateless, see detail/node_cache.hpp); per shard a bucket
+//   array of at least one pointer per entry it can hold (weighted caches grow it by doubling; the
+//   replaced arrays are kept until the cache is destroyed: less than the current array in total).
+//   Each live handle holds a hazard record of the default domain, which every scan in the process
+//   reads: keep handles short-lived.
 // Requirements (checked at compile time): K and V non-array object types, nothrow destructible
 //   (they are destroyed during reclamation) and move constructible; V copy constructible for get
 //   and get_or_load. Hash and KeyEqual callable on const K& (concurrently from many threads).
@@ -142,8 +143,9 @@ struct sharded_lru_options {
   // A power of two, or 0: derived from std::thread::hardware_concurrency() (16 per hardware thread,
   // at most 256), halved while a shard would hold fewer than 64 units of capacity.
   std::size_t shards = 0;
-  // Record hits in lossy rings replayed under the shard lock (true), or move the entry to the front
-  // under the shard lock on every hit (false: exact LRU per shard, reads serialize per shard).
+  // Hits mark their entry and take no lock; eviction gives marked entries a second chance (true).
+  // Or every hit moves its entry to the front under the shard lock (false: exact LRU per shard,
+  // reads serialize per shard). (The name is older than the marks: hits used to be buffered.)
   bool read_buffering = true;
 };
 
@@ -155,7 +157,7 @@ struct sharded_lru_stats {
   std::int64_t evictions = 0;     // entries removed to respect the capacity
   std::int64_t loads = 0;         // loader calls that returned a value
   std::int64_t load_failures = 0; // loader calls that threw
-  std::int64_t dropped_reads = 0; // hit records dropped by a full or contended ring (recency lost)
+  std::int64_t dropped_reads = 0; // marked entries evicted: a put had given its 16 second chances
   double hit_ratio() const noexcept {
     return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(hits + misses);
   }
@@ -173,100 +175,6 @@ constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
   h ^= h >> 33;
   return h;
 }
-
-// Hit records for one stripe of one shard: 16 slots. Many producers (the readers of that stripe),
-// one consumer (whoever holds the shard lock). A producer takes a ticket from `next` with one
-// atomic increment; ticket t names slot t % 16, which it fills if the slot is empty and otherwise
-// drops its record (the ring is full there: lossy). The consumer replays every filled slot and
-// empties it. A producer preempted between its ticket and its write holds only its own slot: the
-// others keep taking records (a ring with a shared head and tail stalls at such a slot: every
-// later record of the stripe is dropped until the producer resumes).
-//
-// `next` is also the ring's count: every offer, recorded or dropped, moves it, so a drain that
-// reads the count it saw last time skips the ring without touching the slots (their lines, which
-// the readers write). A ticket is taken before its record is written, so a drain may count a
-// record that is not there yet: it then keeps its `drained` mark at the first such ticket and the
-// next drain scans again. So a record is replayed by the first drain that happens after its offer
-// returned, except in one case: 16 or more later offers of the stripe while it was being written,
-// with the slot's previous record replayed in between (the drain cannot tell that record from
-// this one); it then waits for the stripe's next offer. Two offers 16 tickets apart can also write
-// one slot at the same time (the same preemption); a mixed record is harmless: the node address
-// is only compared, the entry is found by walking the hash's chain, and a pair that does not match
-// promotes nothing.
-//
-// One atomic RMW per record. Before this revision a record took two (a CAS claiming its slot and
-// an increment of a separate count), and an earlier one decided "anything new" from a plain hint
-// store that a preempted producer could set back (a full ring was then never drained again).
-//
-// Templated on the Sync policy (detail/sync.hpp): the model-checking build explores offer and
-// drain under the C++ memory model (tests/model, "[sharded_lru]").
-template <class Sync = std_sync>
-struct alignas(cache_line_size) basic_lru_read_ring {
-  template <class T>
-  using atomic = typename Sync::template atomic<T>;
-  static constexpr std::uint32_t slots = 16;
-  struct record {
-    atomic<const void*> node{nullptr}; // compared, never dereferenced (see drain)
-    atomic<std::uint64_t> hash{0};
-  };
-  atomic<std::uint32_t> next{0}; // tickets taken so far (mod 2^32): slot and count
-  std::uint32_t drained = 0;     // every ticket below it was found written by a drain (the lock holder's)
-  record ring[slots];
-
-  enum class offer_result { recorded, recorded_full, dropped };
-
-  offer_result offer(const void* node, std::uint64_t hash) noexcept {
-    // (R1) relaxed: claims ticket t among producers and counts the offer for the drain's skip
-    // (R9, which reads it by coherence); the record itself is published by R5.
-    const std::uint32_t t = next.fetch_add(1, std::memory_order_relaxed);
-    Sync::preempt(); // stress builds: other readers and a drain run between the ticket and the write
-    record& r = ring[t % slots];
-    // (R3) acquire: pairs with the drainer's release store of nullptr (R11), so its read of the
-    // slot's previous hash (R10) happens before our write (R4).
-    if (r.node.load(std::memory_order_acquire) != nullptr)
-      return offer_result::dropped;
-    // (R4) relaxed: published by R5.
-    r.hash.store(hash, std::memory_order_relaxed);
-    // (R5) release: pairs with the drainer's acquire (R6), which then reads R4's hash.
-    r.node.store(node, std::memory_order_release);
-    return (t + 1) % slots == 0 ? offer_result::recorded_full : offer_result::recorded;
-  }
-
-  // Calls f(node, hash) for each written record, oldest tickets first. Only under the shard lock.
-  // A ring whose count has not moved since the last drain, with every ticket below it found
-  // written, is not scanned.
-  template <class F>
-  void drain(F&& f) noexcept {
-    // (R9) relaxed: an offer whose write happens before this drain took its ticket (R1) before
-    // that, so by coherence n counts it; the slots' own acquire loads (R6) order their contents.
-    const std::uint32_t n = next.load(std::memory_order_relaxed);
-    if (n == drained)
-      return;
-    const std::uint32_t oldest = n - slots; // the oldest ticket whose record a slot can hold
-    std::uint32_t first_missing = n;
-    for (std::uint32_t k = 0; k < slots; ++k) {
-      const std::uint32_t s = drained + k; // from where the last drain stopped: oldest records first
-      record& r = ring[s % slots];
-      // (R6) acquire: pairs with R5.
-      const void* node = r.node.load(std::memory_order_acquire);
-      if (node == nullptr) {
-        // The slot's newest ticket: if it is one not yet seen written, it was taken but not written
-        // yet (or dropped): scan again next time.
-        const std::uint32_t t = oldest + (s - oldest) % slots;
-        if (t - drained < n - drained && t - drained < first_missing - drained)
-          first_missing = t;
-        continue;
-      }
-      // (R10) relaxed: ordered after R5 by R6.
-      const std::uint64_t hash = r.hash.load(std::memory_order_relaxed);
-      // (R11) release: pairs with the next producer's R3.
-      r.node.store(nullptr, std::memory_order_release);
-      f(node, hash);
-    }
-    drained = first_missing;
-  }
-};
-using lru_read_ring = basic_lru_read_ring<>;
 
 } // namespace detail
 
@@ -307,14 +215,20 @@ class sharded_lru_cache {
 
   using value_cell = detail::lru_value<V>;
 
-  // One entry. What a lookup reads (the chain link, hash, key, value) comes first: after the
-  // hazard-pointer header it shares one 64-byte line for small keys and values (u64 -> u64), so a
-  // hit costs the bucket's line and this one. The rest is written under the shard lock only.
+  // One entry. What a lookup reads and writes (the mark, chain link, hash, key, value) comes first:
+  // with the hazard-pointer header it fills one 64-byte line for small keys and values (u64 ->
+  // u64), so a hit costs the bucket's line and this one. The rest is written under the shard
+  // lock only.
   struct alignas(64) node : hazard_pointer_obj_base<node, node_deleter> {
     template <class KK, class VV>
     node(std::uint64_t h, std::size_t c, const node_allocator& al, KK&& k, VV&& v)
         : hash(h), key(std::forward<KK>(k)), value(std::forward<VV>(v)), charge(c), alloc(al) {}
 
+    // Hit since it was last made the most recent (read_buffering): set by lookups (E1, E2), read
+    // and cleared by the shard lock's holder (E3 to E5). Declared first: with an empty deleter it
+    // fits in the tail padding of the hazard-pointer header (g++ and clang, Itanium ABI), so the
+    // line that lookups read holds it too.
+    std::atomic<std::uint8_t> marked{0};
     // The hash chain. Its low bit is the dead mark: set (under the shard lock, release) when the
     // node is unlinked, never cleared; a reader that finds it walks again (detail/lru_chain.hpp).
     std::atomic<node*> next{nullptr};
@@ -324,7 +238,6 @@ class sharded_lru_cache {
     std::atomic<node*>* pprev = nullptr;          // the link that points to this node (shard lock)
     node* newer = nullptr;                        // LRU list, towards the most recent (shard lock)
     node* older = nullptr;                        // LRU list, towards the least recent (shard lock)
-    std::uint64_t stamp = 0;                      // the shard's push count when last made newest (lock)
     std::size_t charge;                           // shard lock (an in-place put may change it)
     removal_cause cause = removal_cause::evicted; // set when removed (shard lock)
     [[no_unique_address]] node_allocator alloc;
@@ -424,7 +337,6 @@ class sharded_lru_cache {
                                   " shards (each needs at least 1); use fewer shards");
     }
     shard_bits_ = static_cast<unsigned>(std::countr_zero(shards));
-    stripes_ = std::min<std::size_t>(16, std::bit_ceil(std::max<std::size_t>(1, std::thread::hardware_concurrency())));
     shards_ = std::make_unique<shard[]>(shards);
     for (std::size_t i = 0; i < shards; ++i) {
       shard& s = shards_[i];
@@ -437,7 +349,6 @@ class sharded_lru_cache {
       auto t = std::make_unique<table>(buckets);
       // (C1) relaxed: the cache is published to other threads by whatever shares the cache.
       s.tab.store(t.release(), std::memory_order_relaxed);
-      s.rings = std::make_unique<detail::lru_read_ring[]>(stripes_);
     }
   }
 
@@ -468,14 +379,14 @@ class sharded_lru_cache {
       hazard_pointer_clean_up();
   }
 
-  // The value for key, or nullopt. Lock-free with read buffering; records the hit for recency.
+  // The value for key, or nullopt. Lock-free with read buffering; marks the entry for recency.
   std::optional<V> get(const K& key) requires std::copy_constructible<V> {
     std::optional<V> out;
     lookup(key, [&](node* n, hazard_pointer&) { out.emplace(n->value.load()); });
     return out;
   }
 
-  // A handle pinning key's entry (empty if absent). Lock-free with read buffering; records the hit.
+  // A handle pinning key's entry (empty if absent). Lock-free with read buffering; marks the entry.
   handle get_handle(const K& key) {
     handle out;
     lookup(key, [&](node* n, hazard_pointer& hp) {
@@ -507,7 +418,6 @@ class sharded_lru_cache {
     {
       std::lock_guard lock(s.mutex);
       prefetch_victim_locked(s);
-      drain_locked(s); // recency is up to date before any eviction decision
       if constexpr (in_place_values) {
         node* old = find_locked(s, key, h);
         if (old != nullptr && charge <= s.capacity) {
@@ -623,7 +533,6 @@ class sharded_lru_cache {
         std::lock_guard lock(s.mutex);
         if (s.loads)
           s.loads->clear(); // detach running loads: they finish, but do not insert
-        drain_locked(s);
         while (s.oldest != nullptr)
           remove_locked(s, s.oldest, removal_cause::cleared, removed);
         publish_size_locked(s);
@@ -688,7 +597,6 @@ class sharded_lru_cache {
     // Read by every lookup, written only by a resize: on lines the writers do not write.
     alignas(cache_line_size) std::atomic<table*> tab{nullptr};
     std::atomic<std::uint64_t> resize_seq{0}; // odd while the bucket array is being replaced
-    std::unique_ptr<detail::lru_read_ring[]> rings;
     // The writers' state (the shard lock: spins for a moment, then parks; detail/park_lock.hpp).
     alignas(cache_line_size) detail::park_lock mutex;
     node* newest = nullptr; // LRU list
@@ -696,7 +604,6 @@ class sharded_lru_cache {
     std::size_t capacity = 0;
     std::size_t size = 0; // entries
     std::size_t charge = 0;
-    std::uint64_t pushes = 0; // entries made newest so far
     std::atomic<std::size_t> published_size{0};
     std::atomic<std::size_t> published_charge{0};
     std::unique_ptr<load_map> loads; // keys being loaded
@@ -802,9 +709,16 @@ class sharded_lru_cache {
   bool lookup(const K& key, OnHit&& on_hit) {
     const std::uint64_t h = hash_of(key);
     shard& s = shard_for(h);
-    node* hit = nullptr;
+    const node* hit = nullptr;
     const bool found = find_node(s, key, h, [&](node* n, hazard_pointer& hp) {
-      hit = n; // only compared from now on (record_hit does not dereference it)
+      if (read_buffering_ && n->marked.load(std::memory_order_relaxed) == 0) // (E1) relaxed: see E2
+        // (E2) relaxed: a hint that the shard lock's holder reads (E3) when this entry is the
+        // eviction candidate. No other data is published with it. A mark that happens before a
+        // write's lock acquisition is visible to that write's E3 by coherence (the lock's
+        // acquire orders it); a concurrent one may be seen or not. Written while n is protected
+        // (memory alive), even if n was removed meanwhile (then the mark is never read).
+        n->marked.store(1, std::memory_order_relaxed);
+      hit = n; // only compared from now on (promote_on_hit does not dereference it)
       on_hit(n, hp);
     });
     if (!found) {
@@ -812,57 +726,27 @@ class sharded_lru_cache {
       return false;
     }
     stats_.hits.increment();
-    record_hit(s, hit, h);
+    if (!read_buffering_)
+      promote_on_hit(s, hit, h);
     return true;
   }
 
-  void record_hit(shard& s, const node* n, std::uint64_t h) {
-    if (!read_buffering_) {
-      std::lock_guard lock(s.mutex);
-      promote_locked(s, n, h, false);
-      return;
-    }
-    detail::lru_read_ring& ring = s.rings[detail::lru_thread_stripe() & (stripes_ - 1)];
-    const auto result = ring.offer(n, h);
-    if (result == detail::lru_read_ring::offer_result::dropped)
-      stats_.dropped_reads.increment();
-    if (result != detail::lru_read_ring::offer_result::recorded)
-      replay_if_free(s);
-  }
-
-  // The reader whose record filled its ring replays the rings if the shard lock is free. Out of
-  // line: inlined (with the shard lock's own code inline), it made the lookup too large for g++ to
-  // inline into get, and `lru_read100` at 1 thread ran 0.79x (0.60-0.83x) of the build before the
-  // shard lock changed (docs/sharded_lru.md, "The shard lock").
-  OTLPCONC_NOINLINE void replay_if_free(shard& s) noexcept {
-    if (s.mutex.try_lock()) {
-      std::lock_guard lock(s.mutex, std::adopt_lock);
-      drain_locked(s);
-    }
+  // read_buffering off: every hit moves its entry to the front under the shard lock.
+  void promote_on_hit(shard& s, const node* n, std::uint64_t h) {
+    std::lock_guard lock(s.mutex);
+    promote_locked(s, n, h);
   }
 
   // Moves the entry whose address is n to the front, if it is still in the cache. n is never
-  // dereferenced: it is found (or not) by walking h's chain under the lock, so a record of an
-  // entry that was removed meanwhile is ignored. (If its memory was reused by a new entry in the
-  // same chain, that entry is promoted: a harmless recency error.)
-  // With `skip_recent` (replayed records), an entry already among the most recent eighth of the
-  // shard stays where it is: hot entries are hit constantly, and moving them would write their
-  // links (and their neighbours') on every replay, a cache line that every reader of the entry
-  // then misses. The cost: such an entry can be up to an eighth of the shard behind its exact LRU
-  // position (docs/sharded_lru.md measures the hit ratio).
-  void promote_locked(shard& s, const void* n, std::uint64_t h, bool skip_recent) noexcept {
+  // dereferenced: it is found (or not) by walking h's chain under the lock, so an entry that was
+  // removed since the lookup is ignored. (If its memory was reused by a new entry in the same
+  // chain, that entry is promoted: a harmless recency error.)
+  void promote_locked(shard& s, const void* n, std::uint64_t h) noexcept {
     node* c = chain::find_locked(s.tab, h, [n](const node* candidate) { return candidate == n; });
-    if (c == nullptr || (skip_recent && s.pushes - c->stamp <= s.size / 8))
+    if (c == nullptr)
       return;
     lru_unlink(s, c);
     lru_push_front(s, c);
-  }
-
-  void drain_locked(shard& s) noexcept {
-    if (!read_buffering_)
-      return;
-    for (std::size_t i = 0; i < stripes_; ++i)
-      s.rings[i].drain([&](const void* n, std::uint64_t h) { promote_locked(s, n, h, true); });
   }
 
   node* find_locked(shard& s, const K& key, std::uint64_t h) const {
@@ -871,7 +755,6 @@ class sharded_lru_cache {
 
   // Puts `fresh`'s key and value in the cache (end_load): see link_locked.
   bool insert_locked(shard& s, fresh_node& fresh, removed_list& removed) {
-    drain_locked(s);                       // recency is up to date before any eviction decision
     invalidate_load_locked(s, fresh->key); // a load's own entry is already gone (end_load)
     return link_locked(s, fresh, find_locked(s, fresh->key, fresh->hash), removed);
   }
@@ -880,8 +763,7 @@ class sharded_lru_cache {
   // overwrites old's value in place (in_place_values), or links `fresh` in place of old. Evicts to
   // fit. Returns false if fresh is too heavy for the shard (then old is removed). `fresh` stays
   // owned by the caller unless linked: it is destroyed after the lock is dropped (its value's
-  // destructor may use the cache). Preconditions: the rings are drained and loads of the key
-  // detached.
+  // destructor may use the cache). Precondition: loads of the key are detached.
   bool link_locked(shard& s, fresh_node& fresh, node* old, removed_list& removed) {
     if (fresh->charge > s.capacity) {
       if (old != nullptr) {
@@ -911,7 +793,7 @@ class sharded_lru_cache {
     lru_push_front(s, n);
     s.size += 1;
     s.charge += n->charge;
-    evict_locked(s, removed);
+    evict_locked(s, n, removed);
     // (M5) relaxed: the array is written only under the lock we hold.
     if (weigher_ && s.size > s.tab.load(std::memory_order_relaxed)->mask + 1)
       chain::grow(s.resize_seq, s.tab);
@@ -933,15 +815,39 @@ class sharded_lru_cache {
     stats_.updates.increment();
     lru_unlink(s, old);
     lru_push_front(s, old);
-    evict_locked(s, removed);
+    evict_locked(s, old, removed);
     publish_size_locked(s);
   }
 
-  // Evicts least recently used entries until the shard fits. Never the newest: it alone fits.
-  void evict_locked(shard& s, removed_list& removed) {
+  // A put gives at most this many second chances (bounds its work: each is a list move).
+  static constexpr int max_second_chances = 16;
+
+  // Evicts least recently used entries until the shard fits. A marked least recent entry gets a
+  // second chance (unmarked, made the most recent), up to max_second_chances times; after that,
+  // marked entries are evicted too (counted as dropped_reads). Never `keep`, the entry this put made
+  // the most recent (it alone fits): if second chances brought it to the end of the list, every
+  // other entry has been passed over once, and it goes back to the front.
+  void evict_locked(shard& s, node* keep, removed_list& removed) {
+    int chances = 0;
     while (s.charge > s.capacity) {
+      node* victim = s.oldest;
+      if (victim == keep) {
+        lru_unlink(s, victim);
+        lru_push_front(s, victim);
+        continue;
+      }
+      // (E3) relaxed: see E2. Under the shard lock.
+      const bool marked = victim->marked.load(std::memory_order_relaxed) != 0;
+      if (marked && chances < max_second_chances) {
+        ++chances;
+        lru_unlink(s, victim);
+        lru_push_front(s, victim); // unmarks it
+        continue;
+      }
+      if (marked)
+        stats_.dropped_reads.increment();
       stats_.evictions.increment();
-      remove_locked(s, s.oldest, removal_cause::evicted, removed);
+      remove_locked(s, victim, removal_cause::evicted, removed);
     }
   }
 
@@ -1003,8 +909,13 @@ class sharded_lru_cache {
     (n->older != nullptr ? n->older->newer : s.oldest) = n->newer;
     n->newer = n->older = nullptr;
   }
+  // Makes n the most recent, unmarked: a mark means "hit since it was last made the most recent".
   static void lru_push_front(shard& s, node* n) noexcept {
-    n->stamp = ++s.pushes;
+    // (E4) relaxed: see E2; only written when set (the line is the one lookups read). A lookup's
+    // concurrent E2 may land before or after it: either way a recent hit is remembered or lost,
+    // never an entry's memory or links.
+    if (n->marked.load(std::memory_order_relaxed) != 0) // (E5) relaxed: as E3
+      n->marked.store(0, std::memory_order_relaxed);
     n->older = s.newest;
     n->newer = nullptr;
     (s.newest != nullptr ? s.newest->newer : s.oldest) = n;
@@ -1057,7 +968,6 @@ class sharded_lru_cache {
   std::size_t capacity_;
   bool read_buffering_;
   unsigned shard_bits_ = 0;
-  std::size_t stripes_ = 1;
   std::unique_ptr<shard[]> shards_;
   cache_padded<detail::lru_cache_window> reclaim_; // the cache-wide level of the shards' accounts
   statistics stats_;

@@ -407,60 +407,6 @@ struct cache_handshake_reclaim : model_test<cache_handshake_reclaim<Mode, Closin
 [[maybe_unused]] const int r_op4 = registrar::add<cache_handshake_reclaim<fence_mode::asymmetric, true>>(
     "[object_pool] cache taken by close, membarrier", full);
 
-// ---- sharded_lru: the read rings (hit records) -----------------------------------------------
-// Readers offer hit records (a node address and its hash) to one ring; the lock holder drains it
-// while they do, and once more at the end. Every record an offer reported as recorded is drained
-// exactly once, with the hash its reader wrote; a dropped one never. A drain that took the ticket
-// count it saw for "all written" (a reader takes its ticket before it writes) skips a record, and
-// so does a drain that decided from a hint (the bug of commit a62afd2).
-template <int Readers, int Offers>
-struct lru_read_ring_offer_drain : model_test<lru_read_ring_offer_drain<Readers, Offers>, Readers + 1> {
-  using ring_type = otlpconc::detail::basic_lru_read_ring<relacy_sync>;
-  static constexpr int records = Readers * Offers;
-  std::optional<ring_type> ring;
-  alignas(64) char nodes[records][64]; // stand-in node addresses (compared, never dereferenced)
-  int recorded[records];
-  int drained[records];
-
-  void before() {
-    ring.emplace();
-    for (int i = 0; i < records; ++i)
-      recorded[i] = drained[i] = 0;
-  }
-  static std::uint64_t hash_of(int i) { return 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(i + 1); }
-  void drain() {
-    ring->drain([&](const void* node, std::uint64_t hash) {
-      const int i = static_cast<int>((static_cast<const char*>(node) - &nodes[0][0]) / 64);
-      RL_ASSERT(i >= 0 && i < records);
-      RL_ASSERT(hash == hash_of(i));
-      ++drained[i];
-    });
-  }
-  void thread(unsigned index) {
-    if (index < static_cast<unsigned>(Readers)) {
-      for (int k = 0; k < Offers; ++k) {
-        const int i = static_cast<int>(index) * Offers + k;
-        if (ring->offer(nodes[i], hash_of(i)) != ring_type::offer_result::dropped)
-          recorded[i] = 1;
-      }
-    } else {
-      drain();
-      drain();
-    }
-    relacy_sync::thread_exit();
-  }
-  void after() {
-    drain(); // the next lock holder
-    for (int i = 0; i < records; ++i)
-      RL_ASSERT(drained[i] == recorded[i]);
-    ring.reset();
-  }
-};
-[[maybe_unused]] const int r_lr1 = registrar::add<lru_read_ring_offer_drain<2, 1>>(
-    "[sharded_lru] read ring: 2 readers offer, the lock holder drains", random300k);
-[[maybe_unused]] const int r_lr2 = registrar::add<lru_read_ring_offer_drain<2, 2>>(
-    "[sharded_lru] read ring: 2 readers offer twice, the lock holder drains", random300k);
-
 // ---- sharded_lru: the hash chains (a lookup's walk against unlink and resize) ----------------
 // detail/lru_chain.hpp, the code sharded_lru_cache runs. One bucket holds the chain 1, 2, 3; a
 // reader looks up key 3, which is never removed, while the lock holder unlinks keys 1 and 2

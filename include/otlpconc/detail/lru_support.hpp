@@ -8,14 +8,12 @@
 //                         hazard-pointer scan.
 //   lru_wait_graph        the process-wide wait-for graph of get_or_load: which thread waits for
 //                         which load, so a wait that would close a cycle throws instead of hanging.
-//   lru_thread_stripe()   a small per-thread number choosing a read ring: the lowest free one.
 #pragma once
 
 #include "otlpconc/cache_padded.hpp"
 #include "otlpconc/detail/config.hpp"
 #include "otlpconc/hazard_pointer.hpp"
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -30,7 +28,6 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
-#include <vector>
 
 namespace otlpconc::detail {
 
@@ -283,54 +280,5 @@ class lru_wait_graph {
   std::mutex mutex_;
   std::unordered_map<std::thread::id, const lru_load_base*> waiting_;
 };
-
-// Stripe numbers: each thread holds the lowest number no other live thread holds, and gives it
-// back when it exits. So n threads use n different read rings when n <= stripes, whichever threads
-// came and went before (numbers handed out by a counter collide as soon as threads are replaced:
-// two threads on one ring contend for its tail and drop records).
-struct lru_stripe_numbers {
-  static lru_stripe_numbers& instance() {
-    // Never destroyed: threads may exit after static destruction.
-    static lru_stripe_numbers* const numbers = new lru_stripe_numbers;
-    return *numbers;
-  }
-  std::size_t take() {
-    std::lock_guard lock(mutex);
-    const auto it = std::find(used.begin(), used.end(), false);
-    const auto n = static_cast<std::size_t>(it - used.begin());
-    if (it == used.end())
-      used.push_back(true);
-    else
-      *it = true;
-    return n;
-  }
-  void give_back(std::size_t n) noexcept {
-    std::lock_guard lock(mutex);
-    used[n] = false;
-  }
-  std::mutex mutex;
-  std::vector<bool> used;
-};
-
-inline std::size_t lru_take_stripe() noexcept {
-  try {
-    const std::size_t n = lru_stripe_numbers::instance().take();
-    struct give_back_at_exit {
-      std::size_t n;
-      ~give_back_at_exit() { lru_stripe_numbers::instance().give_back(n); }
-    };
-    static thread_local give_back_at_exit guard{n}; // constructed once per thread: this call
-    return n;
-  } catch (...) {
-    return 0; // no memory: share stripe 0 (only recency records are at stake)
-  }
-}
-
-inline std::size_t lru_thread_stripe() noexcept {
-  static constinit thread_local std::size_t stripe = 0; // 0: not assigned yet
-  if (OTLPCONC_UNLIKELY(stripe == 0))
-    stripe = lru_take_stripe() + 1;
-  return stripe - 1;
-}
 
 } // namespace otlpconc::detail

@@ -1,9 +1,9 @@
 // otlpconc/detail/park_lock.hpp: a mutex that spins for a moment, then parks. The shard lock of
 // sharded_lru_cache.
 //
-// Why not std::mutex: a shard's locked sections are short (a put, or the replay of the hits
-// recorded since the last one), so a thread that finds the lock held often finds it free again
-// soon. glibc's mutex parks at once (a futex wait, and a futex wake in the unlocker); this lock
+// Why not std::mutex: a shard's locked sections are short (a put or an erase; with read_buffering
+// off, also a hit's move to the front), so a thread that finds the lock held often finds it free
+// again soon. glibc's mutex parks at once (a futex wait, and a futex wake in the unlocker); this lock
 // first re-tries for `spins` rounds of `pause` (their length depends on the CPU; not timed here)
 // and parks only if the holder is still inside (it may be preempted: spinning longer would waste
 // the time slice it needs).

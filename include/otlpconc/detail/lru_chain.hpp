@@ -80,6 +80,14 @@ struct lru_chain {
           on_hit(n);
           return walk_result::hit;
         }
+        // (L5) acquire, as L3 (for L4: a null written by a resize's relink, G1, must make L4 see
+        // the odd sequence). The end of the chain needs no hazard pointer: an unmarked null is what
+        // a validated protect of it (L3) returns, nothing followed n in its chain when this load
+        // read it (a removal relinks n's predecessor to n's successor, here the same null, before
+        // it marks n), so the walk ends as it would after L3. Saves a hazard pointer on every miss
+        // that walks a non-empty chain.
+        if (n->next.load(std::memory_order_acquire) == nullptr)
+          break;
         if (hp_next.empty())
           hp_next = make_hp();
         // (L3) protect's validating load (H3, acquire) of n->next pairs with the release store of

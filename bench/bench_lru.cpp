@@ -15,7 +15,7 @@
 // Implementations:
 //   single_mutex_lru    one std::mutex around std::list + std::unordered_map (the baseline)
 //   sharded_mutex_lru   the same per shard, as many shards as sharded_lru picks, exact LRU per shard
-//   sharded_lru         otlpconc::sharded_lru_cache (lock-free reads, buffered recency)
+//   sharded_lru         otlpconc::sharded_lru_cache (lock-free reads, hits mark, evictions give second chances)
 //   sharded_lru_exact   otlpconc::sharded_lru_cache with read_buffering off (a lock per hit)
 //   tbb_concurrent_lru  oneTBB concurrent_lru_cache (read-through only: lru_read_through)
 // Counter hit_ratio: hits / lookups over the run (averaged over threads).

@@ -533,6 +533,49 @@ TEST_CASE("sharded_lru: a put gives at most 16 second chances and never evicts i
   CHECK(cache.stats().evictions == 1);
 }
 
+TEST_CASE("sharded_lru: an in-place put that makes its entry heavier never evicts that entry", "[sharded_lru]") {
+  // Weighted, u64 values overwritten in place: every entry hit, then key 3's charge grows from 1 to
+  // 2. The other three get their second chances, the put's own entry comes to the end of the list
+  // and goes back to the front, and the least recent of the others is evicted.
+  using cache_t = sharded_lru_cache<int, std::uint64_t>;
+  static_assert(cache_t::in_place_values);
+  cache_t cache(sharded_lru_options{4, 1, true}, [](const int&, const std::uint64_t& v) { return std::size_t(v); });
+  for (int k = 0; k < 4; ++k)
+    cache.put(k, 1);
+  for (int k = 0; k < 4; ++k)
+    REQUIRE(cache.get(k) == 1u);
+  REQUIRE(cache.put(3, 2));
+  CHECK(cache.get(3) == 2u);
+  CHECK_FALSE(cache.contains(0));
+  CHECK(cache.contains(1));
+  CHECK(cache.contains(2));
+  CHECK(cache.total_charge() == 4);
+  CHECK(cache.stats().evictions == 1);
+  CHECK(cache.stats().dropped_reads == 0);
+}
+
+TEST_CASE("sharded_lru: a put gives at most 16 second chances in all, however many entries it evicts",
+          "[sharded_lru]") {
+  // 40 entries of charge 1, all hit; a put of charge 20 must evict 20 of them. It moves 0..15 (its
+  // 16 chances) and evicts 16..35 although they are marked: 20 evictions, all counted as dropped.
+  sharded_lru_cache<int, std::uint64_t> cache(sharded_lru_options{40, 1, true},
+                                              [](const int&, const std::uint64_t& v) { return std::size_t(v); });
+  for (int k = 0; k < 40; ++k)
+    cache.put(k, 1);
+  for (int k = 0; k < 40; ++k)
+    REQUIRE(cache.get(k) == 1u);
+  REQUIRE(cache.put(100, 20));
+  for (int k = 0; k < 16; ++k)
+    CHECK(cache.contains(k));
+  for (int k = 16; k < 36; ++k)
+    CHECK_FALSE(cache.contains(k));
+  for (int k = 36; k < 40; ++k)
+    CHECK(cache.contains(k));
+  CHECK(cache.total_charge() == 40);
+  CHECK(cache.stats().evictions == 20);
+  CHECK(cache.stats().dropped_reads == 20);
+}
+
 TEST_CASE("sharded_lru: a put that updates a marked entry unmarks it", "[sharded_lru]") {
   // A mark means "hit since it was last made the most recent": put makes the entry the most
   // recent, so an older hit no longer counts.

@@ -47,10 +47,15 @@
 //     marked entry is removed (counted in stats().dropped_reads: its hit did not save it). The
 //     entry being put is never removed by its own put. So a hit whose mark happens before a write
 //     to its shard takes the lock (the hit returned before the write was called, on one thread or
-//     through any synchronization) keeps its entry through that write's evictions, unless 16
-//     marked entries come before it. The approximation: marked entries keep their relative order
-//     (the order of their last put or second chance, not of their hits). docs/sharded_lru.md
-//     measures the effect on hit ratio, 1 to 8 threads.
+//     through any synchronization) gets its entry a second chance in that write's evictions,
+//     unless 16 marked entries come before it. A second chance is not a promise to survive: a put
+//     that must remove more than the entries older than its own (a shard of one entry, a heavy
+//     weighted put) removes the passed-over entries too, in LRU order. And a hit that finds the
+//     mark already set writes nothing: if a write unmarks the entry between that hit's read and
+//     its return, the hit leaves no mark (the hit that set it had its chance). Neither case is
+//     counted in dropped_reads. The approximation: marked entries keep their relative order (the
+//     order of their last put or second chance, not of their hits). docs/sharded_lru.md measures
+//     the effect on hit ratio, 1 to 8 threads.
 //   - get_or_load: concurrent misses on one key call the loader once; the others wait for it and
 //     receive its value or its exception. An exception is not cached. A put, erase or clear while
 //     the load runs wins: the loaded value is returned to the waiters but not inserted. A wait

@@ -34,7 +34,7 @@ TEST_CASE("park_lock stress: mutual exclusion and no thread left parked, 6 threa
       std::uint32_t x = 977u * static_cast<std::uint32_t>(t + 1);
       for (std::int64_t i = 0; i < per_thread; ++i) {
         x = x * 1103515245u + 12345u;
-        const bool try_first = (x >> 3) % 4 == 0; // as a reader draining its ring does
+        const bool try_first = (x >> 3) % 4 == 0; // try_lock, part of the Lockable interface
         if (!try_first || !lock->try_lock())
           lock->lock();
         const std::int64_t c = count;

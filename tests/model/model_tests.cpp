@@ -11,9 +11,9 @@
 #include "otlpconc/chase_lev_deque.hpp"
 #include "otlpconc/detail/cache_handshake.hpp"
 #include "otlpconc/detail/event_count.hpp"
+#include "otlpconc/detail/lru_chain.hpp"
 #include "otlpconc/detail/park_lock.hpp"
 #include "otlpconc/ms_queue.hpp"
-#include "otlpconc/sharded_lru.hpp"
 #include "otlpconc/telemetry/detail/admission.hpp"
 
 #include <algorithm>
@@ -80,7 +80,7 @@ struct event_count_no_lost_wakeup : model_test<event_count_no_lost_wakeup<Waiter
 
 // ---- park lock (sharded_lru's shard lock): mutual exclusion, no lost wake-up ----------------
 // Each thread increments a plain variable under the lock, Rounds times (thread 0 tries try_lock
-// first, as a reader draining its ring does). Two holders at once, or a holder whose section does
+// first: the Lockable entry point, and lock()'s own first step). Two holders at once, or a holder whose section does
 // not happen after the previous one (an acquire or release weakened), is a data race on the
 // variable; a thread parked with nobody left to wake it is a deadlock. Both are Relacy failures,
 // and the final count checks that no increment was lost.

@@ -7,7 +7,8 @@ Benchmark names follow "<component>/<implementation>/<config...>". Each JSON fil
 sample. A cell shows the median over all samples with their min-max; a figure whose spread
 (max - min) exceeds 25% of its median is marked noisy. A ratio to the baseline is computed per
 repetition pair (the same repetition of the same process) and its median and min-max are shown,
-never a ratio of medians. Prints the tables to stdout as well.
+never a ratio of medians; so is the ratio of our implementation to each other peer, in a second
+table. Prints the tables to stdout as well.
 """
 import argparse
 import json
@@ -302,6 +303,35 @@ def table(component, configs):
     return comparison_table(component, configs, rate_cell, rate_vs_baseline)
 
 
+def subject_table(component, configs):
+    """Our implementation (the first of OURS after the baseline) against every implementation that
+    is neither it nor the baseline: the ratio per repetition pair, median and min-max, so that a
+    comparison with a peer other than the baseline is never a ratio of medians. (None, None) when
+    there is no such peer."""
+    baseline, impls = ordered_impls(component, configs)
+    subject = next((i for i in impls if i in OURS and i != baseline), None)
+    others = [i for i in impls if i not in (baseline, subject)]
+    if subject is None or not others:
+        return None, None
+    lines = [
+        "| config | " + " | ".join(f"`{subject}` / `{i}`" for i in others) + " |",
+        "|---|" + "---:|" * len(others),
+    ]
+    for config, per_impl in configs.items():
+        mine = per_impl.get(subject)
+        cells = []
+        for other in others:
+            ratios = mine.ratios_to(per_impl[other]) if mine is not None and other in per_impl else []
+            if not ratios:
+                cells.append("n/a")
+            elif len(ratios) == 1:
+                cells.append(f"{ratios[0]:.2f}x")
+            else:
+                cells.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return subject, "\n".join(lines)
+
+
 def counter_table(counter, component, configs):
     """One counter's values (median of the samples), compared with the baseline's where that means
     something."""
@@ -375,7 +405,9 @@ def main():
         "every repetition of every process, with the **min-max** below it; a figure whose spread (max - min)",
         f"exceeds {int(NOISY_SPREAD * 100)}% of its median is marked **noisy**: do not read more into it than its",
         "range. The ratio in parentheses is to the component's baseline, computed **per repetition** (the same",
-        "repetition of the same process, so both ran back to back) and summarized by its median and min-max.",
+        "repetition of the same process, so both ran back to back) and summarized by its median and min-max;",
+        "where a component has other peers, a second table gives our implementation's ratio to each of them,",
+        "computed the same way.",
         "",
         f"- Machine: {machine(context)}",
         f"- Processes per binary: {', '.join(map(str, procs))}; repetitions per process: "
@@ -390,6 +422,10 @@ def main():
         baseline, tab = table(component, configs)
         img = os.path.join(args.img_dir, f"{component}.png")
         out += [f"## {component}", "", DESCRIPTIONS.get(component, ""), "", f"Baseline: `{baseline}`.", "", tab, ""]
+        subject, tab_s = subject_table(component, configs)
+        if tab_s:
+            out += [f"`{subject}` against the other implementations, ratio per repetition pair (median, min-max):",
+                    "", tab_s, ""]
         for counter, per_component in extras.items():
             if component in per_component:
                 tab_c = counter_table(counter, component, per_component[component])

@@ -107,8 +107,8 @@ DESCRIPTIONS = {
     "thread, a condition variable, a shared buffer; OpenTelemetry has no block policy, here a second condition "
     "variable). `otel_cpp_style` records the way opentelemetry-cpp's SDK does (a shared_ptr Span owning a "
     "separate recordable with an `std::unordered_map` of attributes and a shared_ptr context, its mutex locked per "
-    "call); `conventional_cv_buffer` is a leaner heap span without the Span object. Both are faster than "
-    "opentelemetry-cpp itself (1.22 / 0.97 / 0.62 M spans/s at 1 / 2 / 4 threads in the reference notes). "
+    "call); `conventional_cv_buffer` is a leaner heap span without the Span object. opentelemetry-cpp itself "
+    "is measured side by side in docs/telemetry.md (`bench_telemetry_otel_cpp`, not part of this run). "
     "Targets: >= 5x the baseline at 1, 2 and 4 threads; zero drops at 2 threads with `block`; p99 record latency "
     "<= 1 us at 2 threads.",
     "telemetry_steady": "One thread records a steady 20 000 spans/s for 2 s with the default options (counting "

@@ -13,7 +13,7 @@ import tempfile
 
 
 def process_json(path, rates):
-    """rates: {(impl, repetition): items/s} for the config threads:2 of component queue_u64."""
+    """rates: {(impl, repetition): items/s} for the config 1P1C/threads:2 of component queue_u64."""
     benchmarks = []
     for (impl, rep), rate in rates.items():
         benchmarks.append({

@@ -2,9 +2,9 @@
 //
 // A thread whose CAS failed lost to one that succeeded; retrying at once mostly loses again while
 // the winner (or a preempted thread that holds up progress, such as a producer between its link and
-// its tail swing) needs the cache line or the time slice. After the k-th consecutive failure a loop
-// pauses 2^k times (k < pause_rounds), then yields its time slice on every further failure. The
-// first retry is immediate-ish (one pause), so an uncontended operation never waits.
+// its tail swing) needs the cache line or the time slice. After its k-th consecutive failure a loop
+// pauses 2^(k-1) times while k <= pause_rounds, then yields its time slice on every further
+// failure. The first retry is immediate-ish (one pause), so an uncontended operation never waits.
 // The constants were tuned by measurement (docs/ms_queue.md, "Contention"): ms_queue at 1P1C to
 // 4P4C with yielding and spinning consumers on 2 cores, where threads are preempted mid-operation.
 // Yielding from the third consecutive failure instead of the fifth ran 1.12x-1.82x faster (medians

@@ -255,14 +255,19 @@ def ordered_impls(component, configs):
     return baseline, [baseline] + ours + rest
 
 
+def markdown_table(columns, rows):
+    """A table whose first column is the config: columns are the other headers, rows (config,
+    cells) pairs."""
+    lines = ["| config | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {config} | " + " | ".join(cells) + " |" for config, cells in rows]
+    return "\n".join(lines)
+
+
 def comparison_table(component, configs, cell, cell_vs_baseline):
     """One row per config, one column per implementation (baseline first); cell(samples) formats a
     figure, cell_vs_baseline(samples, base_samples) one compared with the baseline's of that row."""
     baseline, impls = ordered_impls(component, configs)
-    lines = [
-        "| config | " + " | ".join(f"`{i}`" for i in impls) + " |",
-        "|---|" + "---:|" * len(impls),
-    ]
+    rows = []
     for config, per_impl in configs.items():
         base = per_impl.get(baseline)
         cells = []
@@ -274,8 +279,8 @@ def comparison_table(component, configs, cell, cell_vs_baseline):
                 cells.append(cell_vs_baseline(v, base))
             else:
                 cells.append(cell(v))
-        lines.append(f"| {config} | " + " | ".join(cells) + " |")
-    return baseline, "\n".join(lines)
+        rows.append((config, cells))
+    return baseline, markdown_table([f"`{i}`" for i in impls], rows)
 
 
 def spread_note(samples, fmt):
@@ -313,10 +318,7 @@ def subject_table(component, configs):
     others = [i for i in impls if i not in (baseline, subject)]
     if subject is None or not others:
         return None, None
-    lines = [
-        "| config | " + " | ".join(f"`{subject}` / `{i}`" for i in others) + " |",
-        "|---|" + "---:|" * len(others),
-    ]
+    rows = []
     for config, per_impl in configs.items():
         mine = per_impl.get(subject)
         cells = []
@@ -328,8 +330,8 @@ def subject_table(component, configs):
                 cells.append(f"{ratios[0]:.2f}x")
             else:
                 cells.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
-        lines.append(f"| {config} | " + " | ".join(cells) + " |")
-    return subject, "\n".join(lines)
+        rows.append((config, cells))
+    return subject, markdown_table([f"`{subject}` / `{i}`" for i in others], rows)
 
 
 def counter_table(counter, component, configs):

@@ -808,6 +808,10 @@ TEST_CASE("exported records go back to the thread that wrote them, up to a queue
   auto exporter = std::make_shared<writer_tracking_exporter>();
   batch_span_processor_options options;
   options.max_queue_size = queue;
+  // a3 below records more spans than the queue holds while exports are held: there is room only
+  // once the export thread has taken a batch (and waits in the exporter). With `drop`, a late
+  // export thread (a loaded machine; CI under ASan dropped 52) loses spans; `block` waits for it.
+  options.on_full = overflow_policy::block;
   batch_span_processor processor(exporter, options);
   tracer t(processor);
   worker a, b;

@@ -519,7 +519,6 @@ int run(const options& o, std::FILE* summary_file) {
   const bool terminal = ::isatty(STDERR_FILENO) != 0;
   const bool progress = !o.quiet;
   const auto progress_every = terminal ? std::chrono::milliseconds(500) : std::chrono::milliseconds(5000);
-  std::signal(SIGINT, on_sigint);
   std::int64_t last_exported = 0;
   auto last = start;
   while (true) {
@@ -710,6 +709,9 @@ int main(int argc, char** argv) {
       return exit_bad_option;
     }
   }
+  // Before the pipeline is built: a Ctrl-C during start-up ends the run as soon as it begins (the
+  // summary is printed), instead of killing the process.
+  std::signal(SIGINT, on_sigint);
   try {
     return run(o, summary);
   } catch (const std::invalid_argument& e) { // options the pipeline rejected

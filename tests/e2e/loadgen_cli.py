@@ -35,6 +35,23 @@ def run(loadgen, *args, timeout=120, env=None):
     return p, time.time() - started
 
 
+def start_under_way(loadgen, out, *args):
+    """Starts a paced run that writes its spans to `out` and returns once the first batch is in the
+    file: the run is under way, so a signal sent now lands in it rather than in start-up (a fixed
+    sleep did not ensure that on a loaded machine)."""
+    if os.path.exists(out):
+        os.remove(out)
+    proc = subprocess.Popen([loadgen, *args, "--output", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while not (os.path.exists(out) and os.path.getsize(out) > 0):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            fail(f"loadgen {' '.join(args)} exported nothing (exit {proc.poll()}): {proc.communicate()[1]}")
+        time.sleep(0.01)
+    return proc
+
+
 def start_server(work, name, script, env_extra=None):
     port_file, log_file = os.path.join(work, name + ".port"), os.path.join(work, name + ".log")
     for f in (port_file, log_file):
@@ -66,10 +83,9 @@ def main(loadgen, work):
     if abs(s["recorded"] + s["skipped"] - 2000 * 0.33) > s["threads"]:
         fail(f"recorded {s['recorded']} + skipped {s['skipped']} is not the 660 scheduled spans")
 
-    # A stall: the process is stopped for 0.4 s in the middle of a paced run.
-    proc = subprocess.Popen([loadgen, "--rate", "2000", "--duration", "2", "--output", out, "--quiet",
-                             "--summary-json", summary], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.7)
+    # A stall: the process is stopped for 0.4 s in the middle of a paced run (4 s: the stall lands
+    # inside it even when the run is seen under way late).
+    proc = start_under_way(loadgen, out, "--rate", "2000", "--duration", "4", "--quiet", "--summary-json", summary)
     proc.send_signal(signal.SIGSTOP)
     time.sleep(0.4)
     proc.send_signal(signal.SIGCONT)
@@ -77,8 +93,8 @@ def main(loadgen, work):
     s = json.load(open(summary))
     if proc.returncode != 0:
         fail(f"the stalled run exited {proc.returncode}")
-    if abs(s["recorded"] + s["skipped"] - 4000) > s["threads"]:
-        fail(f"after a stall: recorded {s['recorded']} + skipped {s['skipped']} is not the 4000 scheduled spans")
+    if abs(s["recorded"] + s["skipped"] - 8000) > s["threads"]:
+        fail(f"after a stall: recorded {s['recorded']} + skipped {s['skipped']} is not the 8000 scheduled spans")
     if s["skipped"] < 2000 * 0.4 - 2 * 2 * 2:  # the stall's spans, less 1 ms of catch-up per thread
         fail(f"a 0.4 s stall at 2000 spans/s skipped only {s['skipped']} spans: it was caught up in a burst")
     if s["latency_scheduled_ns"]["max"] < 0.39e9:
@@ -89,9 +105,7 @@ def main(loadgen, work):
         fail(f"the latency from the actual start: {s['latency_actual_ns']}")
 
     # Ctrl-C ends a long run at once, with the summary.
-    proc = subprocess.Popen([loadgen, "--rate", "1000", "--duration", "60", "--output", out, "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    proc = start_under_way(loadgen, out, "--rate", "1000", "--duration", "60", "--quiet")
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=30)

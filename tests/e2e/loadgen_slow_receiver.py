@@ -5,9 +5,9 @@ request at a time could export about 10 000 spans/s (512 spans per 50 ms); the e
 to 16 requests in flight.
 
 Usage: loadgen_slow_receiver.py LOADGEN WORK_DIR [RATE]
-  RATE (spans/s, default the loadgen's 100 000): the ThreadSanitizer build runs at 10 000 and the
-  unoptimized (Debug) build at 30 000, rates their pipelines sustain on 2 cores; the throughput
-  promise is checked by the optimized builds.
+  RATE (spans/s, default the loadgen's 100 000): the ThreadSanitizer build runs at 10 000, the
+  AddressSanitizer and unoptimized (Debug) builds at 30 000, rates their pipelines sustain on 2
+  cores; the throughput promise is checked by the optimized builds.
   - block policy, the checking receiver (every body parsed): nothing dropped, every recorded span
     reached the receiver in a 2xx answer exactly once, the counts reconcile;
   - drop policy, the sink receiver (bodies read and counted, not parsed): less than 1 % dropped,

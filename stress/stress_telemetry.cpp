@@ -195,11 +195,17 @@ TEST_CASE("telemetry pipeline: every span accounted with a flaky exporter, block
 }
 
 TEST_CASE("telemetry pipeline: shutdown with an exporter that blocks past the timeout", "[telemetry]") {
+  // The first export ignores its deadline: it waits until the test releases it (10 s at most).
   struct stuck final : span_exporter {
     std::atomic<int> calls{0};
+    std::atomic<bool> entered{false}, released{false};
     export_result export_spans(const span_batch_view&, clock::time_point) override {
-      if (calls++ == 0)
-        std::this_thread::sleep_for(300ms); // ignores its deadline
+      if (calls++ == 0) {
+        entered.store(true);
+        const auto give_up = clock::now() + 10s;
+        while (!released.load() && clock::now() < give_up)
+          std::this_thread::sleep_for(1ms);
+      }
       return {};
     }
   };
@@ -213,10 +219,16 @@ TEST_CASE("telemetry pipeline: shutdown with an exporter that blocks past the ti
   std::vector<std::thread> recorders;
   for (int i = 0; i < 3; ++i)
     recorders.emplace_back([&] { record_spans(t, otlpconc::stress::scaled(2000), ended, nullptr); });
-  std::this_thread::sleep_for(20ms);
+  // Shutdown begins while the first export is stuck (a fixed sleep here could miss it on a loaded
+  // machine: shut down before any span, or after the export returned).
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  while (!exporter->entered.load() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(1ms);
+  REQUIRE(exporter->entered.load());
   const auto start = std::chrono::steady_clock::now();
-  CHECK_FALSE(processor.shutdown(50ms));                // the exporter sleeps 300 ms
+  CHECK_FALSE(processor.shutdown(50ms));                // the exporter is stuck
   CHECK(std::chrono::steady_clock::now() - start < 2s); // bounded by the timeout, not the exporter
+  exporter->released.store(true);
   for (auto& r : recorders)
     r.join();
   (void)processor.shutdown(10s);

@@ -928,11 +928,15 @@ TEST_CASE("exports during shutdown get shutdown's deadline", "[telemetry]") {
   batch_span_processor processor(exporter); // export_timeout 30 s, schedule_delay 5 s
   tracer t(processor);
   t.start_span("s"); // staged: exported by the shutdown's final drain
+  // shutdown(5s) sets its deadline between t0 and t1, plus 5 s: the export's deadline is that one,
+  // not export_timeout's 30 s (bracketed, so a slow run cannot fail it).
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(processor.shutdown(200ms));
+  REQUIRE(processor.shutdown(5s));
+  const auto t1 = std::chrono::steady_clock::now();
   std::lock_guard lock(exporter->mutex);
   REQUIRE(exporter->deadlines.size() == 1);
-  CHECK(exporter->deadlines[0] <= t0 + 250ms);
+  CHECK(exporter->deadlines[0] >= t0 + 5s);
+  CHECK(exporter->deadlines[0] <= t1 + 5s);
 }
 
 TEST_CASE("force_flush reports a failed exporter flush", "[telemetry]") {
@@ -1058,7 +1062,11 @@ TEST_CASE("1000 recording threads: the queue bound holds and spans are dropped o
   // The exporter holds a first full batch at a gate, so nothing leaves the queue while 1000 threads
   // record: every span beyond a full queue must be dropped, and no other.
   auto exporter = std::make_shared<gated_exporter>();
-  batch_span_processor processor(exporter); // default options: drop, queue 2048, batch 512
+  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
+  // long the test runs (the exports wait for their deadline: export_timeout).
+  batch_span_processor_options options;
+  options.export_timeout = 5min;
+  batch_span_processor processor(exporter, options);
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1093,7 +1101,11 @@ TEST_CASE("drops only when full while idle threads hold unused admissions", "[te
   // rest of their reservations. A span may be dropped only when 2048 spans wait: the recording
   // thread must take the idle threads' unused admissions back before it drops.
   auto exporter = std::make_shared<gated_exporter>();
-  batch_span_processor processor(exporter); // default options: drop, queue 2048, batch 512
+  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
+  // long the test runs (the exports wait for their deadline: export_timeout).
+  batch_span_processor_options options;
+  options.export_timeout = 5min;
+  batch_span_processor processor(exporter, options);
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1126,7 +1138,11 @@ TEST_CASE("a thread past its exit drops only when full while idle threads hold u
   // A thread whose thread-exit callbacks have run has no stage: its spans are admitted one by one.
   // Before it refuses one, it too must take back the admissions the idle threads reserved.
   auto exporter = std::make_shared<gated_exporter>();
-  batch_span_processor processor(exporter); // default options: drop, queue 2048, batch 512
+  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
+  // long the test runs (the exports wait for their deadline: export_timeout).
+  batch_span_processor_options options;
+  options.export_timeout = 5min;
+  batch_span_processor processor(exporter, options);
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1194,6 +1210,7 @@ TEST_CASE("while nothing leaves the queue a thread's kept spans are a prefix of 
     batch_span_processor_options options; // reservations of 14 to 16 (512 / (4 x stages), at most 16)
     options.max_queue_size = 1024;
     options.max_export_batch_size = 512;
+    options.export_timeout = 5min; // the gate opens on `open`, not at the deadline, however long the round
     batch_span_processor processor(exporter, options);
     tracer t(processor);
     for (int i = 0; i < 512; ++i)

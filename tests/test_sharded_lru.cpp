@@ -397,18 +397,20 @@ TEST_CASE("sharded_lru: get_or_load calls the loader once for concurrent misses"
 TEST_CASE("sharded_lru: a loader's exception reaches every waiter and is not cached", "[sharded_lru]") {
   sharded_lru_cache<int, int> cache(64);
   constexpr int threads = 3;
-  std::atomic<int> calls{0}, entered{0}, failures{0};
+  std::atomic<int> calls{0}, failures{0};
   auto failing = [&](const int&) -> int {
     calls.fetch_add(1);
-    while (entered.load() < threads)
+    // Fails once the other threads wait for this load (a thread arriving after the failure would
+    // load again: a timed sleep here did not ensure they had arrived on a loaded machine).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (otlpconc::detail::lru_wait_graph::instance().waiters() < std::size_t{threads - 1} &&
+           std::chrono::steady_clock::now() < give_up)
       std::this_thread::yield();
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     throw std::runtime_error("backend down");
   };
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&] {
-      entered.fetch_add(1);
       try {
         cache.get_or_load(9, failing);
       } catch (const std::runtime_error& e) {

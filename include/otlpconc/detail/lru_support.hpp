@@ -275,6 +275,12 @@ class lru_wait_graph {
     load.finished = true;
   }
 
+  // How many threads wait for a load, in every cache of the process (tests wait for waiters).
+  std::size_t waiters() {
+    std::lock_guard lock(mutex_);
+    return waiting_.size();
+  }
+
  private:
   lru_wait_graph() = default;
   std::mutex mutex_;

@@ -730,10 +730,12 @@ TEST_CASE("work_stealing_pool: a heap group created in a task is a root, not a d
   std::unique_ptr<task_group> h;
   {
     task_group a(pool);
-    a.run([&] { // keeps A pending while main waits
+    a.run([&] { // keeps A pending while main waits, until h1 has run (on T's worker, or wrongly on main)
       while (!main_waiting.load())
         std::this_thread::yield();
-      std::this_thread::sleep_for(150ms);
+      // Not a sleep: a worker descheduled past it would leave h1 to main's h->wait() below.
+      while (!h1_ran.load())
+        std::this_thread::yield();
     });
     a.run([&] {
       h = std::make_unique<task_group>(pool);

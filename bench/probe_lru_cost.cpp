@@ -13,11 +13,12 @@
 // bench_lru's workload (bench/lru_workload.hpp): capacity 10^5, u64 -> u64, the cache filled
 // read-through by the warm-up stream, then the first `ops` keys of the measured Zipf(0.99) stream.
 //
-// Usage: probe_lru_cost sharded|mutex|none read100|read_through OPS
+// Usage: probe_lru_cost sharded|mutex|none read100|read_through|put_new OPS
 //   sharded        otlpconc::sharded_lru_cache, default options
 //   mutex          the single-mutex LRU bench_lru compares with
 //   none           a cache that holds nothing: the driver's own cost (the loop, the key stream)
-//   read100        get only; read_through: get, and put on a miss
+//   read100        get only; read_through: get, and put on a miss; put_new: put only, of keys never
+//                  seen before (bench_lru's lru_put_new: every put inserts and evicts)
 //   OPS            measured operations after the warm-up, 0 to 2^32 (0: the warm-up alone)
 #include "lru_workload.hpp"
 #include "otlpconc/sharded_lru.hpp"
@@ -42,25 +43,32 @@ struct no_cache {
   std::uint64_t sink = 0;
 };
 
+enum class workload { read100, read_through, put_new };
+
 template <class Cache>
-std::uint64_t run(Cache& cache, bool read_through, std::size_t ops) {
+std::uint64_t run(Cache& cache, workload w, std::size_t ops) {
   for (const std::uint64_t key : otlpconc_bench::trace_streams().warmup)
     if (!cache.get(key))
       cache.put(key, key);
   const auto& keys = otlpconc_bench::trace_streams().measured;
   std::uint64_t sink = 0;
+  // put_new: bench_lru's keys, never seen before (above the trace's 32-bit range, scattered).
+  std::uint64_t fresh = std::uint64_t{1} << 40;
   for (std::size_t i = 0; i < ops; ++i) {
     const std::uint64_t key = keys[i % keys.size()];
-    if (auto v = cache.get(key))
+    if (w == workload::put_new)
+      cache.put((fresh++ * 0x9E3779B97F4A7C15ULL) | (std::uint64_t{1} << 63), key);
+    else if (auto v = cache.get(key))
       sink += *v;
-    else if (read_through)
+    else if (w == workload::read_through)
       cache.put(key, key);
   }
   return sink;
 }
 
 int usage(const char* problem) {
-  std::fprintf(stderr, "probe_lru_cost: %s\nusage: probe_lru_cost sharded|mutex|none read100|read_through OPS\n",
+  std::fprintf(stderr,
+               "probe_lru_cost: %s\nusage: probe_lru_cost sharded|mutex|none read100|read_through|put_new OPS\n",
                problem);
   return 2;
 }
@@ -70,28 +78,30 @@ int usage(const char* problem) {
 int main(int argc, char** argv) {
   if (argc != 4)
     return usage("three arguments expected");
-  const std::string impl = argv[1], workload = argv[2];
+  const std::string impl = argv[1], load = argv[2];
   if (impl != "sharded" && impl != "mutex" && impl != "none")
     return usage(("unknown implementation '" + impl + "'").c_str());
-  if (workload != "read100" && workload != "read_through")
-    return usage(("unknown workload '" + workload + "'").c_str());
+  if (load != "read100" && load != "read_through" && load != "put_new")
+    return usage(("unknown workload '" + load + "'").c_str());
   const char* text = argv[3];
   errno = 0;
   char* end = nullptr;
   const unsigned long long ops = std::isdigit(static_cast<unsigned char>(text[0])) ? std::strtoull(text, &end, 10) : 0;
   if (end == nullptr || *end != '\0' || errno == ERANGE || ops > (1ULL << 32))
     return usage(("OPS must be a number from 0 to 4294967296, got '" + std::string(text) + "'").c_str());
-  const bool read_through = workload == "read_through";
+  const workload w = load == "read100"        ? workload::read100
+                     : load == "read_through" ? workload::read_through
+                                              : workload::put_new;
   std::uint64_t sink = 0;
   if (impl == "mutex") {
     otlpconc_bench::mutex_lru cache(otlpconc_bench::capacity);
-    sink = run(cache, read_through, ops);
+    sink = run(cache, w, ops);
   } else if (impl == "sharded") {
     otlpconc::sharded_lru_cache<std::uint64_t, std::uint64_t> cache(otlpconc_bench::capacity);
-    sink = run(cache, read_through, ops);
+    sink = run(cache, w, ops);
   } else {
     no_cache cache;
-    sink = run(cache, read_through, ops) + cache.sink;
+    sink = run(cache, w, ops) + cache.sink;
   }
   std::printf("%llu operations, checksum %llu\n", ops, static_cast<unsigned long long>(sink));
   return 0;

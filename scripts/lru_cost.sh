@@ -73,7 +73,7 @@ echo "Per operation, $ops operations after the warm-up (cachegrind; simulated LL
 echo
 echo "| workload | implementation | instructions | data reads | data writes | L1d misses | LL data misses |"
 echo "|---|---|---:|---:|---:|---:|---:|"
-for workload in read100 read_through; do
+for workload in read100 read_through put_new; do
   for impl in none mutex sharded; do
     base=$(counts "$impl" "$workload" 0)
     full=$(counts "$impl" "$workload" "$ops")
@@ -107,7 +107,7 @@ for line in sys.stdin:
 if rows == 0:
     sys.exit("lru_cost: no file:function rows in cg_annotate's output (a Valgrind whose format differs?)")
 EOF
-for workload in read100 read_through; do
+for workload in read100 read_through put_new; do
   echo
   echo "Where sharded_lru's instructions go, $workload, per operation (source file: function; ??? = no line information):"
   cg_diff "$tmp/sharded-$workload-0" "$tmp/sharded-$workload-$ops" >"$tmp/diff"

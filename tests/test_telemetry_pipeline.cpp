@@ -14,6 +14,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <latch>
 #include <map>
 #include <memory>
@@ -34,6 +35,12 @@ namespace {
 bool balanced(const batch_span_processor_stats& s) {
   return s.accepted == s.exported + s.dropped + s.failed && s.queued == 0;
 }
+
+// Runs f when the scope ends (declared after a processor: runs before its destructor's shutdown).
+struct at_scope_end {
+  std::function<void()> f;
+  ~at_scope_end() { f(); }
+};
 
 // An exporter whose exports wait while the gate is closed (or until their deadline).
 class gated_exporter final : public span_exporter {
@@ -812,6 +819,9 @@ TEST_CASE("exported records go back to the thread that wrote them, up to a queue
   // once the export thread has taken a batch (and waits in the exporter). With `drop`, a late
   // export thread (a loaded machine; CI under ASan dropped 52) loses spans; `block` waits for it.
   options.on_full = overflow_policy::block;
+  // No timer export while exports are held: one taking a batch of fewer than 256 spans would leave
+  // a3 waiting for room forever (force_flush and full batches still export).
+  options.schedule_delay = 10min;
   batch_span_processor processor(exporter, options);
   tracer t(processor);
   worker a, b;
@@ -1067,6 +1077,7 @@ TEST_CASE("1000 recording threads: the queue bound holds and spans are dropped o
   batch_span_processor_options options;
   options.export_timeout = 5min;
   batch_span_processor processor(exporter, options);
+  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1106,6 +1117,7 @@ TEST_CASE("drops only when full while idle threads hold unused admissions", "[te
   batch_span_processor_options options;
   options.export_timeout = 5min;
   batch_span_processor processor(exporter, options);
+  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1143,6 +1155,7 @@ TEST_CASE("a thread past its exit drops only when full while idle threads hold u
   batch_span_processor_options options;
   options.export_timeout = 5min;
   batch_span_processor processor(exporter, options);
+  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1212,6 +1225,11 @@ TEST_CASE("while nothing leaves the queue a thread's kept spans are a prefix of 
     options.max_export_batch_size = 512;
     options.export_timeout = 5min; // the gate opens on `open`, not at the deadline, however long the round
     batch_span_processor processor(exporter, options);
+    const at_scope_end opens{[&] { // a failed REQUIRE does not leave the gate shut
+      std::lock_guard lock(exporter->m);
+      exporter->open = true;
+      exporter->cv.notify_all();
+    }};
     tracer t(processor);
     for (int i = 0; i < 512; ++i)
       t.start_span("warm").end();

@@ -47,7 +47,8 @@ def start_under_way(loadgen, out, *args):
     while not (os.path.exists(out) and os.path.getsize(out) > 0):
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            fail(f"loadgen {' '.join(args)} exported nothing (exit {proc.poll()}): {proc.communicate()[1]}")
+            _, err = proc.communicate()
+            fail(f"loadgen {' '.join(args)} exported nothing (exit {proc.returncode}): {err}")
         time.sleep(0.01)
     return proc
 

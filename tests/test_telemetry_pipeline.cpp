@@ -42,6 +42,14 @@ struct at_scope_end {
   ~at_scope_end() { f(); }
 };
 
+// Default options (drop, queue 2048, batch 512), except that an export held at a gate waits for
+// the test to open it, however long the test runs: its deadline (export_timeout) is 5 min away.
+batch_span_processor_options gate_options() {
+  batch_span_processor_options options;
+  options.export_timeout = 5min;
+  return options;
+}
+
 // An exporter whose exports wait while the gate is closed (or until their deadline).
 class gated_exporter final : public span_exporter {
  public:
@@ -1072,12 +1080,8 @@ TEST_CASE("1000 recording threads: the queue bound holds and spans are dropped o
   // The exporter holds a first full batch at a gate, so nothing leaves the queue while 1000 threads
   // record: every span beyond a full queue must be dropped, and no other.
   auto exporter = std::make_shared<gated_exporter>();
-  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
-  // long the test runs (the exports wait for their deadline: export_timeout).
-  batch_span_processor_options options;
-  options.export_timeout = 5min;
-  batch_span_processor processor(exporter, options);
-  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
+  batch_span_processor processor(exporter, gate_options()); // drop, queue 2048, batch 512
+  const at_scope_end opens{[&] { exporter->open(); }};      // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1112,12 +1116,8 @@ TEST_CASE("drops only when full while idle threads hold unused admissions", "[te
   // rest of their reservations. A span may be dropped only when 2048 spans wait: the recording
   // thread must take the idle threads' unused admissions back before it drops.
   auto exporter = std::make_shared<gated_exporter>();
-  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
-  // long the test runs (the exports wait for their deadline: export_timeout).
-  batch_span_processor_options options;
-  options.export_timeout = 5min;
-  batch_span_processor processor(exporter, options);
-  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
+  batch_span_processor processor(exporter, gate_options()); // drop, queue 2048, batch 512
+  const at_scope_end opens{[&] { exporter->open(); }};      // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1150,12 +1150,8 @@ TEST_CASE("a thread past its exit drops only when full while idle threads hold u
   // A thread whose thread-exit callbacks have run has no stage: its spans are admitted one by one.
   // Before it refuses one, it too must take back the admissions the idle threads reserved.
   auto exporter = std::make_shared<gated_exporter>();
-  // Default options (drop, queue 2048, batch 512), but the gate stays closed until open(), however
-  // long the test runs (the exports wait for their deadline: export_timeout).
-  batch_span_processor_options options;
-  options.export_timeout = 5min;
-  batch_span_processor processor(exporter, options);
-  const at_scope_end opens{[&] { exporter->open(); }}; // a failed REQUIRE does not leave the gate shut
+  batch_span_processor processor(exporter, gate_options()); // drop, queue 2048, batch 512
+  const at_scope_end opens{[&] { exporter->open(); }};      // a failed REQUIRE does not leave the gate shut
   tracer t(processor);
   for (int i = 0; i < 512; ++i) // a full batch: its export starts, and waits at the gate
     t.start_span("s").end();
@@ -1220,10 +1216,9 @@ TEST_CASE("while nothing leaves the queue a thread's kept spans are a prefix of 
   constexpr int rounds = 4;
   for (int round = 0; round < rounds; ++round) {
     auto exporter = std::make_shared<recording_gate>();
-    batch_span_processor_options options; // reservations of 14 to 16 (512 / (4 x stages), at most 16)
+    batch_span_processor_options options = gate_options(); // reservations of 14 to 16 (512 / (4 x stages), at most 16)
     options.max_queue_size = 1024;
     options.max_export_batch_size = 512;
-    options.export_timeout = 5min; // the gate opens on `open`, not at the deadline, however long the round
     batch_span_processor processor(exporter, options);
     const at_scope_end opens{[&] { // a failed REQUIRE does not leave the gate shut
       std::lock_guard lock(exporter->m);
